@@ -236,6 +236,7 @@ absl::Status RangeLockTable::CheckDeadlock(const Resource& r,
   for (int i = 0; i < ml.n; ++i) {
     bool stopped = !r.waiting[Index(ml.modes[i])].ForEachOverlap(
         req.range.start, req.range.end, [&](const IntervalSet::Entry& e) {
+          mu_.AssertHeld();  // For the analysis: the caller holds mu_.
           const LockRequest& q = r.waiters.at(e.id).req;
           if (req.convert && !q.convert) return true;  // Not ahead of it.
           return !OwnerBlocks(r, req.owner, q);
@@ -396,7 +397,8 @@ void RangeLockTable::ReduceLocked(Resource& r, const Owner& owner,
     if (Meet(r.locks.at(id)->mode, keep) == r.locks.at(id)->mode) continue;
     std::unique_ptr<Lock> old = EraseLock(r, id);
     LockMode reduced = Meet(old->mode, keep);
-    auto add_piece = [&](ByteRange piece, LockMode mode, bool inside) {
+    auto add_piece = [&](ByteRange piece, LockMode mode,
+                         bool inside) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (!piece.Valid() || mode == LockMode::kUn) return;
       auto l = std::make_unique<Lock>(*old);
       l->id = next_lock_id_++;

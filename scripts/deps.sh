@@ -6,7 +6,7 @@ set -euo pipefail
 
 # Build and run: compiler, CMake, gRPC/Protobuf, RocksDB, FUSE, tests, benchmarks.
 packages=(
-  build-essential cmake pkg-config ccache
+  build-essential cmake pkg-config ccache clang
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev
   libfuse3-dev fuse3
