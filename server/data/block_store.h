@@ -1,0 +1,91 @@
+// BlockStore: the storage of one rangefs-data server. One preallocated file
+// (or block device), addressed by physical offset; reads and writes carry
+// the caller's session id, and a fenced session's I/O is refused from the
+// moment Fence() returns (the fence list is persisted, so it survives a
+// restart). Never-written blocks of a file-backed store read as zeros.
+//
+// Thread-safe. Reads and writes of different sessions run concurrently;
+// Fence(s) waits for I/O of s already past its fence check, so once Fence
+// returns no write of s can land.
+#ifndef RANGEFS_SERVER_DATA_BLOCK_STORE_H_
+#define RANGEFS_SERVER_DATA_BLOCK_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+
+namespace rangefs::data {
+
+// Largest read or write in one call.
+inline constexpr uint64_t kMaxIo = 4ull << 20;
+
+struct BlockStoreStats {
+  uint64_t device_size = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t fenced_refusals = 0;
+  std::set<uint64_t> fenced;
+};
+
+class BlockStore {
+ public:
+  // Opens the store in directory `dir` (created if missing): the device is
+  // `dir/blocks`, sized `size` bytes on first use. `size` must match an
+  // existing device, or be 0 to accept its size. `device`, if not empty,
+  // names a file or block device to use instead of dir/blocks.
+  static absl::StatusOr<std::unique_ptr<BlockStore>> Open(
+      const std::string& dir, uint64_t size, const std::string& device = "");
+  ~BlockStore();
+  BlockStore(const BlockStore&) = delete;
+  BlockStore& operator=(const BlockStore&) = delete;
+
+  // [offset, offset + length) must lie within the device, length in
+  // 1..kMaxIo. FENCED if the session is fenced.
+  absl::StatusOr<std::string> Read(uint64_t session, uint64_t offset,
+                                   uint64_t length);
+  // Session 0 is refused: every writer identifies itself.
+  absl::Status Write(uint64_t session, uint64_t offset, absl::string_view data,
+                     bool sync);
+  absl::Status Flush(uint64_t session);
+  // Fences `session` durably; idempotent.
+  absl::Status Fence(uint64_t session);
+
+  uint64_t size() const { return size_; }
+  BlockStoreStats Stats() const;
+
+ private:
+  BlockStore(std::string dir, int fd, uint64_t size);
+  absl::Status CheckRange(uint64_t offset, uint64_t length) const;
+  // Requires fence_mu_ held (shared or exclusive).
+  absl::Status CheckFence(uint64_t session) const
+      ABSL_SHARED_LOCKS_REQUIRED(fence_mu_);
+  absl::Status PersistFences() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fence_mu_);
+  absl::Status LoadFences() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fence_mu_);
+
+  const std::string dir_;
+  const int fd_;
+  const uint64_t size_;
+  // Held shared by every I/O across its fence check and the system call,
+  // exclusively by Fence().
+  mutable absl::Mutex fence_mu_;
+  std::set<uint64_t> fenced_ ABSL_GUARDED_BY(fence_mu_);
+
+  std::atomic<uint64_t> bytes_read_{0};
+  std::atomic<uint64_t> bytes_written_{0};
+  std::atomic<uint64_t> reads_{0};
+  std::atomic<uint64_t> writes_{0};
+  mutable std::atomic<uint64_t> fenced_refusals_{0};
+};
+
+}  // namespace rangefs::data
+
+#endif  // RANGEFS_SERVER_DATA_BLOCK_STORE_H_

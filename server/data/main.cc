@@ -1,0 +1,65 @@
+// rangefs-data: a data server. Serves one block device (a preallocated file
+// by default) over DataService on the address it is given.
+//
+//   rangefs-data --listen 127.0.0.1:7101 --dir /var/lib/rangefs/data0
+//                --size 1073741824
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/fault_injection.h"
+#include "common/log.h"
+#include "rpc/server_util.h"
+#include "server/data/block_store.h"
+#include "server/data/data_service.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7101", "address to serve on");
+ABSL_FLAG(std::string, dir, "", "state directory (device file, fence list)");
+ABSL_FLAG(std::string, device, "",
+          "file or block device to use instead of DIR/blocks");
+ABSL_FLAG(uint64_t, size, 0,
+          "device size in bytes (required when the device is new)");
+ABSL_FLAG(int, threads, 8, "I/O threads");
+
+int main(int argc, char** argv) {
+  using namespace rangefs;
+  absl::SetProgramUsageMessage("rangefs data server");
+  absl::ParseCommandLine(argc, argv);
+  rpc::BlockTerminationSignals();
+  InitLogging("rangefs-data");
+  if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
+    RANGEFS_LOG(ERROR) << "RANGEFS_FAULTS: " << s.message();
+    return 2;
+  }
+  std::string dir = absl::GetFlag(FLAGS_dir);
+  if (dir.empty()) {
+    RANGEFS_LOG(ERROR) << "--dir is required";
+    return 2;
+  }
+  auto store = data::BlockStore::Open(dir, absl::GetFlag(FLAGS_size),
+                                      absl::GetFlag(FLAGS_device));
+  if (!store.ok()) {
+    RANGEFS_LOG(ERROR) << "cannot open the device: "
+                       << store.status().message();
+    return 1;
+  }
+  ThreadPool pool(absl::GetFlag(FLAGS_threads));
+  std::string listen = absl::GetFlag(FLAGS_listen);
+  data::DataServiceImpl service(store->get(), &pool,
+                                absl::StrCat("rangefs-data ", listen));
+  int port = 0;
+  auto server = rpc::StartServer(listen, {&service}, &port);
+  if (!server.ok()) {
+    RANGEFS_LOG(ERROR) << server.status().message();
+    return 1;
+  }
+  RANGEFS_LOG(INFO) << "serving " << (*store)->size() << " bytes on " << listen
+                    << " (port " << port << ")";
+  int sig = rpc::WaitForTerminationSignal();
+  RANGEFS_LOG(INFO) << "signal " << sig << ", shutting down";
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,510 @@
+// MetaServer namespace operations: lookup, attributes, create, link,
+// unlink, rmdir, rename, readlink, readdir.
+#include <sys/stat.h>
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "server/meta/meta_server.h"
+#include "server/meta/meta_server_internal.h"
+
+namespace rangefs::meta {
+
+absl::Status ValidateName(const std::string& name) {
+  if (name.empty()) return MakeError(Errc::kInvalidArgument, "empty name");
+  if (name.size() > kMaxNameLength) {
+    return MakeError(Errc::kNameTooLong,
+                     absl::StrCat("name of ", name.size(), " bytes"));
+  }
+  if (name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos) {
+    return MakeError(Errc::kInvalidArgument, "name contains '/' or NUL");
+  }
+  if (name == "." || name == "..") {
+    return MakeError(Errc::kInvalidArgument, "'.' and '..' are not entries");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Attr> MetaServer::Lookup(uint64_t parent,
+                                        const std::string& name) {
+  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  if (absl::StatusOr<InodeRecord> p = ReadDir(parent); !p.ok()) {
+    return p.status();
+  }
+  absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
+      ReadDentry(parent, name);
+  if (!d.ok()) return d.status();
+  if (!*d) return MakeError(Errc::kNotFound, "no entry " + name);
+  absl::StatusOr<InodeRecord> r = ReadInode((*d)->first);
+  if (!r.ok()) return r.status();
+  return AttrOf(*r);
+}
+
+absl::StatusOr<Attr> MetaServer::GetAttr(uint64_t ino) {
+  absl::StatusOr<InodeRecord> r = ReadInode(ino);
+  if (!r.ok()) return r.status();
+  return AttrOf(*r);
+}
+
+absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
+                                         const SetAttrArgs& a) {
+  if (a.valid & ~511u) {
+    return MakeError(Errc::kInvalidArgument, "unknown setattr fields");
+  }
+  Op op(this, session, {ino});
+  absl::StatusOr<InodeRecord> r = ReadInode(ino);
+  if (!r.ok()) return r.status();
+  Timespec now = Now();
+  if (a.valid & kSetMode) r->mode = (r->mode & S_IFMT) | (a.mode & 07777);
+  if (a.valid & kSetUid) r->uid = a.uid;
+  if (a.valid & kSetGid) r->gid = a.gid;
+  if (a.valid & kSetAtime) r->atime = a.atime;
+  if (a.valid & kSetMtime) r->mtime = a.mtime;
+  if (a.valid & kSetAtimeNow) r->atime = now;
+  if (a.valid & kSetMtimeNow) r->mtime = now;
+  if (a.valid & kSetSize) {
+    if (!S_ISREG(r->mode)) {
+      return MakeError(S_ISDIR(r->mode) ? Errc::kIsDir : Errc::kInvalidArgument,
+                       "truncate of a non-regular file");
+    }
+    if (a.size > kMaxFileSize) {
+      return MakeError(Errc::kFileTooBig, "size past the maximum");
+    }
+    if (absl::Status s = Truncate(op, *r, a.size); !s.ok()) return s;
+    r->mtime = now;
+  }
+  r->ctime = (a.valid & kSetCtime) ? a.ctime : now;
+  op.PutInode(*r);
+  if (absl::Status s = op.Commit(); !s.ok()) return s;
+  return AttrOf(*r);
+}
+
+absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
+                                          const std::string& name,
+                                          uint32_t mode, uint64_t rdev,
+                                          const Creds& creds, bool exclusive,
+                                          const std::string& target) {
+  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  uint32_t type = mode & S_IFMT;
+  if (type != S_IFREG && type != S_IFDIR && type != S_IFLNK &&
+      type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR &&
+      type != S_IFBLK) {
+    return MakeError(Errc::kInvalidArgument, "unknown file type");
+  }
+  Op op(this, session, {parent});
+  absl::StatusOr<InodeRecord> p = ReadDir(parent);
+  if (!p.ok()) return p.status();
+  if (p->nlink == 0) {
+    return MakeError(Errc::kNotFound, "directory was removed");
+  }
+  absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
+      ReadDentry(parent, name);
+  if (!d.ok()) return d.status();
+  if (*d) {
+    if (exclusive || type != S_IFREG) {
+      return MakeError(Errc::kExists, name + " exists");
+    }
+    absl::StatusOr<InodeRecord> existing = ReadInode((*d)->first);
+    if (!existing.ok()) return existing.status();
+    return AttrOf(*existing);
+  }
+  if (type == S_IFDIR && p->nlink >= kMaxLinks) {
+    return MakeError(Errc::kTooManyLinks, "too many subdirectories");
+  }
+  if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+  InodeRecord r;
+  r.ino = next_ino_++;
+  ++inode_count_;
+  op.batch().Put(Cf::kMeta, "next_ino", std::to_string(next_ino_));
+  op.batch().Put(Cf::kMeta, "inode_count", std::to_string(inode_count_));
+  r.mode = mode;
+  r.rdev = rdev;
+  r.uid = creds.uid;
+  r.gid = creds.gid;
+  if (p->mode & S_ISGID) {
+    // setgid directory: the group is inherited, and so is the bit by
+    // subdirectories.
+    r.gid = p->gid;
+    if (type == S_IFDIR) r.mode |= S_ISGID;
+  }
+  r.nlink = type == S_IFDIR ? 2 : 1;
+  r.parent = type == S_IFDIR ? parent : 0;
+  r.generation = r.ino;
+  r.symlink = target;
+  r.size = type == S_IFLNK ? target.size() : 0;
+  r.atime = r.mtime = r.ctime = r.btime = Now();
+  op.PutInode(r);
+  op.batch().Put(Cf::kDentries, DentryKey(parent, name),
+                 EncodeDentry(r.ino, type));
+  if (type == S_IFDIR) ++p->nlink;
+  ++p->size;
+  p->mtime = p->ctime = r.ctime;
+  op.PutInode(*p);
+  if (absl::Status s = op.Commit(); !s.ok()) return s;
+  return AttrOf(r);
+}
+
+absl::StatusOr<Attr> MetaServer::Create(uint64_t session, uint64_t parent,
+                                        const std::string& name, uint32_t mode,
+                                        uint64_t rdev, const Creds& creds,
+                                        bool exclusive, uint32_t umask) {
+  if ((mode & S_IFMT) == 0) mode |= S_IFREG;
+  if ((mode & S_IFMT) == S_IFDIR || (mode & S_IFMT) == S_IFLNK) {
+    return MakeError(Errc::kInvalidArgument,
+                     "create makes files, not directories or symlinks");
+  }
+  return MakeNode(session, parent, name,
+                  (mode & S_IFMT) | (mode & ~umask & 07777), rdev, creds,
+                  exclusive, "");
+}
+
+absl::StatusOr<Attr> MetaServer::Mkdir(uint64_t session, uint64_t parent,
+                                       const std::string& name, uint32_t mode,
+                                       const Creds& creds, uint32_t umask) {
+  return MakeNode(session, parent, name, S_IFDIR | (mode & ~umask & 07777), 0,
+                  creds, true, "");
+}
+
+absl::StatusOr<Attr> MetaServer::Symlink(uint64_t session, uint64_t parent,
+                                         const std::string& name,
+                                         const std::string& target,
+                                         const Creds& creds) {
+  if (target.empty() || target.size() > kMaxSymlinkLength ||
+      target.find('\0') != std::string::npos) {
+    return MakeError(target.size() > kMaxSymlinkLength ? Errc::kNameTooLong
+                                                       : Errc::kInvalidArgument,
+                     "bad symlink target");
+  }
+  return MakeNode(session, parent, name, S_IFLNK | 0777, 0, creds, true,
+                  target);
+}
+
+absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,
+                                      uint64_t new_parent,
+                                      const std::string& new_name) {
+  if (absl::Status s = ValidateName(new_name); !s.ok()) return s;
+  Op op(this, session, {ino, new_parent});
+  absl::StatusOr<InodeRecord> r = ReadInode(ino);
+  if (!r.ok()) return r.status();
+  if (S_ISDIR(r->mode)) {
+    return MakeError(Errc::kPermission, "hard link to a directory");
+  }
+  if (r->nlink == 0) return MakeError(Errc::kNotFound, "inode was unlinked");
+  if (r->nlink >= kMaxLinks) return MakeError(Errc::kTooManyLinks, "links");
+  absl::StatusOr<InodeRecord> p = ReadDir(new_parent);
+  if (!p.ok()) return p.status();
+  if (p->nlink == 0) return MakeError(Errc::kNotFound, "directory removed");
+  absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
+      ReadDentry(new_parent, new_name);
+  if (!d.ok()) return d.status();
+  if (*d) return MakeError(Errc::kExists, new_name + " exists");
+  Timespec now = Now();
+  ++r->nlink;
+  r->ctime = now;
+  op.batch().Put(Cf::kDentries, DentryKey(new_parent, new_name),
+                 EncodeDentry(ino, r->mode & S_IFMT));
+  ++p->size;
+  p->mtime = p->ctime = now;
+  op.PutInode(*r);
+  op.PutInode(*p);
+  if (absl::Status s = op.Commit(); !s.ok()) return s;
+  return AttrOf(*r);
+}
+
+absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
+                                                uint64_t parent,
+                                                const std::string& name,
+                                                bool keep_if_open) {
+  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  for (;;) {
+    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
+        ReadDentry(parent, name);
+    if (!d.ok()) return d.status();
+    if (!*d) {
+      if (absl::StatusOr<InodeRecord> p = ReadDir(parent); !p.ok()) {
+        return p.status();
+      }
+      return MakeError(Errc::kNotFound, "no entry " + name);
+    }
+    uint64_t ino = (*d)->first;
+    Op op(this, session, {parent, ino});
+    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> again =
+        ReadDentry(parent, name);
+    if (!again.ok()) return again.status();
+    if (!*again || (*again)->first != ino) continue;  // Raced: look again.
+    absl::StatusOr<InodeRecord> p = ReadDir(parent);
+    if (!p.ok()) return p.status();
+    absl::StatusOr<InodeRecord> r = ReadInode(ino);
+    if (!r.ok()) return r.status();
+    if (S_ISDIR(r->mode))
+      return MakeError(Errc::kIsDir, name + " is a directory");
+    Timespec now = Now();
+    op.batch().Delete(Cf::kDentries, DentryKey(parent, name));
+    --p->size;
+    p->mtime = p->ctime = now;
+    op.PutInode(*p);
+    --r->nlink;
+    r->ctime = now;
+    UnlinkResult result{ino, false};
+    if (absl::Status s = DropLink(op, *r, keep_if_open, &result.orphaned);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = op.Commit(); !s.ok()) return s;
+    return result;
+  }
+}
+
+absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
+                                               uint64_t parent,
+                                               const std::string& name) {
+  if (name == "..") return MakeError(Errc::kNotEmpty, "rmdir ..");
+  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  for (;;) {
+    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
+        ReadDentry(parent, name);
+    if (!d.ok()) return d.status();
+    if (!*d) {
+      if (absl::StatusOr<InodeRecord> p = ReadDir(parent); !p.ok()) {
+        return p.status();
+      }
+      return MakeError(Errc::kNotFound, "no entry " + name);
+    }
+    uint64_t ino = (*d)->first;
+    Op op(this, session, {parent, ino});
+    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> again =
+        ReadDentry(parent, name);
+    if (!again.ok()) return again.status();
+    if (!*again || (*again)->first != ino) continue;
+    absl::StatusOr<InodeRecord> p = ReadDir(parent);
+    if (!p.ok()) return p.status();
+    absl::StatusOr<InodeRecord> r = ReadInode(ino);
+    if (!r.ok()) return r.status();
+    if (!S_ISDIR(r->mode)) {
+      return MakeError(Errc::kNotDir, name + " is not a directory");
+    }
+    absl::StatusOr<bool> empty = DirIsEmpty(ino);
+    if (!empty.ok()) return empty.status();
+    if (!*empty) return MakeError(Errc::kNotEmpty, name + " is not empty");
+    Timespec now = Now();
+    op.batch().Delete(Cf::kDentries, DentryKey(parent, name));
+    --p->size;
+    --p->nlink;
+    p->mtime = p->ctime = now;
+    op.PutInode(*p);
+    if (absl::Status s = FreeInode(op, *r); !s.ok()) return s;
+    if (absl::Status s = op.Commit(); !s.ok()) return s;
+    return UnlinkResult{ino, false};
+  }
+}
+
+absl::Status MetaServer::CheckNotAncestor(uint64_t ino, uint64_t dir) {
+  // Walk up from `dir`; rename_mu_ keeps parent pointers still meanwhile.
+  for (uint64_t cur = dir, steps = 0;; ++steps) {
+    if (cur == ino) {
+      return MakeError(Errc::kInvalidArgument,
+                       "cannot move a directory into itself");
+    }
+    if (cur == kRootIno || steps > (1u << 20)) return absl::OkStatus();
+    absl::StatusOr<InodeRecord> r = ReadInode(cur);
+    if (!r.ok()) return r.status();
+    cur = r->parent;
+  }
+}
+
+absl::StatusOr<UnlinkResult> MetaServer::Rename(
+    uint64_t session, uint64_t old_parent, const std::string& old_name,
+    uint64_t new_parent, const std::string& new_name, uint32_t flags) {
+  if (absl::Status s = ValidateName(old_name); !s.ok()) return s;
+  if (absl::Status s = ValidateName(new_name); !s.ok()) return s;
+  if ((flags & ~3u) != 0 || flags == 3) {
+    return MakeError(Errc::kInvalidArgument, "bad rename flags");
+  }
+  const bool exchange = flags & kRenameExchange;
+  // Cross-directory renames are serialised (Linux's s_vfs_rename_mutex),
+  // so the ancestry check cannot race with another rename.
+  std::unique_ptr<absl::MutexLock> rename_lock;
+  if (old_parent != new_parent) {
+    rename_lock = std::make_unique<absl::MutexLock>(&rename_mu_);
+  }
+  for (;;) {
+    auto src = ReadDentry(old_parent, old_name);
+    if (!src.ok()) return src.status();
+    auto dst = ReadDentry(new_parent, new_name);
+    if (!dst.ok()) return dst.status();
+    if (!*src) {
+      if (auto p = ReadDir(old_parent); !p.ok()) return p.status();
+      return MakeError(Errc::kNotFound, "no entry " + old_name);
+    }
+    uint64_t src_ino = (*src)->first;
+    uint64_t dst_ino = *dst ? (*dst)->first : 0;
+    Op op(this, session, {old_parent, new_parent, src_ino, dst_ino});
+    auto src2 = ReadDentry(old_parent, old_name);
+    auto dst2 = ReadDentry(new_parent, new_name);
+    if (!src2.ok()) return src2.status();
+    if (!dst2.ok()) return dst2.status();
+    if (!*src2 || (*src2)->first != src_ino ||
+        (*dst2 ? (*dst2)->first : 0) != dst_ino) {
+      continue;  // Raced with another operation: look again.
+    }
+    // Records, each read once even when ids coincide.
+    std::map<uint64_t, InodeRecord> recs;
+    for (uint64_t ino : {old_parent, new_parent, src_ino, dst_ino}) {
+      if (ino == 0 || recs.count(ino)) continue;
+      absl::StatusOr<InodeRecord> r = ReadInode(ino);
+      if (!r.ok()) return r.status();
+      recs[ino] = *r;
+    }
+    if (!S_ISDIR(recs[old_parent].mode) || !S_ISDIR(recs[new_parent].mode)) {
+      return MakeError(Errc::kNotDir, "rename parent is not a directory");
+    }
+    if (recs[new_parent].nlink == 0) {
+      return MakeError(Errc::kNotFound, "target directory was removed");
+    }
+    if (src_ino == dst_ino) return UnlinkResult{};  // Same inode: no-op.
+    if (dst_ino == 0 && exchange) {
+      return MakeError(Errc::kNotFound, "exchange target missing");
+    }
+    if (dst_ino != 0 && (flags & kRenameNoReplace)) {
+      return MakeError(Errc::kExists, new_name + " exists");
+    }
+    InodeRecord& s = recs[src_ino];
+    const bool src_dir = S_ISDIR(s.mode);
+    const bool dst_dir = dst_ino != 0 && S_ISDIR(recs[dst_ino].mode);
+    if (old_parent != new_parent) {
+      if (src_dir) {
+        if (absl::Status st = CheckNotAncestor(src_ino, new_parent); !st.ok()) {
+          return st;
+        }
+      }
+      if (exchange && dst_dir) {
+        if (absl::Status st = CheckNotAncestor(dst_ino, old_parent); !st.ok()) {
+          return st;
+        }
+      }
+    }
+    Timespec now = Now();
+    UnlinkResult result;
+    if (exchange) {
+      InodeRecord& d = recs[dst_ino];
+      op.batch().Put(Cf::kDentries, DentryKey(old_parent, old_name),
+                     EncodeDentry(dst_ino, d.mode & S_IFMT));
+      op.batch().Put(Cf::kDentries, DentryKey(new_parent, new_name),
+                     EncodeDentry(src_ino, s.mode & S_IFMT));
+      if (src_dir) s.parent = new_parent;
+      if (dst_dir) d.parent = old_parent;
+      if (src_dir != dst_dir && old_parent != new_parent) {
+        // The subdirectory count moves between the parents.
+        recs[old_parent].nlink += src_dir ? -1 : 1;
+        recs[new_parent].nlink += src_dir ? 1 : -1;
+      }
+      s.ctime = d.ctime = now;
+    } else {
+      if (dst_ino != 0) {
+        if (src_dir && !dst_dir) {
+          return MakeError(Errc::kNotDir, new_name + " is not a directory");
+        }
+        if (!src_dir && dst_dir) {
+          return MakeError(Errc::kIsDir, new_name + " is a directory");
+        }
+        if (dst_dir) {
+          absl::StatusOr<bool> empty = DirIsEmpty(dst_ino);
+          if (!empty.ok()) return empty.status();
+          if (!*empty) return MakeError(Errc::kNotEmpty, new_name);
+        }
+      }
+      op.batch().Delete(Cf::kDentries, DentryKey(old_parent, old_name));
+      op.batch().Put(Cf::kDentries, DentryKey(new_parent, new_name),
+                     EncodeDentry(src_ino, s.mode & S_IFMT));
+      --recs[old_parent].size;
+      if (dst_ino == 0) ++recs[new_parent].size;
+      if (src_dir && old_parent != new_parent) {
+        --recs[old_parent].nlink;
+        ++recs[new_parent].nlink;
+        s.parent = new_parent;
+      }
+      s.ctime = now;
+      if (dst_ino != 0) {
+        InodeRecord d = recs[dst_ino];
+        recs.erase(dst_ino);
+        d.ctime = now;
+        result.ino = dst_ino;
+        if (dst_dir) {
+          --recs[new_parent].nlink;
+          if (absl::Status st = FreeInode(op, d); !st.ok()) return st;
+        } else {
+          --d.nlink;
+          if (absl::Status st = DropLink(op, d, false, &result.orphaned);
+              !st.ok()) {
+            return st;
+          }
+        }
+      }
+    }
+    recs[old_parent].mtime = recs[old_parent].ctime = now;
+    recs[new_parent].mtime = recs[new_parent].ctime = now;
+    for (const auto& [ino, r] : recs) op.PutInode(r);
+    if (absl::Status st = op.Commit(); !st.ok()) return st;
+    return result;
+  }
+}
+
+absl::StatusOr<std::string> MetaServer::Readlink(uint64_t ino) {
+  absl::StatusOr<InodeRecord> r = ReadInode(ino);
+  if (!r.ok()) return r.status();
+  if (!S_ISLNK(r->mode)) {
+    return MakeError(Errc::kInvalidArgument, "not a symlink");
+  }
+  return r->symlink;
+}
+
+absl::StatusOr<ReadDirResult> MetaServer::ReadDir(uint64_t ino,
+                                                  const std::string& after,
+                                                  uint32_t max_entries,
+                                                  bool plus) {
+  if (max_entries == 0 || max_entries > 4096) {
+    return MakeError(Errc::kInvalidArgument, "max_entries not in 1..4096");
+  }
+  if (after.size() > kMaxNameLength) {
+    return MakeError(Errc::kNameTooLong, "bad resume name");
+  }
+  std::unique_ptr<ReadView> view = store_->View();
+  if (absl::StatusOr<InodeRecord> d = ReadDir(ino, view.get()); !d.ok()) {
+    return d.status();
+  }
+  ReadDirResult out;
+  out.eof = true;
+  std::string from = DentryKey(ino, after);
+  absl::Status status;
+  absl::Status s = store_->Scan(
+      Cf::kDentries, from, DentryPrefix(ino + 1),
+      [&](absl::string_view k, absl::string_view v) {
+        std::string name(k.substr(8));
+        if (!after.empty() && name == after) return true;  // Seen already.
+        if (out.entries.size() == max_entries) {
+          out.eof = false;
+          return false;
+        }
+        DirEntry e;
+        e.name = std::move(name);
+        status = DecodeDentry(v, &e.ino, &e.type);
+        if (!status.ok()) return false;
+        out.entries.push_back(std::move(e));
+        return true;
+      },
+      view.get());
+  if (!s.ok()) return s;
+  if (!status.ok()) return status;
+  if (plus) {
+    for (DirEntry& e : out.entries) {
+      absl::StatusOr<InodeRecord> r = ReadInode(e.ino, view.get());
+      if (!r.ok()) return r.status();
+      e.attr = AttrOf(*r);
+    }
+  }
+  return out;
+}
+
+}  // namespace rangefs::meta

@@ -1,0 +1,63 @@
+// Private helpers of MetaServer shared by its .cc files.
+#ifndef RANGEFS_SERVER_META_META_SERVER_INTERNAL_H_
+#define RANGEFS_SERVER_META_META_SERVER_INTERNAL_H_
+
+#include <array>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "server/meta/extent_set.h"
+#include "server/meta/meta_server.h"
+
+namespace rangefs::meta {
+
+// Striped inode locks. An operation locks the stripes of every inode it
+// changes in ascending stripe order and holds them until its batch is
+// durable, so the next operation on those inodes reads what it wrote.
+class MetaServer::InodeLocks {
+ public:
+  static constexpr size_t kStripes = 1024;
+  InodeLocks();
+  static std::vector<size_t> Stripes(std::vector<uint64_t> inos);
+  std::array<absl::Mutex, kStripes> mu;
+};
+
+// One operation: holds its inode locks (and, from LockSeq() until Commit(),
+// the sequencing mutex), collects its batch, and commits it.
+class MetaServer::Op {
+ public:
+  // `session` (0 for the server itself) is refused once fenced.
+  Op(MetaServer* server, uint64_t session, std::vector<uint64_t> inos);
+  ~Op();
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  Batch& batch() { return batch_; }
+  void PutInode(const InodeRecord& r);
+  // Takes the sequencing mutex (before any allocator or counter change) and
+  // refuses a fenced session. Held until Commit or destruction, so no fence
+  // can come between the check and the submission.
+  absl::Status LockSeq();
+  // LockSeq() if not yet held, adds the allocator's free-map changes,
+  // submits, and waits until the batch is durable.
+  absl::Status Commit();
+
+ private:
+  MetaServer* server_;
+  const uint64_t session_;
+  std::vector<size_t> stripes_;
+  bool seq_held_ = false;
+  Batch batch_;
+};
+
+// Name checks shared by namespace operations.
+absl::Status ValidateName(const std::string& name);
+
+inline uint64_t BlockDown(uint64_t x) { return x / kBlockSize * kBlockSize; }
+inline uint64_t BlockUp(uint64_t x) {
+  return (x + kBlockSize - 1) / kBlockSize * kBlockSize;
+}
+
+}  // namespace rangefs::meta
+
+#endif  // RANGEFS_SERVER_META_META_SERVER_INTERNAL_H_
