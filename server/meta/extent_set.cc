@@ -131,7 +131,26 @@ bool ExtentSet::SetState(uint64_t start, uint64_t end, ExtentState state,
       changed = true;
     }
   }
+  Compact();
   return changed;
+}
+
+void ExtentSet::Compact() {
+  auto it = current_.begin();
+  while (it != current_.end()) {
+    auto next = std::next(it);
+    if (next == current_.end()) break;
+    Extent& a = it->second;
+    const Extent& b = next->second;
+    if (a.end() == b.offset && a.device == b.device &&
+        a.physical + a.length == b.physical && a.state == b.state &&
+        a.gen == b.gen) {
+      a.length += b.length;
+      current_.erase(next);
+    } else {
+      it = next;
+    }
+  }
 }
 
 void ExtentSet::Add(const Extent& e) { current_[e.offset] = e; }

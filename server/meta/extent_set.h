@@ -54,6 +54,11 @@ class ExtentSet {
   void ShiftDown(uint64_t from, uint64_t delta, uint64_t gen);
   void ShiftUp(uint64_t from, uint64_t delta, uint64_t gen);
 
+  // Merges neighbours that continue each other (same device, state and
+  // generation, physically contiguous), so splits that changed nothing
+  // leave no trace.
+  void Compact();
+
   // Blocks mapped (for st_blocks accounting), over the whole window.
   uint64_t MappedBytes() const;
   bool changed() const { return current_ != original_; }

@@ -102,6 +102,7 @@ absl::StatusOr<uint64_t> MetaServer::FillHoles(Op& op, InodeRecord& r,
       }
     }
   }
+  set.Compact();
   r.blocks += total / kBlockSize;
   return total;
 }

@@ -97,8 +97,8 @@ MetaServer::~MetaServer() = default;
 
 absl::StatusOr<std::unique_ptr<MetaServer>> MetaServer::Open(
     const std::string& dir, const std::string& fs_id,
-    const std::vector<DeviceInfo>& devices) {
-  absl::StatusOr<std::unique_ptr<MetaStore>> store = MetaStore::Open(dir);
+    const std::vector<DeviceInfo>& devices, bool sync) {
+  absl::StatusOr<std::unique_ptr<MetaStore>> store = MetaStore::Open(dir, sync);
   if (!store.ok()) return store.status();
   absl::StatusOr<std::optional<std::string>> stored_id =
       (*store)->Get(Cf::kMeta, "fs_id");

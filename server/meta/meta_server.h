@@ -128,9 +128,10 @@ class MetaServer {
   // `devices` and `fs_id`; an existing one must carry the same fs id (an
   // empty `fs_id` accepts any) and its own devices are used (`devices`
   // may add new ones, never change or drop old ones).
+  // `sync` = false is for tests only (see MetaStore::Open).
   static absl::StatusOr<std::unique_ptr<MetaServer>> Open(
       const std::string& dir, const std::string& fs_id,
-      const std::vector<DeviceInfo>& devices);
+      const std::vector<DeviceInfo>& devices, bool sync = true);
   ~MetaServer();
   MetaServer(const MetaServer&) = delete;
   MetaServer& operator=(const MetaServer&) = delete;

@@ -59,7 +59,7 @@ size_t Batch::count() const { return ops_.size(); }
 ReadView::~ReadView() { db_->ReleaseSnapshot(snap_); }
 
 absl::StatusOr<std::unique_ptr<MetaStore>> MetaStore::Open(
-    const std::string& dir) {
+    const std::string& dir, bool sync) {
   rocksdb::Options options;
   options.create_if_missing = true;
   options.create_missing_column_families = true;
@@ -80,12 +80,13 @@ absl::StatusOr<std::unique_ptr<MetaStore>> MetaStore::Open(
   // Drop the default family's handle; keep ours in Cf order.
   db->DestroyColumnFamilyHandle(handles[0]);
   handles.erase(handles.begin());
-  return std::unique_ptr<MetaStore>(new MetaStore(db, std::move(handles)));
+  return std::unique_ptr<MetaStore>(
+      new MetaStore(db, std::move(handles), sync));
 }
 
 MetaStore::MetaStore(rocksdb::DB* db,
-                     std::vector<rocksdb::ColumnFamilyHandle*> cfs)
-    : db_(db), cfs_(std::move(cfs)) {}
+                     std::vector<rocksdb::ColumnFamilyHandle*> cfs, bool sync)
+    : db_(db), cfs_(std::move(cfs)), sync_(sync) {}
 
 MetaStore::~MetaStore() {
   for (auto* h : cfs_) db_->DestroyColumnFamilyHandle(h);
@@ -181,7 +182,7 @@ void MetaStore::WriteGroup() {
     }
   }
   rocksdb::WriteOptions wo;
-  wo.sync = true;
+  wo.sync = sync_;
   rocksdb::Status s = db_->Write(wo, &wb);
   absl::Status status = FromRocks(s, "synced write");
   mu_.Lock();

@@ -89,9 +89,10 @@ class ReadView {
 
 class MetaStore {
  public:
-  // Opens (creating if needed) the database in `dir`.
-  static absl::StatusOr<std::unique_ptr<MetaStore>> Open(
-      const std::string& dir);
+  // Opens (creating if needed) the database in `dir`. `sync` = false skips
+  // the fsync of each group write: for tests only, never for a server.
+  static absl::StatusOr<std::unique_ptr<MetaStore>> Open(const std::string& dir,
+                                                         bool sync = true);
   ~MetaStore();
   MetaStore(const MetaStore&) = delete;
   MetaStore& operator=(const MetaStore&) = delete;
@@ -129,7 +130,8 @@ class MetaStore {
   bool failed() const;
 
  private:
-  MetaStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs);
+  MetaStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs,
+            bool sync);
   rocksdb::ColumnFamilyHandle* Handle(Cf cf) const {
     return cfs_[static_cast<int>(cf)];
   }
@@ -137,6 +139,7 @@ class MetaStore {
 
   rocksdb::DB* db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+  const bool sync_;
 
   mutable absl::Mutex mu_;
   absl::CondVar written_;  // Signalled when a group write ends.

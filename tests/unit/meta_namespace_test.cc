@@ -1,0 +1,344 @@
+// The metadata server's namespace: entries, attributes, links, renames,
+// persistence, orphans, fencing, extended attributes.
+#include <sys/stat.h>
+
+#include "common/status.h"
+#include "gtest/gtest.h"
+#include "server/meta/meta_server.h"
+#include "tests/util/temp_dir.h"
+
+namespace rangefs::meta {
+namespace {
+
+constexpr uint64_t kSession = 42;
+constexpr uint64_t kMiB = 1 << 20;
+
+class MetaNamespaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen(const std::string& fs_id = "testfs") {
+    server_.reset();
+    auto s = MetaServer::Open(dir_.Sub("meta"), fs_id,
+                              {DeviceInfo{0, 8 * kMiB, "127.0.0.1:1"}},
+                              /*sync=*/false);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+  }
+
+  Attr MustCreate(uint64_t parent, const std::string& name) {
+    auto a = server_->Create(kSession, parent, name, S_IFREG | 0644, 0,
+                             Creds{1000, 1000}, true, 022);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *a : Attr{};
+  }
+  Attr MustMkdir(uint64_t parent, const std::string& name) {
+    auto a = server_->Mkdir(kSession, parent, name, 0755, Creds{}, 0);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *a : Attr{};
+  }
+  void ExpectClean() {
+    auto rep = server_->Fsck();
+    ASSERT_TRUE(rep.ok()) << rep.status();
+    for (const std::string& p : rep->problems) ADD_FAILURE() << p;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<MetaServer> server_;
+};
+
+TEST_F(MetaNamespaceTest, FormatsARootDirectory) {
+  auto root = server_->GetAttr(kRootIno);
+  ASSERT_TRUE(root.ok());
+  EXPECT_TRUE(S_ISDIR(root->mode));
+  EXPECT_EQ(root->nlink, 2u);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, CreateThenLookupFindsTheFile) {
+  Attr a = MustCreate(kRootIno, "f");
+  auto b = server_->Lookup(kRootIno, "f");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(a.ino, b->ino);
+  EXPECT_EQ(b->mode, S_IFREG | 0644u);
+  EXPECT_EQ(b->uid, 1000u);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, ExclusiveCreateOfExistingNameFails) {
+  MustCreate(kRootIno, "f");
+  auto again = server_->Create(kSession, kRootIno, "f", S_IFREG | 0644, 0,
+                               Creds{}, true, 0);
+  EXPECT_EQ(ErrcOf(again.status()), Errc::kExists);
+  auto open = server_->Create(kSession, kRootIno, "f", S_IFREG | 0644, 0,
+                              Creds{}, false, 0);
+  EXPECT_TRUE(open.ok());
+}
+
+TEST_F(MetaNamespaceTest, BadNamesAreRefusedAndChangeNothing) {
+  for (std::string bad :
+       {std::string(""), std::string("a/b"), std::string("a\0b", 3),
+        std::string("."), std::string(".."), std::string(256, 'x')}) {
+    auto a = server_->Create(kSession, kRootIno, bad, S_IFREG | 0644, 0,
+                             Creds{}, true, 0);
+    EXPECT_FALSE(a.ok()) << "name of " << bad.size() << " bytes";
+  }
+  EXPECT_EQ(ErrcOf(server_
+                       ->Create(kSession, kRootIno, std::string(256, 'x'),
+                                S_IFREG, 0, Creds{}, true, 0)
+                       .status()),
+            Errc::kNameTooLong);
+  auto list = server_->ReadDir(kRootIno, "", 100, false);
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->entries.empty());
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, UnknownInodeIsNotFound) {
+  EXPECT_EQ(ErrcOf(server_->GetAttr(999).status()), Errc::kNotFound);
+  EXPECT_EQ(ErrcOf(server_->Lookup(999, "x").status()), Errc::kNotFound);
+}
+
+TEST_F(MetaNamespaceTest, LookupInAFileIsNotDir) {
+  Attr f = MustCreate(kRootIno, "f");
+  EXPECT_EQ(ErrcOf(server_->Lookup(f.ino, "x").status()), Errc::kNotDir);
+}
+
+TEST_F(MetaNamespaceTest, MkdirCountsLinks) {
+  Attr d = MustMkdir(kRootIno, "d");
+  EXPECT_EQ(d.nlink, 2u);
+  EXPECT_EQ(server_->GetAttr(kRootIno)->nlink, 3u);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, RmdirOfNonEmptyDirectoryFails) {
+  Attr d = MustMkdir(kRootIno, "d");
+  MustCreate(d.ino, "f");
+  EXPECT_EQ(ErrcOf(server_->Rmdir(kSession, kRootIno, "d").status()),
+            Errc::kNotEmpty);
+  ASSERT_TRUE(server_->Unlink(kSession, d.ino, "f", false).ok());
+  EXPECT_TRUE(server_->Rmdir(kSession, kRootIno, "d").ok());
+  EXPECT_EQ(server_->GetAttr(kRootIno)->nlink, 2u);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, UnlinkOfDirectoryIsIsDir) {
+  MustMkdir(kRootIno, "d");
+  EXPECT_EQ(ErrcOf(server_->Unlink(kSession, kRootIno, "d", false).status()),
+            Errc::kIsDir);
+  MustCreate(kRootIno, "f");
+  EXPECT_EQ(ErrcOf(server_->Rmdir(kSession, kRootIno, "f").status()),
+            Errc::kNotDir);
+}
+
+TEST_F(MetaNamespaceTest, HardLinksShareTheInode) {
+  Attr f = MustCreate(kRootIno, "f");
+  auto l = server_->Link(kSession, f.ino, kRootIno, "g");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->nlink, 2u);
+  ASSERT_TRUE(server_->Unlink(kSession, kRootIno, "f", false).ok());
+  EXPECT_EQ(server_->GetAttr(f.ino)->nlink, 1u);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, SymlinkStoresItsTarget) {
+  auto s = server_->Symlink(kSession, kRootIno, "l", "/some/where", Creds{});
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(S_ISLNK(s->mode));
+  EXPECT_EQ(*server_->Readlink(s->ino), "/some/where");
+  EXPECT_EQ(s->size, 11u);
+}
+
+TEST_F(MetaNamespaceTest, RenameOverExistingFileReplacesIt) {
+  Attr a = MustCreate(kRootIno, "a");
+  Attr b = MustCreate(kRootIno, "b");
+  auto r = server_->Rename(kSession, kRootIno, "a", kRootIno, "b", 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->ino, b.ino);
+  EXPECT_EQ(server_->Lookup(kRootIno, "b")->ino, a.ino);
+  EXPECT_EQ(ErrcOf(server_->Lookup(kRootIno, "a").status()), Errc::kNotFound);
+  EXPECT_EQ(ErrcOf(server_->GetAttr(b.ino).status()), Errc::kNotFound);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, RenameNoReplaceRefusesExistingTarget) {
+  MustCreate(kRootIno, "a");
+  MustCreate(kRootIno, "b");
+  EXPECT_EQ(ErrcOf(server_
+                       ->Rename(kSession, kRootIno, "a", kRootIno, "b",
+                                kRenameNoReplace)
+                       .status()),
+            Errc::kExists);
+}
+
+TEST_F(MetaNamespaceTest, RenameExchangeSwapsFileAndDirectory) {
+  Attr f = MustCreate(kRootIno, "f");
+  Attr d1 = MustMkdir(kRootIno, "d1");
+  Attr d = MustMkdir(d1.ino, "d");
+  ASSERT_TRUE(
+      server_->Rename(kSession, kRootIno, "f", d1.ino, "d", kRenameExchange)
+          .ok());
+  EXPECT_EQ(server_->Lookup(kRootIno, "f")->ino, d.ino);
+  EXPECT_EQ(server_->Lookup(d1.ino, "d")->ino, f.ino);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, DirectoryCannotMoveIntoItself) {
+  Attr a = MustMkdir(kRootIno, "a");
+  Attr b = MustMkdir(a.ino, "b");
+  EXPECT_EQ(
+      ErrcOf(server_->Rename(kSession, kRootIno, "a", b.ino, "x", 0).status()),
+      Errc::kInvalidArgument);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, DirectoryReplacesOnlyEmptyDirectory) {
+  Attr a = MustMkdir(kRootIno, "a");
+  Attr b = MustMkdir(kRootIno, "b");
+  MustCreate(b.ino, "f");
+  EXPECT_EQ(
+      ErrcOf(
+          server_->Rename(kSession, kRootIno, "a", kRootIno, "b", 0).status()),
+      Errc::kNotEmpty);
+  ASSERT_TRUE(server_->Unlink(kSession, b.ino, "f", false).ok());
+  ASSERT_TRUE(server_->Rename(kSession, kRootIno, "a", kRootIno, "b", 0).ok());
+  EXPECT_EQ(server_->Lookup(kRootIno, "b")->ino, a.ino);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, MovingADirectoryUpdatesParents) {
+  Attr a = MustMkdir(kRootIno, "a");
+  Attr c = MustMkdir(kRootIno, "c");
+  MustMkdir(a.ino, "b");
+  ASSERT_TRUE(server_->Rename(kSession, a.ino, "b", c.ino, "b", 0).ok());
+  EXPECT_EQ(server_->GetAttr(a.ino)->nlink, 2u);
+  EXPECT_EQ(server_->GetAttr(c.ino)->nlink, 3u);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, ReadDirPagesSurviveConcurrentChanges) {
+  for (int i = 0; i < 10; ++i) MustCreate(kRootIno, "f" + std::to_string(i));
+  auto page1 = server_->ReadDir(kRootIno, "", 4, false);
+  ASSERT_TRUE(page1.ok());
+  ASSERT_EQ(page1->entries.size(), 4u);
+  EXPECT_FALSE(page1->eof);
+  // Change the directory between pages: entries already listed and new
+  // ones do not disturb the rest.
+  ASSERT_TRUE(server_->Unlink(kSession, kRootIno, "f0", false).ok());
+  MustCreate(kRootIno, "a-new");
+  std::set<std::string> seen;
+  for (const DirEntry& e : page1->entries) seen.insert(e.name);
+  std::string after = page1->entries.back().name;
+  for (;;) {
+    auto page = server_->ReadDir(kRootIno, after, 4, true);
+    ASSERT_TRUE(page.ok());
+    for (const DirEntry& e : page->entries) {
+      EXPECT_TRUE(seen.insert(e.name).second) << e.name << " repeated";
+      EXPECT_EQ(e.attr.ino, e.ino);
+    }
+    if (page->eof) break;
+    after = page->entries.back().name;
+  }
+  for (int i = 1; i < 10; ++i) EXPECT_TRUE(seen.count("f" + std::to_string(i)));
+}
+
+TEST_F(MetaNamespaceTest, StateSurvivesReopen) {
+  Attr f = MustCreate(kRootIno, "f");
+  Reopen();
+  EXPECT_EQ(server_->Lookup(kRootIno, "f")->ino, f.ino);
+  // Inode numbers are never reused.
+  Attr g = MustCreate(kRootIno, "g");
+  EXPECT_GT(g.ino, f.ino);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, RefusesAnotherFilesystemsDirectory) {
+  server_.reset();
+  auto other = MetaServer::Open(dir_.Sub("meta"), "otherfs",
+                                {DeviceInfo{0, 8 * kMiB, ""}}, false);
+  EXPECT_EQ(ErrcOf(other.status()), Errc::kInvalidArgument);
+  Reopen();
+}
+
+TEST_F(MetaNamespaceTest, UnlinkedOpenFileBecomesOrphanUntilLastClose) {
+  Attr f = MustCreate(kRootIno, "f");
+  ASSERT_TRUE(server_->Open(kSession, f.ino).ok());
+  auto u = server_->Unlink(kSession, kRootIno, "f", false);
+  ASSERT_TRUE(u.ok());
+  EXPECT_TRUE(u->orphaned);
+  EXPECT_TRUE(server_->GetAttr(f.ino).ok());
+  ExpectClean();
+  Reopen();  // Orphans survive a restart while open.
+  EXPECT_TRUE(server_->GetAttr(f.ino).ok());
+  ASSERT_TRUE(server_->Close(kSession, f.ino).ok());
+  EXPECT_EQ(ErrcOf(server_->GetAttr(f.ino).status()), Errc::kNotFound);
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, FencingRefusesTheSessionAndDropsItsHandles) {
+  Attr f = MustCreate(kRootIno, "f");
+  ASSERT_TRUE(server_->Open(kSession, f.ino).ok());
+  ASSERT_TRUE(server_->Unlink(kSession, kRootIno, "f", false).ok());
+  ASSERT_TRUE(server_->Fence(kSession).ok());
+  EXPECT_EQ(
+      ErrcOf(
+          server_->Create(kSession, kRootIno, "g", S_IFREG, 0, Creds{}, true, 0)
+              .status()),
+      Errc::kFenced);
+  // Its handle went with it, so the orphan was freed.
+  EXPECT_EQ(ErrcOf(server_->GetAttr(f.ino).status()), Errc::kNotFound);
+  Reopen();
+  EXPECT_TRUE(server_->IsFenced(kSession));
+  EXPECT_TRUE(
+      server_->Create(kSession + 1, kRootIno, "g", S_IFREG, 0, Creds{}, true, 0)
+          .ok());
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, SetgidDirectoryPassesItsGroupOn) {
+  Attr d = MustMkdir(kRootIno, "d");
+  SetAttrArgs a;
+  a.valid = kSetMode | kSetGid;
+  a.mode = 02775;
+  a.gid = 500;
+  ASSERT_TRUE(server_->SetAttr(kSession, d.ino, a).ok());
+  auto f = server_->Create(kSession, d.ino, "f", S_IFREG | 0644, 0,
+                           Creds{1000, 1000}, true, 0);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->gid, 500u);
+  auto sub = server_->Mkdir(kSession, d.ino, "s", 0755, Creds{1000, 1000}, 0);
+  ASSERT_TRUE(sub.ok());
+  EXPECT_TRUE(sub->mode & S_ISGID);
+}
+
+TEST_F(MetaNamespaceTest, ExtendedAttributes) {
+  Attr f = MustCreate(kRootIno, "f");
+  EXPECT_EQ(ErrcOf(server_->GetXattr(f.ino, "user.a").status()), Errc::kNoData);
+  ASSERT_TRUE(server_->SetXattr(kSession, f.ino, "user.a", "1", 0).ok());
+  EXPECT_EQ(ErrcOf(server_->SetXattr(kSession, f.ino, "user.a", "2", 1)),
+            Errc::kExists);
+  EXPECT_EQ(ErrcOf(server_->SetXattr(kSession, f.ino, "user.b", "2", 2)),
+            Errc::kNoData);
+  EXPECT_EQ(*server_->GetXattr(f.ino, "user.a"), "1");
+  EXPECT_EQ(server_->ListXattr(f.ino)->size(), 1u);
+  EXPECT_EQ(ErrcOf(server_->SetXattr(kSession, f.ino, "user.big",
+                                     std::string(70000, 'x'), 0)),
+            Errc::kOutOfRange);
+  EXPECT_EQ(ErrcOf(server_->SetXattr(kSession, f.ino, "bogus.a", "1", 0)),
+            Errc::kNotSupported);
+  ASSERT_TRUE(server_->RemoveXattr(kSession, f.ino, "user.a").ok());
+  EXPECT_TRUE(server_->ListXattr(f.ino)->empty());
+  ExpectClean();
+}
+
+TEST_F(MetaNamespaceTest, StatFsCountsFilesAndSpace) {
+  auto before = server_->GetStatFs();
+  MustCreate(kRootIno, "f");
+  auto after = server_->GetStatFs();
+  EXPECT_EQ(after->files, before->files + 1);
+  EXPECT_EQ(after->total_blocks, 8 * kMiB / kBlockSize);
+  EXPECT_EQ(after->free_blocks, after->total_blocks);
+}
+
+}  // namespace
+}  // namespace rangefs::meta
