@@ -3,6 +3,7 @@
 //
 //   rangefs-data --listen 127.0.0.1:7101 --dir /var/lib/rangefs/data0
 //                --size 1073741824
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
                     << " (port " << port << ")";
   int sig = rpc::WaitForTerminationSignal();
   RANGEFS_LOG(INFO) << "signal " << sig << ", shutting down";
-  (*server)->Shutdown();
+  (*server)->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::seconds(2));
   return 0;
 }

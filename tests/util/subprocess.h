@@ -1,0 +1,47 @@
+// Test helpers for real processes: start a binary with arguments (its
+// output to a log file), stop it by its PID (SIGTERM or SIGKILL), and pick
+// free loopback ports. Only processes started here are ever signalled.
+#ifndef RANGEFS_TESTS_UTIL_SUBPROCESS_H_
+#define RANGEFS_TESTS_UTIL_SUBPROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace rangefs::testing {
+
+class Subprocess {
+ public:
+  Subprocess() = default;
+  ~Subprocess();  // SIGKILLs the process if still running.
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  // Starts `argv[0]` with `argv`, stdout and stderr appended to `log`.
+  // `env` entries ("NAME=value") are added to the environment.
+  bool Start(const std::vector<std::string>& argv, const std::string& log,
+             const std::vector<std::string>& env = {});
+  // Sends `sig` and waits for the exit; returns the wait status.
+  int Stop(int sig);
+  // Sends `sig` without waiting.
+  void Signal(int sig);
+  bool running();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
+
+// The directory holding the rangefs binaries of this build.
+std::string BinDir();
+
+// The last `lines` lines of a file, for failure messages.
+std::string Tail(const std::string& path, int lines = 30);
+
+}  // namespace rangefs::testing
+
+#endif  // RANGEFS_TESTS_UTIL_SUBPROCESS_H_
