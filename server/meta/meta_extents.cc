@@ -70,6 +70,7 @@ absl::StatusOr<uint64_t> MetaServer::FillHoles(Op& op, InodeRecord& r,
     have_goal = true;
   }
   if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+  seq_mu_.AssertHeld();
   if (!have_goal) {
     // New files are spread over the devices by inode number.
     std::vector<uint32_t> ids = allocator_.devices();
@@ -232,6 +233,7 @@ absl::Status MetaServer::Truncate(Op& op, InodeRecord& r, uint64_t new_size) {
     std::vector<PhysExtent> freed = set->Cut(from, kInfinity);
     if (!freed.empty()) {
       if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+      seq_mu_.AssertHeld();
       for (const PhysExtent& p : freed) {
         if (absl::Status s = allocator_.Free(p); !s.ok()) return s;
         r.blocks -= p.length / kBlockSize;
@@ -324,6 +326,7 @@ absl::Status MetaServer::PunchOrZero(Op& op, InodeRecord& r, uint32_t mode,
     std::vector<PhysExtent> freed = set->Cut(a, b);
     if (!freed.empty()) {
       if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+      seq_mu_.AssertHeld();
       for (const PhysExtent& p : freed) {
         if (absl::Status s = allocator_.Free(p); !s.ok()) return s;
         r.blocks -= p.length / kBlockSize;
@@ -361,6 +364,7 @@ absl::Status MetaServer::CollapseOrInsert(Op& op, InodeRecord& r, uint32_t mode,
     }
     std::vector<PhysExtent> freed = set->Cut(offset, offset + length);
     if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+    seq_mu_.AssertHeld();
     for (const PhysExtent& p : freed) {
       if (absl::Status s = allocator_.Free(p); !s.ok()) return s;
       r.blocks -= p.length / kBlockSize;

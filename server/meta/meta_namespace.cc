@@ -114,6 +114,7 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
     return MakeError(Errc::kTooManyLinks, "too many subdirectories");
   }
   if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+  seq_mu_.AssertHeld();
   InodeRecord r;
   r.ino = next_ino_++;
   ++inode_count_;

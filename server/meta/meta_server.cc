@@ -194,6 +194,7 @@ absl::Status MetaServer::Load(const std::vector<DeviceInfo>& extra) {
   absl::Status status;
   absl::Status s = store_->Scan(
       Cf::kFree, "", "", [&](absl::string_view k, absl::string_view v) {
+        seq_mu_.AssertHeld();
         if (k.size() != 12 || v.size() != 8) {
           status = MakeError(Errc::kInternal, "corrupt free-space record");
           return false;
@@ -248,6 +249,7 @@ absl::Status MetaServer::Load(const std::vector<DeviceInfo>& extra) {
   inode_count_ = *count;
   s = store_->Scan(Cf::kMeta, "fence/", "fence0",
                    [&](absl::string_view k, absl::string_view) {
+                     seq_mu_.AssertHeld();
                      if (k.size() == 14) fenced_.insert(LoadBE64(k.data() + 6));
                      return true;
                    });
@@ -361,11 +363,13 @@ absl::Status MetaServer::FreeInode(Op& op, const InodeRecord& r) {
     std::vector<PhysExtent> freed = set->Cut(0, kInfinity);
     set->WriteTo(r.ino, &op.batch());
     if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+    seq_mu_.AssertHeld();
     for (const PhysExtent& p : freed) {
       if (absl::Status s = allocator_.Free(p); !s.ok()) return s;
     }
   }
   if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+  seq_mu_.AssertHeld();
   std::vector<std::string> xattrs;
   absl::Status s =
       store_->Scan(Cf::kXattrs, XattrPrefix(r.ino), XattrPrefix(r.ino + 1),
@@ -469,6 +473,7 @@ absl::Status MetaServer::Fence(uint64_t session) {
   {
     Op op(this, 0, {});
     if (absl::Status ls = op.LockSeq(); !ls.ok()) return ls;
+    seq_mu_.AssertHeld();
     if (fenced_.count(session) == 0) {
       fenced_.insert(session);
       op.batch().Put(Cf::kMeta, FenceKey(session), "");

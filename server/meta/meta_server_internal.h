@@ -27,8 +27,12 @@ class MetaServer::InodeLocks {
 class MetaServer::Op {
  public:
   // `session` (0 for the server itself) is refused once fenced.
-  Op(MetaServer* server, uint64_t session, std::vector<uint64_t> inos);
-  ~Op();
+  // The sequencing mutex is taken and released dynamically (LockSeq to
+  // Commit), which clang's analysis cannot follow; callers assert it with
+  // seq_mu_.AssertHeld() after LockSeq().
+  Op(MetaServer* server, uint64_t session, std::vector<uint64_t> inos)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  ~Op() ABSL_NO_THREAD_SAFETY_ANALYSIS;
   Op(const Op&) = delete;
   Op& operator=(const Op&) = delete;
 
@@ -37,10 +41,10 @@ class MetaServer::Op {
   // Takes the sequencing mutex (before any allocator or counter change) and
   // refuses a fenced session. Held until Commit or destruction, so no fence
   // can come between the check and the submission.
-  absl::Status LockSeq();
+  absl::Status LockSeq() ABSL_NO_THREAD_SAFETY_ANALYSIS;
   // LockSeq() if not yet held, adds the allocator's free-map changes,
   // submits, and waits until the batch is durable.
-  absl::Status Commit();
+  absl::Status Commit() ABSL_NO_THREAD_SAFETY_ANALYSIS;
 
  private:
   MetaServer* server_;

@@ -10,6 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -269,28 +271,38 @@ TEST_F(MetaClusterTest, FencedSessionIsRefusedByDataAndMetaServers) {
 }
 
 TEST_F(MetaClusterTest, KillNineOfMetaLosesNothingAcknowledged) {
-  // name -> expected content, recorded only after the reply arrived.
+  // name -> content, recorded only after the reply arrived. The operation
+  // in flight when the server dies may or may not have been applied, but
+  // never half: `inflight` names what it would change, and `outcomes` the
+  // acceptable (name -> content or absent) results for those names.
   std::map<std::string, std::string> acked;
+  std::vector<std::map<std::string, std::optional<std::string>>> outcomes;
   std::atomic<int> acked_ops{0};
   std::atomic<bool> stop{false};
   std::thread writer([&] {
     for (int i = 0; i < 2000 && !stop; ++i) {
       std::string name = "f" + std::to_string(i);
+      std::string renamed = "g" + std::to_string(i);
+      std::string data = Pattern(i, 2 * 4096);
+      outcomes = {{{name, std::nullopt}}, {{name, ""}}};
       uint64_t ino = Create(name);
       if (ino == 0) return;
       acked[name] = "";
       ++acked_ops;
-      std::string data = Pattern(i, 2 * 4096);
+      outcomes = {{{name, ""}}, {{name, data}}};
       if (!WriteFile(ino, data)) return;
       acked[name] = data;
       ++acked_ops;
       if (i % 3 == 0) {
-        if (!Rename(name, "g" + std::to_string(i))) return;
-        acked["g" + std::to_string(i)] = data;
+        outcomes = {{{name, data}, {renamed, std::nullopt}},
+                    {{name, std::nullopt}, {renamed, data}}};
+        if (!Rename(name, renamed)) return;
         acked.erase(name);
+        acked[renamed] = data;
         ++acked_ops;
       }
     }
+    outcomes.clear();
   });
   // Let a stream of operations run, then kill -9 in the middle of it.
   for (int i = 0; i < 400 && acked_ops < 60; ++i) {
@@ -301,19 +313,35 @@ TEST_F(MetaClusterTest, KillNineOfMetaLosesNothingAcknowledged) {
   stop = true;
   writer.join();
   StartMeta();
-  for (const auto& [name, content] : acked) {
+  auto state_of = [&](const std::string& name) {
     bool found = false;
     std::string got = ReadFile(name, &found);
-    ASSERT_TRUE(found) << name << " was acknowledged but is gone";
-    EXPECT_EQ(got, content) << name;
+    return found ? std::optional<std::string>(got) : std::nullopt;
+  };
+  std::set<std::string> in_flight_names;
+  for (const auto& o : outcomes) {
+    for (const auto& [name, v] : o) in_flight_names.insert(name);
+  }
+  for (const auto& [name, content] : acked) {
+    if (in_flight_names.count(name)) continue;
+    std::optional<std::string> got = state_of(name);
+    ASSERT_TRUE(got.has_value()) << name << " was acknowledged but is gone";
+    EXPECT_EQ(*got, content) << name;
+  }
+  if (!outcomes.empty()) {
+    bool matched = false;
+    for (const auto& o : outcomes) {
+      bool all = true;
+      for (const auto& [name, v] : o) all &= state_of(name) == v;
+      matched |= all;
+    }
+    EXPECT_TRUE(matched) << "the operation in flight was half-applied";
   }
   std::vector<std::string> problems = Fsck();
   for (const std::string& p : problems) ADD_FAILURE() << p;
   // Service continues, and inode numbers are not reused.
   uint64_t ino = Create("after-restart");
   ASSERT_NE(ino, 0u);
-  bool found = false;
-  ReadFile("f0", &found);
   EXPECT_GT(ino, acked.size());
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +37,8 @@ bool Subprocess::Start(const std::vector<std::string>& argv,
       dup2(fd, 2);
       close(fd);
     }
+    // A server must not outlive a test that crashed or was killed.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     // Children must not inherit blocked signals from the test.
     sigset_t none;
     sigemptyset(&none);
