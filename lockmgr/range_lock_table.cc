@@ -516,6 +516,37 @@ Effects RangeLockTable::DropSession(uint64_t session) {
   return out.Take();
 }
 
+bool RangeLockTable::Exceeds(const ResourceId& resource, const Owner& owner,
+                             const ByteRange& range, LockMode keep) const {
+  absl::MutexLock lock(&mu_);
+  auto rit = resources_.find(resource);
+  if (rit == resources_.end()) return false;
+  const Resource& r = *rit->second;
+  auto oit = r.by_owner.find(owner);
+  if (oit == r.by_owner.end()) return false;
+  return !oit->second.ForEachOverlap(range.start, range.end,
+                                     [&](const IntervalSet::Entry& e) {
+                                       LockMode m = r.locks.at(e.id)->mode;
+                                       return Meet(m, keep) == m;
+                                     });
+}
+
+std::vector<Grant> RangeLockTable::LocksOf(uint64_t session) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<Grant> out;
+  auto sit = by_session_.find(session);
+  if (sit == by_session_.end()) return out;
+  for (const ResourceId& id : sit->second) {
+    auto rit = resources_.find(id);
+    if (rit == resources_.end()) continue;
+    for (const auto& [lid, l] : rit->second->locks) {
+      if (l->owner.session != session) continue;
+      out.push_back(Grant{l->ticket, l->tag, id, l->owner, l->mode, l->range});
+    }
+  }
+  return out;
+}
+
 std::vector<LockInfo> RangeLockTable::Dump(uint64_t ino) const {
   absl::MutexLock lock(&mu_);
   std::vector<LockInfo> rows;

@@ -151,6 +151,14 @@ class RangeLockTable {
   // (eviction, clean shutdown).
   Effects DropSession(uint64_t session);
 
+  // True if `owner` holds, somewhere in `range`, a lock stronger than
+  // `keep` (a callback demanding `keep` is not yet satisfied).
+  bool Exceeds(const ResourceId& resource, const Owner& owner,
+               const ByteRange& range, LockMode keep) const;
+
+  // The granted locks of every owner of `session` (with their tags).
+  std::vector<Grant> LocksOf(uint64_t session) const;
+
   // Locks and queued requests, for one inode or (ino == 0) all.
   std::vector<LockInfo> Dump(uint64_t ino = 0) const;
   LockTableStats Stats() const;

@@ -406,3 +406,45 @@ TEST(RangeLockTableConcurrencyTest, ThreadsNeverHoldConflictingLocks) {
 
 }  // namespace
 }  // namespace rangefs::lockmgr
+
+namespace rangefs::lockmgr {
+namespace {
+
+TEST(RangeLockTableQueryTest, ExceedsTellsWhetherACallbackIsAnswered) {
+  RangeLockTable t;
+  ResourceId r{1, LockKind::kInval};
+  LockRequest req;
+  req.resource = r;
+  req.owner = Owner{1, 0};
+  req.mode = LockMode::kEx;
+  req.range = {0, 100};
+  req.exact = true;
+  ASSERT_TRUE(t.Acquire(req).ok());
+  EXPECT_TRUE(t.Exceeds(r, req.owner, {10, 20}, LockMode::kSh));
+  ASSERT_TRUE(t.Reduce(r, req.owner, {10, 20}, LockMode::kSh).ok());
+  EXPECT_FALSE(t.Exceeds(r, req.owner, {10, 20}, LockMode::kSh));
+  EXPECT_TRUE(t.Exceeds(r, req.owner, {10, 20}, LockMode::kUn));
+  EXPECT_TRUE(t.Exceeds(r, req.owner, {0, 11}, LockMode::kSh));
+  EXPECT_FALSE(t.Exceeds(r, Owner{2, 0}, {0, 100}, LockMode::kUn));
+}
+
+TEST(RangeLockTableQueryTest, LocksOfListsASessionsLocksWithTags) {
+  RangeLockTable t;
+  LockRequest req;
+  req.resource = ResourceId{1, LockKind::kData};
+  req.owner = Owner{5, 0};
+  req.mode = LockMode::kSh;
+  req.range = {0, 10};
+  req.exact = true;
+  req.tag = 77;
+  ASSERT_TRUE(t.Acquire(req).ok());
+  req.owner = Owner{6, 0};
+  ASSERT_TRUE(t.Acquire(req).ok());
+  std::vector<Grant> mine = t.LocksOf(5);
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].tag, 77u);
+  EXPECT_EQ(mine[0].owner, (Owner{5, 0}));
+}
+
+}  // namespace
+}  // namespace rangefs::lockmgr
