@@ -12,7 +12,8 @@ if [[ -z "$clang" ]]; then
 fi
 cd "$top"
 status=0
-for f in $(git ls-files 'common/*.cc' 'lockmgr/*.cc' 'server/*.cc' 'client/*.cc' 2>/dev/null ||
+for f in $(git ls-files --cached --others --exclude-standard \
+           'common/*.cc' 'lockmgr/*.cc' 'server/*.cc' 'client/*.cc' 2>/dev/null ||
            find common lockmgr server client -name '*.cc'); do
   # Generated protobuf headers live in the build tree.
   "$clang" -std=c++17 -fsyntax-only -Wthread-safety -Werror=thread-safety \

@@ -1,0 +1,264 @@
+#include "client/lock_client.h"
+
+#include <chrono>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "rpc/channel.h"
+
+namespace rangefs::client {
+
+// One Session stream. Deletes itself after OnDone, having told the client
+// (under the client's mutex, which also guards every Send to it).
+class LockClient::Stream
+    : public grpc::ClientBidiReactor<proto::NodeMessage, proto::ServerMessage> {
+ public:
+  Stream(LockClient* owner, proto::LockService::Stub* stub) : owner_(owner) {
+    stub->async()->Session(&ctx_, this);
+    StartRead(&in_);
+    StartCall();
+  }
+
+  void Send(const proto::NodeMessage& m) {
+    absl::MutexLock lock(&mu_);
+    if (closing_ || done_) return;
+    out_.push_back(m);
+    if (!writing_) WriteNext();
+  }
+
+  // Half-closes after the queued messages.
+  void CloseWrites() {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    if (!writing_ && !writes_done_ && !done_) {
+      writes_done_ = true;
+      StartWritesDone();
+    }
+  }
+
+  void Cancel() { ctx_.TryCancel(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows.
+    owner_->Incoming(this, in_);
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    out_.pop_front();
+    if (!ok) return;
+    if (!out_.empty()) {
+      WriteNext();
+    } else if (closing_ && !writes_done_) {
+      writes_done_ = true;
+      StartWritesDone();
+    }
+  }
+
+  void OnDone(const grpc::Status&) override {
+    {
+      // gRPC considers the call over: starting any operation now would
+      // complete after this object is gone.
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    LockClient* owner = owner_;
+    owner->StreamDone(this);  // No one sends to this stream any more.
+    // Free the call (and its channel reference) before the client may
+    // destroy the channel: the last channel reference must never be
+    // dropped on a gRPC callback thread (grpc/grpc#32584: the callback
+    // completion queue cannot shut itself down).
+    delete this;
+    owner->StreamGone();
+  }
+
+ private:
+  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    writing_ = true;
+    StartWrite(&out_.front());
+  }
+
+  LockClient* const owner_;
+  grpc::ClientContext ctx_;
+  proto::ServerMessage in_;
+  absl::Mutex mu_;
+  std::deque<proto::NodeMessage> out_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone has begun.
+};
+
+LockClient::LockClient(const LockClientOptions& options,
+                       LockClientListener* listener)
+    : options_(options),
+      listener_(listener),
+      stub_(proto::LockService::NewStub(rpc::MakeChannel(options.address))) {
+  events_ = std::thread([this] { EventLoop(); });
+}
+
+LockClient::~LockClient() { Stop(false); }
+
+void LockClient::Connect() {
+  next_connect_ = absl::Now() + absl::Milliseconds(100);
+  stream_ = new Stream(this, stub_.get());
+  ++live_streams_;
+  welcomed_ = false;
+  proto::NodeMessage hello;
+  proto::Hello* h = hello.mutable_hello();
+  h->set_session_id(options_.session_id);
+  h->set_node_name(options_.node_name);
+  h->set_lease_ms(options_.lease_ms);
+  h->set_resume(ever_welcomed_);
+  stream_->Send(hello);
+}
+
+absl::Status LockClient::Start(uint64_t timeout_ms) {
+  absl::MutexLock lock(&mu_);
+  wanted_ = true;
+  if (stream_ == nullptr && !ever_welcomed_) Connect();
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ever_welcomed_ || evicted_ || stopping_;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(timeout_ms));
+  if (ever_welcomed_) return absl::OkStatus();
+  if (evicted_) {
+    return MakeError(Errc::kFenced, "lockd refused the session (evicted)");
+  }
+  return MakeError(Errc::kUnavailable,
+                   "lock manager not reachable at " + options_.address);
+}
+
+void LockClient::Send(const proto::NodeMessage& m) {
+  absl::MutexLock lock(&mu_);
+  if (stream_ != nullptr && welcomed_) stream_->Send(m);
+}
+
+bool LockClient::connected() {
+  absl::MutexLock lock(&mu_);
+  return stream_ != nullptr && welcomed_;
+}
+
+void LockClient::Incoming(Stream* s, const proto::ServerMessage& m) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (s != stream_) return;  // A stream being replaced.
+    if (m.has_welcome()) welcomed_ = true;
+    if (m.has_welcome() || m.has_evicted() || m.has_error() ||
+        !ever_welcomed_) {
+      inbox_.push_back(m);
+      return;
+    }
+  }
+  // Grants, denials and callbacks go straight to the listener, in stream
+  // order (reads are sequential): one thread hop less per lock request.
+  // The listener only takes short locks and queues real work elsewhere.
+  if (!m.has_heartbeat_ack()) listener_->OnMessage(options_.shard, m);
+}
+
+void LockClient::StreamDone(Stream* s) {
+  absl::MutexLock lock(&mu_);
+  if (stream_ == s) {
+    stream_ = nullptr;
+    welcomed_ = false;
+  }
+}
+
+void LockClient::StreamGone() {
+  absl::MutexLock lock(&mu_);
+  --live_streams_;
+}
+
+void LockClient::EventLoop() {
+  const absl::Duration heartbeat =
+      absl::Milliseconds(std::max<uint64_t>(options_.lease_ms / 4, 20));
+  absl::Time next_heartbeat = absl::Now() + heartbeat;
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    auto reconnect_due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stream_ == nullptr && wanted_ && !evicted_ &&
+             absl::Now() >= next_connect_;
+    };
+    auto wake = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || !inbox_.empty() || reconnect_due();
+    };
+    // Wake at least every 50 ms: a reconnect attempt can fail during the
+    // wait, and the retry is due long before the next heartbeat.
+    absl::Time deadline =
+        std::min(next_heartbeat, absl::Now() + absl::Milliseconds(50));
+    mu_.AwaitWithDeadline(absl::Condition(&wake), deadline);
+    if (stopping_) return;
+    while (!inbox_.empty()) {
+      proto::ServerMessage m = std::move(inbox_.front());
+      inbox_.pop_front();
+      bool first = !ever_welcomed_;
+      mu_.Unlock();
+      if (m.has_welcome()) {
+        if (!first)
+          listener_->OnReconnected(options_.shard, m.welcome().in_grace());
+      } else if (m.has_evicted()) {
+        listener_->OnEvicted(options_.shard, m.evicted().reason());
+      } else if (m.has_error()) {
+        RANGEFS_LOG(ERROR) << "lockd " << options_.address
+                           << " refused the stream: " << m.error().message();
+      } else if (!m.has_heartbeat_ack()) {
+        listener_->OnMessage(options_.shard, m);
+      }
+      mu_.Lock();
+      if (m.has_welcome()) ever_welcomed_ = true;
+      if (m.has_evicted()) evicted_ = true;
+      if (stopping_) return;
+    }
+    absl::Time now = absl::Now();
+    if (reconnect_due()) {
+      // The stream broke (or lockd was not up yet): reconnect, resuming the
+      // session if it was ever welcomed.
+      if (ever_welcomed_) {
+        RANGEFS_LOG(INFO) << "reconnecting to lockd " << options_.address;
+      }
+      Connect();
+    }
+    if (now >= next_heartbeat) {
+      if (stream_ != nullptr && welcomed_) {
+        proto::NodeMessage hb;
+        hb.mutable_heartbeat()->set_sequence(
+            static_cast<uint64_t>(absl::ToUnixMillis(now)));
+        stream_->Send(hb);
+      }
+      next_heartbeat = now + heartbeat;
+    }
+  }
+}
+
+void LockClient::Stop(bool goodbye) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && live_streams_ == 0) return;
+    wanted_ = false;  // The event loop must not reconnect from here on.
+    if (goodbye && stream_ != nullptr && welcomed_) {
+      proto::NodeMessage bye;
+      bye.mutable_goodbye()->set_reason("node shutting down");
+      stream_->Send(bye);
+      stream_->CloseWrites();
+      // Give lockd a moment to read it and end the stream.
+      auto gone = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return live_streams_ == 0;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&gone), absl::Seconds(2));
+    }
+    stopping_ = true;
+  }
+  if (events_.joinable()) events_.join();
+  absl::MutexLock lock(&mu_);
+  if (stream_ != nullptr) stream_->Cancel();
+  auto gone = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return live_streams_ == 0;
+  };
+  mu_.Await(absl::Condition(&gone));
+}
+
+}  // namespace rangefs::client

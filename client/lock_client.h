@@ -1,0 +1,96 @@
+// LockClient: a node's session with one lockd shard. Owns the long-lived
+// Session stream (a ClientBidiReactor with one write in flight), sends
+// heartbeats, reconnects with resume=true when the stream breaks, and hands
+// lockd's messages to a listener: grants, denials and callbacks straight
+// from the stream's read reaction (the listener must not block), session
+// events (reconnected, evicted) on the client's own event thread.
+//
+// Thread-safe. Send() never blocks.
+#ifndef RANGEFS_CLIENT_LOCK_CLIENT_H_
+#define RANGEFS_CLIENT_LOCK_CLIENT_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "proto/lock.grpc.pb.h"
+
+namespace rangefs::client {
+
+class LockClientListener {
+ public:
+  virtual ~LockClientListener() = default;
+  // Every Grant, Deny and Callback, in the order lockd sent them. Called on
+  // a gRPC callback thread: must not block (take only short locks; hand
+  // longer work to threads of its own).
+  virtual void OnMessage(uint32_t shard, const proto::ServerMessage& m) = 0;
+  // A new stream was welcomed after the previous one broke. `in_grace`:
+  // lockd restarted and the node must replay the locks it holds.
+  virtual void OnReconnected(uint32_t shard, bool in_grace) = 0;
+  // lockd evicted the session: every lock of it is gone.
+  virtual void OnEvicted(uint32_t shard, const std::string& reason) = 0;
+};
+
+struct LockClientOptions {
+  std::string address;
+  uint32_t shard = 0;
+  uint64_t session_id = 0;
+  std::string node_name;
+  uint64_t lease_ms = 10000;
+};
+
+class LockClient {
+ public:
+  // `listener` must outlive the client.
+  LockClient(const LockClientOptions& options, LockClientListener* listener);
+  ~LockClient();  // Stop(false).
+  LockClient(const LockClient&) = delete;
+  LockClient& operator=(const LockClient&) = delete;
+
+  // Opens the session; waits (up to `timeout_ms`) for lockd's Welcome.
+  absl::Status Start(uint64_t timeout_ms = 20000);
+  // Queues a message for lockd (dropped if no stream is up: the node
+  // learns of the loss through OnReconnected / OnEvicted).
+  void Send(const proto::NodeMessage& m);
+  // Ends the session; with `goodbye`, lockd drops its locks at once.
+  void Stop(bool goodbye);
+
+  uint32_t shard() const { return options_.shard; }
+  bool connected();
+  uint64_t lease_ms() const { return options_.lease_ms; }
+
+ private:
+  class Stream;
+  void EventLoop();
+  void Connect() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Called from stream reactions.
+  void Incoming(Stream* s, const proto::ServerMessage& m);
+  void StreamDone(Stream* s);  // The stream takes no more messages.
+  void StreamGone();           // The stream object is destroyed.
+
+  const LockClientOptions options_;
+  LockClientListener* const listener_;
+  std::unique_ptr<proto::LockService::Stub> stub_;
+
+  absl::Mutex mu_;
+  Stream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool welcomed_ ABSL_GUARDED_BY(mu_) = false;
+  bool ever_welcomed_ ABSL_GUARDED_BY(mu_) = false;
+  bool evicted_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool wanted_ ABSL_GUARDED_BY(mu_) = false;  // Start() was called.
+  absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int live_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<proto::ServerMessage> inbox_ ABSL_GUARDED_BY(mu_);
+  std::thread events_;
+};
+
+}  // namespace rangefs::client
+
+#endif  // RANGEFS_CLIENT_LOCK_CLIENT_H_

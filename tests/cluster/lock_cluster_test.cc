@@ -1,0 +1,433 @@
+// The lock manager with the real rangefs-lockd (and real data and metadata
+// servers to fence at): node lock caches in this process and node
+// processes (rangefs-locknode) on loopback.
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "client/lock_cache.h"
+#include "common/status.h"
+#include "gtest/gtest.h"
+#include "proto/data.grpc.pb.h"
+#include "proto/lock.grpc.pb.h"
+#include "rpc/channel.h"
+#include "tests/util/local_cluster.h"
+
+namespace rangefs::client {
+namespace {
+
+using testing::LocalCluster;
+using testing::LocalClusterOptions;
+
+constexpr uint64_t kPage = 4096;
+
+ResourceId Inval(uint64_t ino) { return ResourceId{ino, LockKind::kInval}; }
+
+class RecordingHooks : public LockHooks {
+ public:
+  explicit RecordingHooks(int delay_ms = 0) : delay_ms_(delay_ms) {}
+  void Demote(const ResourceId&, const ByteRange& range,
+              LockMode keep) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+    absl::MutexLock l(&mu_);
+    demotes_.push_back({range, keep});
+  }
+  void Lost(const ResourceId&, const ByteRange&) override {
+    absl::MutexLock l(&mu_);
+    ++lost_;
+  }
+  std::vector<std::pair<ByteRange, LockMode>> demotes() {
+    absl::MutexLock l(&mu_);
+    return demotes_;
+  }
+  int lost() {
+    absl::MutexLock l(&mu_);
+    return lost_;
+  }
+
+ private:
+  const int delay_ms_;
+  absl::Mutex mu_;
+  std::vector<std::pair<ByteRange, LockMode>> demotes_;
+  int lost_ = 0;
+};
+
+// A rangefs-locknode process driven through pipes.
+class NodeProcess {
+ public:
+  bool Start(const std::string& config, const std::vector<std::string>& flags,
+             const std::string& log) {
+    int in[2], out[2];
+    if (pipe(in) || pipe(out)) return false;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 2);
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      std::vector<std::string> args = {
+          testing::BinDir() + "/tests/rangefs-locknode", "--cluster", config};
+      args.insert(args.end(), flags.begin(), flags.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+    std::string ready = ReadLine(20000);
+    if (ready.rfind("ready ", 0) != 0) return false;
+    session_ = std::stoull(ready.substr(6));
+    return true;
+  }
+  ~NodeProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  void Send(const std::string& line) {
+    std::string l = line + "\n";
+    ssize_t n = write(to_, l.data(), l.size());
+    (void)n;
+  }
+  // The next line, or "" after `ms` milliseconds.
+  std::string ReadLine(int ms) {
+    auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      size_t nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      int left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     deadline - std::chrono::steady_clock::now())
+                     .count();
+      if (left <= 0) return "";
+      pollfd p{from_, POLLIN, 0};
+      if (poll(&p, 1, left) <= 0) continue;
+      char c[4096];
+      ssize_t n = read(from_, c, sizeof(c));
+      if (n <= 0) return "";
+      buf_.append(c, n);
+    }
+  }
+  // Reads lines until one starts with `prefix` (or the time is up).
+  std::string Expect(const std::string& prefix, int ms = 10000) {
+    auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string l = ReadLine(100);
+      if (l.rfind(prefix, 0) == 0) return l;
+    }
+    return "";
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+  uint64_t session() const { return session_; }
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+  std::string buf_;
+  uint64_t session_ = 0;
+};
+
+class LockClusterTest : public ::testing::Test {
+ protected:
+  void StartCluster(LocalClusterOptions o = {}) {
+    cluster_ = std::make_unique<LocalCluster>(o);
+    std::string why;
+    ASSERT_TRUE(cluster_->Start(&why)) << why;
+    auto config = ParseClusterConfig(cluster_->config());
+    ASSERT_TRUE(config.ok());
+    config_ = *config;
+  }
+  std::unique_ptr<LockCache> Node(const std::string& name, LockHooks* hooks,
+                                  uint64_t min_hold_ms = 0) {
+    LockCacheOptions o;
+    o.node_name = name;
+    o.min_hold_ms = min_hold_ms;
+    auto c = std::make_unique<LockCache>(config_, o);
+    for (LockKind k : {LockKind::kData, LockKind::kInval, LockKind::kInode}) {
+      c->SetHooks(k, hooks);
+    }
+    absl::Status s = c->Start();
+    EXPECT_TRUE(s.ok()) << s;
+    return c;
+  }
+  proto::DumpReply Dump(int shard = 0) {
+    auto stub = proto::LockService::NewStub(
+        rpc::MakeChannel(cluster_->lockd_address(shard)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    proto::DumpRequest req;
+    proto::DumpReply reply;
+    EXPECT_TRUE(stub->Dump(&ctx, req, &reply).ok());
+    return reply;
+  }
+  // Writes one byte to data server 0 as `session`: the error code.
+  proto::ErrorCode WriteAs(uint64_t session) {
+    auto stub = proto::DataService::NewStub(
+        rpc::MakeChannel(cluster_->data_address(0)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    proto::WriteRequest w;
+    w.set_session_id(session);
+    w.set_offset(0);
+    w.set_data("x");
+    proto::WriteReply r;
+    EXPECT_TRUE(stub->Write(&ctx, w, &r).ok());
+    return r.error().code();
+  }
+
+  std::unique_ptr<LocalCluster> cluster_;
+  ClusterConfig config_;
+};
+
+TEST_F(LockClusterTest, WaiterGetsTheLockAfterTheHoldersHookRan) {
+  StartCluster();
+  RecordingHooks ha(/*delay_ms=*/100), hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  auto l = a->Lock(Inval(5), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(l.ok()) << l.status();
+  a->Unlock(*l);  // Cached on node a.
+  auto m = b->Lock(Inval(5), {0, kPage}, LockMode::kEx, 1, false, 10000);
+  ASSERT_TRUE(m.ok()) << m.status();
+  // The grant came after a's hook (100 ms of "writeback") finished.
+  ASSERT_EQ(ha.demotes().size(), 1u);
+  EXPECT_EQ(ha.demotes()[0].second, LockMode::kUn);
+  b->Unlock(*m);
+}
+
+TEST_F(LockClusterTest, DowngradeLetsReadersInWhileTheWriterKeepsReading) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  auto w = a->Lock(Inval(5), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(w.ok());
+  a->Unlock(*w);
+  auto r = b->Lock(Inval(5), {0, kPage}, LockMode::kSh, 1, false, 10000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(ha.demotes().size(), 1u);
+  EXPECT_EQ(ha.demotes()[0].second, LockMode::kSh);  // Downgraded, kept SH.
+  uint64_t requests = a->Stats().cluster_requests;
+  auto again = a->Lock(Inval(5), {0, kPage}, LockMode::kSh, 2, false, 10000);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(a->Stats().cluster_requests, requests);  // No RPC: cached SH.
+  a->Unlock(*again);
+  b->Unlock(*r);
+}
+
+TEST_F(LockClusterTest, WriterIsNotStarvedByAStreamOfReaders) {
+  StartCluster();
+  RecordingHooks ha, hb, hc;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  auto c = Node("c", &hc);
+  std::atomic<bool> stop{false};
+  auto reader = [&](LockCache* n) {
+    for (int i = 0; i < 100000 && !stop; ++i) {
+      auto l = n->Lock(Inval(7), {0, kPage}, LockMode::kSh, 1, false, 20000);
+      if (!l.ok()) continue;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      n->Unlock(*l);
+    }
+  };
+  std::thread rb(reader, b.get()), rc(reader, c.get());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Starvation would show as this request timing out behind the readers.
+  auto w = a->Lock(Inval(7), {0, kPage}, LockMode::kEx, 1, false, 20000);
+  stop = true;
+  if (w.ok()) a->Unlock(*w);
+  rb.join();
+  rc.join();
+  ASSERT_TRUE(w.ok()) << w.status();
+}
+
+TEST_F(LockClusterTest, UncontendedLockExpandsAndShrinksOnConflict) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  auto l = a->Lock(Inval(9), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(l.ok());
+  a->Unlock(*l);
+  proto::DumpReply d = Dump();
+  ASSERT_EQ(d.locks_size(), 1);
+  EXPECT_EQ(d.locks(0).range().start(), 0u);
+  EXPECT_EQ(d.locks(0).range().end(), kInfinity);
+  auto m = b->Lock(Inval(9), {1 << 20, (1 << 20) + kPage}, LockMode::kEx, 1,
+                   false, 10000);
+  ASSERT_TRUE(m.ok()) << m.status();
+  d = Dump();
+  int a_locks = 0;
+  for (const auto& e : d.locks()) {
+    if (e.node_name() == "a") {
+      ++a_locks;
+      EXPECT_FALSE((ByteRange{e.range().start(), e.range().end()})
+                       .Overlaps(ByteRange{1 << 20, (1 << 20) + kPage}));
+    }
+  }
+  EXPECT_EQ(a_locks, 2);  // [0, 1 MiB) and [1 MiB + 4 KiB, inf).
+  // Node a still writes below 1 MiB without asking lockd.
+  uint64_t requests = a->Stats().cluster_requests;
+  auto again = a->Lock(Inval(9), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(a->Stats().cluster_requests, requests);
+  a->Unlock(*again);
+  b->Unlock(*m);
+}
+
+TEST_F(LockClusterTest, TryLockFailsWithoutCallingTheHolderBack) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  auto l = a->Lock(Inval(3), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(l.ok());
+  auto t = b->Lock(Inval(3), {0, kPage}, LockMode::kSh, 1, /*try_only=*/true);
+  EXPECT_EQ(ErrcOf(t.status()), Errc::kWouldBlock);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(ha.demotes().empty());
+  a->Unlock(*l);
+}
+
+TEST_F(LockClusterTest, TaskWaitingOnItsOwnLockGetsDeadlock) {
+  StartCluster();
+  RecordingHooks ha;
+  auto a = Node("a", &ha);
+  auto l = a->Lock(Inval(3), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(l.ok());
+  auto again = a->Lock(Inval(3), {100, 200}, LockMode::kSh, 1);
+  EXPECT_EQ(ErrcOf(again.status()), Errc::kDeadlock);
+  // Another task of the node waits instead.
+  auto other = a->Lock(Inval(3), {100, 200}, LockMode::kSh, 2, true);
+  EXPECT_EQ(ErrcOf(other.status()), Errc::kWouldBlock);
+  a->Unlock(*l);
+}
+
+TEST_F(LockClusterTest, NodeIgnoringCallbacksIsEvictedAndFenced) {
+  LocalClusterOptions o;
+  o.callback_timeout_ms = 500;
+  StartCluster(o);
+  NodeProcess node;
+  ASSERT_TRUE(node.Start(cluster_->config(), {"--hook_ms=-1", "--name=deaf"},
+                         cluster_->dir() + "/deaf.log"));
+  node.Send("lock x inval 4 0 4096 ex");
+  ASSERT_EQ(node.Expect("ok x"), "ok x");
+  node.Send("unlock x");
+  ASSERT_EQ(node.Expect("ok x"), "ok x");
+  EXPECT_EQ(WriteAs(node.session()), proto::OK);
+  RecordingHooks hb;
+  auto b = Node("b", &hb);
+  auto start = std::chrono::steady_clock::now();
+  auto l = b->Lock(Inval(4), {0, kPage}, LockMode::kEx, 1, false, 20000);
+  ASSERT_TRUE(l.ok()) << l.status() << cluster_->LogTail("lockd0");
+  EXPECT_GE(std::chrono::steady_clock::now() - start,
+            std::chrono::milliseconds(400));
+  // The deaf node was fenced before b got the lock: its writes are refused.
+  EXPECT_EQ(WriteAs(node.session()), proto::FENCED);
+  EXPECT_GE(Dump().counters().at("evictions"), 1u);
+  b->Unlock(*l);
+}
+
+TEST_F(LockClusterTest, StoppedNodeLosesItsLocksWhenTheLeaseExpires) {
+  StartCluster();
+  NodeProcess node;
+  ASSERT_TRUE(node.Start(cluster_->config(),
+                         {"--lease_ms=600", "--name=sleepy"},
+                         cluster_->dir() + "/sleepy.log"));
+  node.Send("lock x inval 8 0 4096 ex");
+  ASSERT_EQ(node.Expect("ok x"), "ok x");
+  node.Signal(SIGSTOP);
+  RecordingHooks hb;
+  auto b = Node("b", &hb);
+  auto l = b->Lock(Inval(8), {0, kPage}, LockMode::kEx, 1, false, 20000);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(WriteAs(node.session()), proto::FENCED);
+  node.Signal(SIGCONT);
+  // It learns it was evicted and drops what it cached.
+  EXPECT_NE(node.Expect("hook lost", 10000), "");
+  b->Unlock(*l);
+}
+
+TEST_F(LockClusterTest, TwoShardsShareTheResources) {
+  LocalClusterOptions o;
+  o.lockd_shards = 2;
+  StartCluster(o);
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  for (uint64_t ino = 1; ino <= 20; ++ino) {
+    auto l = a->Lock(Inval(ino), {0, kPage}, LockMode::kEx, 1);
+    ASSERT_TRUE(l.ok()) << l.status();
+    a->Unlock(*l);
+  }
+  int on0 = Dump(0).locks_size(), on1 = Dump(1).locks_size();
+  EXPECT_EQ(on0 + on1, 20);
+  EXPECT_GT(on0, 0);
+  EXPECT_GT(on1, 0);
+  for (uint64_t ino = 1; ino <= 20; ++ino) {
+    auto l = b->Lock(Inval(ino), {0, kPage}, LockMode::kEx, 1, false, 10000);
+    ASSERT_TRUE(l.ok()) << l.status();
+    b->Unlock(*l);
+  }
+  EXPECT_EQ(ha.demotes().size(), 20u);
+}
+
+TEST_F(LockClusterTest, LockdRestartReplaysAndGrantsNothingConflicting) {
+  LocalClusterOptions o;
+  o.grace_ms = 1500;
+  StartCluster(o);
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  auto held = a->Lock(Inval(5), {0, kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(held.ok());
+  auto cached = b->Lock(Inval(6), {0, kPage}, LockMode::kSh, 1);
+  ASSERT_TRUE(cached.ok());
+  b->Unlock(*cached);
+  cluster_->StopLockd(0, SIGKILL);
+  cluster_->StartLockd(0);
+  std::string why;
+  ASSERT_TRUE(cluster_->WaitLockd(0, &why)) << why;
+  // While a holds its lock, b must not get it: not in the grace period,
+  // not after.
+  auto early = b->Lock(Inval(5), {0, kPage}, LockMode::kEx, 1, false, 3000);
+  EXPECT_EQ(ErrcOf(early.status()), Errc::kTimedOut) << early.status();
+  EXPECT_GT(a->Stats().replays, 0u);
+  EXPECT_GT(b->Stats().replays, 0u);
+  // b's cached lock survived the restart: no new request for it.
+  uint64_t requests = b->Stats().cluster_requests;
+  auto again = b->Lock(Inval(6), {0, kPage}, LockMode::kSh, 1);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(b->Stats().cluster_requests, requests);
+  b->Unlock(*again);
+  a->Unlock(*held);
+  auto later = b->Lock(Inval(5), {0, kPage}, LockMode::kEx, 1, false, 10000);
+  ASSERT_TRUE(later.ok()) << later.status();
+  b->Unlock(*later);
+  EXPECT_EQ(ha.lost(), 0);
+}
+
+}  // namespace
+}  // namespace rangefs::client
