@@ -87,14 +87,14 @@ class RawNode : public LockClientListener {
     rel->set_new_mode(proto::UN);
     client_->Send(r);
   }
-  void OnMessage(uint32_t, const proto::ServerMessage& m) override {
+  void OnMessage(uint32_t, uint64_t, const proto::ServerMessage& m) override {
     if (m.has_grant()) {
       absl::MutexLock l(&mu_);
       granted_ = std::max<uint64_t>(granted_, m.grant().request_id());
     }
   }
-  void OnReconnected(uint32_t, bool) override {}
-  void OnEvicted(uint32_t, const std::string&) override {}
+  void OnReconnected(uint32_t, uint64_t, bool) override {}
+  void OnEvicted(uint32_t, uint64_t, const std::string&) override {}
   uint64_t session() const { return session_; }
 
  private:

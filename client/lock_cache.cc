@@ -320,11 +320,14 @@ void LockCache::Unlock(const LocalLock& l) {
   }
 }
 
-void LockCache::OnMessage(uint32_t, const proto::ServerMessage& m) {
+void LockCache::OnMessage(uint32_t, uint64_t session,
+                          const proto::ServerMessage& m) {
   std::vector<std::pair<ResourceId, ByteRange>> lost;
   LockHooks* hooks = nullptr;
   {
     absl::MutexLock lock(&mu_);
+    // A late message of a session this node already lost grants nothing.
+    if (session != session_id_ || stopping_) return;
     if (m.has_grant()) {
       const proto::Grant& g = m.grant();
       ResourceId res{g.resource().ino(),
@@ -452,9 +455,10 @@ void LockCache::Demote(const ResourceId& res, const ByteRange& range,
   }
 }
 
-void LockCache::OnReconnected(uint32_t shard, bool in_grace) {
+void LockCache::OnReconnected(uint32_t shard, uint64_t session, bool in_grace) {
   absl::MutexLock lock(&mu_);
-  if (!in_grace) return;  // lockd kept our session: it resent what we hold.
+  if (!in_grace || session != session_id_)
+    return;  // lockd kept our session: it resent what we hold.
   RANGEFS_LOG(INFO) << "lockd shard " << shard
                     << " restarted: replaying cached locks";
   // Requests queued at the old lockd are gone: their waiters ask again.
@@ -494,9 +498,10 @@ void LockCache::OnReconnected(uint32_t shard, bool in_grace) {
   }
 }
 
-void LockCache::OnEvicted(uint32_t shard, const std::string& reason) {
+void LockCache::OnEvicted(uint32_t shard, uint64_t session,
+                          const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  if (recovering_ || stopping_) return;
+  if (recovering_ || stopping_ || session != session_id_) return;
   recovering_ = true;
   RANGEFS_LOG(ERROR) << "lockd shard " << shard << " evicted this node ("
                      << reason << "): cached locks and unwritten data are lost";

@@ -139,9 +139,11 @@ class LockCache : public LockClientListener {
 
   // LockClientListener: OnMessage on a stream reaction (short locks only),
   // the others on a shard client's event thread.
-  void OnMessage(uint32_t shard, const proto::ServerMessage& m) override;
-  void OnReconnected(uint32_t shard, bool in_grace) override;
-  void OnEvicted(uint32_t shard, const std::string& reason) override;
+  void OnMessage(uint32_t shard, uint64_t session,
+                 const proto::ServerMessage& m) override;
+  void OnReconnected(uint32_t shard, uint64_t session, bool in_grace) override;
+  void OnEvicted(uint32_t shard, uint64_t session,
+                 const std::string& reason) override;
 
  private:
   struct Piece {

@@ -157,7 +157,9 @@ void LockClient::Incoming(Stream* s, const proto::ServerMessage& m) {
   // Grants, denials and callbacks go straight to the listener, in stream
   // order (reads are sequential): one thread hop less per lock request.
   // The listener only takes short locks and queues real work elsewhere.
-  if (!m.has_heartbeat_ack()) listener_->OnMessage(options_.shard, m);
+  if (!m.has_heartbeat_ack()) {
+    listener_->OnMessage(options_.shard, options_.session_id, m);
+  }
 }
 
 void LockClient::StreamDone(Stream* s) {
@@ -198,15 +200,18 @@ void LockClient::EventLoop() {
       bool first = !ever_welcomed_;
       mu_.Unlock();
       if (m.has_welcome()) {
-        if (!first)
-          listener_->OnReconnected(options_.shard, m.welcome().in_grace());
+        if (!first) {
+          listener_->OnReconnected(options_.shard, options_.session_id,
+                                   m.welcome().in_grace());
+        }
       } else if (m.has_evicted()) {
-        listener_->OnEvicted(options_.shard, m.evicted().reason());
+        listener_->OnEvicted(options_.shard, options_.session_id,
+                             m.evicted().reason());
       } else if (m.has_error()) {
         RANGEFS_LOG(ERROR) << "lockd " << options_.address
                            << " refused the stream: " << m.error().message();
       } else if (!m.has_heartbeat_ack()) {
-        listener_->OnMessage(options_.shard, m);
+        listener_->OnMessage(options_.shard, options_.session_id, m);
       }
       mu_.Lock();
       if (m.has_welcome()) ever_welcomed_ = true;

@@ -29,12 +29,17 @@ class LockClientListener {
   // Every Grant, Deny and Callback, in the order lockd sent them. Called on
   // a gRPC callback thread: must not block (take only short locks; hand
   // longer work to threads of its own).
-  virtual void OnMessage(uint32_t shard, const proto::ServerMessage& m) = 0;
+  // `session` is the id of the session it arrived on: after an eviction a
+  // listener must ignore what still comes in for the old one.
+  virtual void OnMessage(uint32_t shard, uint64_t session,
+                         const proto::ServerMessage& m) = 0;
   // A new stream was welcomed after the previous one broke. `in_grace`:
   // lockd restarted and the node must replay the locks it holds.
-  virtual void OnReconnected(uint32_t shard, bool in_grace) = 0;
+  virtual void OnReconnected(uint32_t shard, uint64_t session,
+                             bool in_grace) = 0;
   // lockd evicted the session: every lock of it is gone.
-  virtual void OnEvicted(uint32_t shard, const std::string& reason) = 0;
+  virtual void OnEvicted(uint32_t shard, uint64_t session,
+                         const std::string& reason) = 0;
 };
 
 struct LockClientOptions {
