@@ -196,19 +196,8 @@ void LockServer::Handle(uint64_t session, const proto::NodeMessage& m) {
       break;
     case proto::NodeMessage::kGoodbye: {
       RANGEFS_LOG(INFO) << "session " << session << " said goodbye";
+      ForgetRequests(session);
       Deliver(table_.DropSession(session));
-      for (auto w = waiting_.begin(); w != waiting_.end();) {
-        if (w->second.session == session) {
-          tickets_.erase({session, w->second.request_id});
-          w = waiting_.erase(w);
-        } else {
-          ++w;
-        }
-      }
-      for (auto c = callbacks_.begin(); c != callbacks_.end();) {
-        c = c->second.cb.holder.session == session ? callbacks_.erase(c)
-                                                   : std::next(c);
-      }
       if (s.sink) s.sink->Close();
       sessions_.erase(session);
       ++counters_["sessions_closed"];
@@ -350,6 +339,21 @@ absl::Status LockServer::Evict(uint64_t session, const std::string& reason) {
   return absl::OkStatus();
 }
 
+void LockServer::ForgetRequests(uint64_t session) {
+  for (auto w = waiting_.begin(); w != waiting_.end();) {
+    if (w->second.session == session) {
+      tickets_.erase({session, w->second.request_id});
+      w = waiting_.erase(w);
+    } else {
+      ++w;
+    }
+  }
+  for (auto c = callbacks_.begin(); c != callbacks_.end();) {
+    c = c->second.cb.holder.session == session ? callbacks_.erase(c)
+                                               : std::next(c);
+  }
+}
+
 void LockServer::StartEviction(uint64_t session, const std::string& reason) {
   Session& s = sessions_[session];
   if (s.evicting) return;
@@ -390,18 +394,7 @@ void LockServer::FinishEviction(uint64_t session, const std::string& reason) {
     return;
   }
   evicted_.insert(session);
-  for (auto w = waiting_.begin(); w != waiting_.end();) {
-    if (w->second.session == session) {
-      tickets_.erase({session, w->second.request_id});
-      w = waiting_.erase(w);
-    } else {
-      ++w;
-    }
-  }
-  for (auto c = callbacks_.begin(); c != callbacks_.end();) {
-    c = c->second.cb.holder.session == session ? callbacks_.erase(c)
-                                               : std::next(c);
-  }
+  ForgetRequests(session);
   Effects e = table_.DropSession(session);
   auto it = sessions_.find(session);
   if (it != sessions_.end()) {

@@ -119,6 +119,9 @@ class LockServer {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Deny(Session& s, uint64_t request_id, const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the queued requests and owed callbacks of a session that is
+  // going away (before its locks are dropped).
+  void ForgetRequests(uint64_t session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts evicting `session` (fencing happens on the eviction thread).
   void StartEviction(uint64_t session, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -214,14 +214,10 @@ absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,
   return AttrOf(*r);
 }
 
-absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
-                                                uint64_t parent,
-                                                const std::string& name,
-                                                bool keep_if_open) {
-  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+absl::StatusOr<std::unique_ptr<MetaServer::Op>> MetaServer::LockEntry(
+    uint64_t session, uint64_t parent, const std::string& name, uint64_t* ino) {
   for (;;) {
-    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
-        ReadDentry(parent, name);
+    auto d = ReadDentry(parent, name);
     if (!d.ok()) return d.status();
     if (!*d) {
       if (absl::StatusOr<InodeRecord> p = ReadDir(parent); !p.ok()) {
@@ -229,33 +225,46 @@ absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
       }
       return MakeError(Errc::kNotFound, "no entry " + name);
     }
-    uint64_t ino = (*d)->first;
-    Op op(this, session, {parent, ino});
-    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> again =
-        ReadDentry(parent, name);
+    *ino = (*d)->first;
+    auto op = std::make_unique<Op>(this, session,
+                                   std::vector<uint64_t>{parent, *ino});
+    auto again = ReadDentry(parent, name);
     if (!again.ok()) return again.status();
-    if (!*again || (*again)->first != ino) continue;  // Raced: look again.
-    absl::StatusOr<InodeRecord> p = ReadDir(parent);
-    if (!p.ok()) return p.status();
-    absl::StatusOr<InodeRecord> r = ReadInode(ino);
-    if (!r.ok()) return r.status();
-    if (S_ISDIR(r->mode))
-      return MakeError(Errc::kIsDir, name + " is a directory");
-    Timespec now = Now();
-    op.batch().Delete(Cf::kDentries, DentryKey(parent, name));
-    --p->size;
-    p->mtime = p->ctime = now;
-    op.PutInode(*p);
-    --r->nlink;
-    r->ctime = now;
-    UnlinkResult result{ino, false};
-    if (absl::Status s = DropLink(op, *r, keep_if_open, &result.orphaned);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = op.Commit(); !s.ok()) return s;
-    return result;
+    if (*again && (*again)->first == *ino) return op;
+    // Raced with another operation on the entry: look again.
   }
+}
+
+absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
+                                                uint64_t parent,
+                                                const std::string& name,
+                                                bool keep_if_open) {
+  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  uint64_t ino = 0;
+  absl::StatusOr<std::unique_ptr<Op>> locked =
+      LockEntry(session, parent, name, &ino);
+  if (!locked.ok()) return locked.status();
+  Op& op = **locked;
+  absl::StatusOr<InodeRecord> p = ReadDir(parent);
+  if (!p.ok()) return p.status();
+  absl::StatusOr<InodeRecord> r = ReadInode(ino);
+  if (!r.ok()) return r.status();
+  if (S_ISDIR(r->mode))
+    return MakeError(Errc::kIsDir, name + " is a directory");
+  Timespec now = Now();
+  op.batch().Delete(Cf::kDentries, DentryKey(parent, name));
+  --p->size;
+  p->mtime = p->ctime = now;
+  op.PutInode(*p);
+  --r->nlink;
+  r->ctime = now;
+  UnlinkResult result{ino, false};
+  if (absl::Status s = DropLink(op, *r, keep_if_open, &result.orphaned);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = op.Commit(); !s.ok()) return s;
+  return result;
 }
 
 absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
@@ -263,42 +272,30 @@ absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
                                                const std::string& name) {
   if (name == "..") return MakeError(Errc::kNotEmpty, "rmdir ..");
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
-  for (;;) {
-    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> d =
-        ReadDentry(parent, name);
-    if (!d.ok()) return d.status();
-    if (!*d) {
-      if (absl::StatusOr<InodeRecord> p = ReadDir(parent); !p.ok()) {
-        return p.status();
-      }
-      return MakeError(Errc::kNotFound, "no entry " + name);
-    }
-    uint64_t ino = (*d)->first;
-    Op op(this, session, {parent, ino});
-    absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> again =
-        ReadDentry(parent, name);
-    if (!again.ok()) return again.status();
-    if (!*again || (*again)->first != ino) continue;
-    absl::StatusOr<InodeRecord> p = ReadDir(parent);
-    if (!p.ok()) return p.status();
-    absl::StatusOr<InodeRecord> r = ReadInode(ino);
-    if (!r.ok()) return r.status();
-    if (!S_ISDIR(r->mode)) {
-      return MakeError(Errc::kNotDir, name + " is not a directory");
-    }
-    absl::StatusOr<bool> empty = DirIsEmpty(ino);
-    if (!empty.ok()) return empty.status();
-    if (!*empty) return MakeError(Errc::kNotEmpty, name + " is not empty");
-    Timespec now = Now();
-    op.batch().Delete(Cf::kDentries, DentryKey(parent, name));
-    --p->size;
-    --p->nlink;
-    p->mtime = p->ctime = now;
-    op.PutInode(*p);
-    if (absl::Status s = FreeInode(op, *r); !s.ok()) return s;
-    if (absl::Status s = op.Commit(); !s.ok()) return s;
-    return UnlinkResult{ino, false};
+  uint64_t ino = 0;
+  absl::StatusOr<std::unique_ptr<Op>> locked =
+      LockEntry(session, parent, name, &ino);
+  if (!locked.ok()) return locked.status();
+  Op& op = **locked;
+  absl::StatusOr<InodeRecord> p = ReadDir(parent);
+  if (!p.ok()) return p.status();
+  absl::StatusOr<InodeRecord> r = ReadInode(ino);
+  if (!r.ok()) return r.status();
+  if (!S_ISDIR(r->mode)) {
+    return MakeError(Errc::kNotDir, name + " is not a directory");
   }
+  absl::StatusOr<bool> empty = DirIsEmpty(ino);
+  if (!empty.ok()) return empty.status();
+  if (!*empty) return MakeError(Errc::kNotEmpty, name + " is not empty");
+  Timespec now = Now();
+  op.batch().Delete(Cf::kDentries, DentryKey(parent, name));
+  --p->size;
+  --p->nlink;
+  p->mtime = p->ctime = now;
+  op.PutInode(*p);
+  if (absl::Status s = FreeInode(op, *r); !s.ok()) return s;
+  if (absl::Status s = op.Commit(); !s.ok()) return s;
+  return UnlinkResult{ino, false};
 }
 
 absl::Status MetaServer::CheckNotAncestor(uint64_t ino, uint64_t dir) {

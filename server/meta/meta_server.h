@@ -227,6 +227,12 @@ class MetaServer {
   absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> ReadDentry(
       uint64_t parent, const std::string& name);
   absl::StatusOr<bool> DirIsEmpty(uint64_t ino);
+  // Finds `name` in `parent` and returns an operation holding the locks of
+  // both inodes, the entry checked again under them; `*ino` is the child.
+  absl::StatusOr<std::unique_ptr<Op>> LockEntry(uint64_t session,
+                                                uint64_t parent,
+                                                const std::string& name,
+                                                uint64_t* ino);
   absl::StatusOr<bool> HasHandles(uint64_t ino);
 
   // Shared by Create, Mkdir and Symlink.

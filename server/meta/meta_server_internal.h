@@ -30,8 +30,8 @@ class MetaServer::Op {
   // The sequencing mutex is taken and released dynamically (LockSeq to
   // Commit), which clang's analysis cannot follow; callers assert it with
   // seq_mu_.AssertHeld() after LockSeq().
-  Op(MetaServer* server, uint64_t session, std::vector<uint64_t> inos)
-      ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  Op(MetaServer* server, uint64_t session,
+     std::vector<uint64_t> inos) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   ~Op() ABSL_NO_THREAD_SAFETY_ANALYSIS;
   Op(const Op&) = delete;
   Op& operator=(const Op&) = delete;
