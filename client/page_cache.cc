@@ -1,0 +1,191 @@
+#include "client/page_cache.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace rangefs::client {
+
+PageCache::PageCache(uint64_t capacity_bytes)
+    : capacity_pages_(std::max<uint64_t>(capacity_bytes / kPageSize, 1)) {}
+
+void PageCache::Touch(uint64_t ino, uint64_t index, Page& p) {
+  if (p.dirty) return;
+  lru_.erase(p.lru);
+  p.lru = lru_.insert(lru_.end(), {ino, index});
+}
+
+void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
+  if (dirty) p.seq = next_seq_++;
+  if (p.dirty == dirty) return;
+  if (dirty) {
+    lru_.erase(p.lru);
+    ++dirty_;
+  } else {
+    p.lru = lru_.insert(lru_.end(), {ino, index});
+    --dirty_;
+  }
+  p.dirty = dirty;
+}
+
+void PageCache::EraseLocked(uint64_t ino, PageMap& pages,
+                            PageMap::iterator it) {
+  if (it->second.dirty) {
+    --dirty_;
+  } else {
+    lru_.erase(it->second.lru);
+  }
+  pages.erase(it);
+  --pages_;
+  if (pages.empty()) inodes_.erase(ino);
+}
+
+void PageCache::EvictLocked() {
+  while (pages_ > capacity_pages_ && !lru_.empty()) {
+    auto [ino, index] = lru_.front();
+    PageMap& pages = inodes_[ino];
+    EraseLocked(ino, pages, pages.find(index));
+    ++stats_.evictions;
+  }
+}
+
+bool PageCache::Read(uint64_t ino, uint64_t index, char* out) {
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit != inodes_.end()) {
+    auto pit = iit->second.find(index);
+    if (pit != iit->second.end()) {
+      memcpy(out, pit->second.data.data(), kPageSize);
+      Touch(ino, index, pit->second);
+      ++stats_.hits;
+      return true;
+    }
+  }
+  ++stats_.misses;
+  return false;
+}
+
+bool PageCache::Contains(uint64_t ino, uint64_t index) {
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  return iit != inodes_.end() && iit->second.count(index) != 0;
+}
+
+void PageCache::Insert(uint64_t ino, uint64_t index, const char* page,
+                       bool dirty) {
+  absl::MutexLock lock(&mu_);
+  PageMap& pages = inodes_[ino];
+  auto [it, fresh] = pages.try_emplace(index);
+  Page& p = it->second;
+  if (fresh) {
+    p.data.resize(kPageSize);
+    p.lru = lru_.insert(lru_.end(), {ino, index});
+    ++pages_;
+  } else {
+    Touch(ino, index, p);
+  }
+  memcpy(p.data.data(), page, kPageSize);
+  SetDirty(ino, index, p, dirty);
+  EvictLocked();
+}
+
+bool PageCache::Write(uint64_t ino, uint64_t index, uint64_t offset,
+                      const char* data, uint64_t length) {
+  if (offset > kPageSize || length > kPageSize - offset) return false;
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) return false;
+  auto pit = iit->second.find(index);
+  if (pit == iit->second.end()) return false;
+  memcpy(pit->second.data.data() + offset, data, length);
+  SetDirty(ino, index, pit->second, true);
+  return true;
+}
+
+std::vector<DirtyPage> PageCache::TakeDirty(uint64_t ino,
+                                            const ByteRange& range) {
+  absl::MutexLock lock(&mu_);
+  std::vector<DirtyPage> out;
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end() || !range.Valid()) return out;
+  uint64_t first = range.start / kPageSize;
+  uint64_t last = (range.end - 1) / kPageSize;  // Inclusive.
+  for (auto it = iit->second.lower_bound(first);
+       it != iit->second.end() && it->first <= last; ++it) {
+    if (!it->second.dirty) continue;
+    out.push_back(DirtyPage{it->first, it->second.seq, it->second.data});
+  }
+  return out;
+}
+
+void PageCache::MarkClean(uint64_t ino, uint64_t index, uint64_t seq) {
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) return;
+  auto pit = iit->second.find(index);
+  if (pit == iit->second.end() || !pit->second.dirty ||
+      pit->second.seq != seq) {
+    return;  // Gone, already clean, or dirtied again since.
+  }
+  SetDirty(ino, index, pit->second, false);
+  EvictLocked();
+}
+
+uint64_t PageCache::Drop(uint64_t ino, const ByteRange& range) {
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end() || !range.Valid()) return 0;
+  uint64_t first = range.start / kPageSize;
+  uint64_t last = (range.end - 1) / kPageSize;
+  uint64_t dirty = 0;
+  PageMap& pages = iit->second;
+  for (auto it = pages.lower_bound(first);
+       it != pages.end() && it->first <= last;) {
+    dirty += it->second.dirty;
+    auto next = std::next(it);
+    bool last_page = pages.size() == 1;
+    EraseLocked(ino, pages, it);
+    if (last_page) break;  // The inode's map is gone.
+    it = next;
+  }
+  return dirty;
+}
+
+void PageCache::ZeroTail(uint64_t ino, uint64_t index, uint64_t offset) {
+  if (offset >= kPageSize) return;
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) return;
+  auto pit = iit->second.find(index);
+  if (pit == iit->second.end()) return;
+  memset(pit->second.data.data() + offset, 0, kPageSize - offset);
+}
+
+std::vector<uint64_t> PageCache::DirtyInodes() {
+  absl::MutexLock lock(&mu_);
+  std::vector<uint64_t> out;
+  for (const auto& [ino, pages] : inodes_) {
+    for (const auto& [index, p] : pages) {
+      if (p.dirty) {
+        out.push_back(ino);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+uint64_t PageCache::dirty_bytes() {
+  absl::MutexLock lock(&mu_);
+  return dirty_ * kPageSize;
+}
+
+PageCacheStats PageCache::Stats() {
+  absl::MutexLock lock(&mu_);
+  PageCacheStats s = stats_;
+  s.pages = pages_;
+  s.dirty_pages = dirty_;
+  s.capacity_pages = capacity_pages_;
+  return s;
+}
+
+}  // namespace rangefs::client

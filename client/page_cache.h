@@ -1,0 +1,114 @@
+// PageCache: a node's cached file data, 4 KiB pages per inode, with a
+// memory cap. Clean pages are evicted least recently used first when the
+// cap is reached; dirty pages stay until written back. Pure memory: it does
+// not know about locks or servers. The I/O paths (and the INVAL lock hooks)
+// decide when pages may exist: clean pages only under the node's INVAL SH
+// or EX, dirty pages only under EX (DESIGN.md).
+//
+// Writeback is race-free through dirty sequence numbers: TakeDirty()
+// returns copies of the dirty pages with the sequence each had, and
+// MarkClean() cleans a page only if it was not dirtied again meanwhile.
+//
+// Thread-safe: one mutex guards the maps; page contents are copied in and
+// out under it (4 KiB copies), so callers never hold references into it.
+#ifndef RANGEFS_CLIENT_PAGE_CACHE_H_
+#define RANGEFS_CLIENT_PAGE_CACHE_H_
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "common/range.h"
+
+namespace rangefs::client {
+
+inline constexpr uint64_t kPageSize = 4096;
+
+struct DirtyPage {
+  uint64_t index = 0;  // Page number: file offset / kPageSize.
+  uint64_t seq = 0;    // Dirty sequence, for MarkClean.
+  std::vector<char> data;
+};
+
+struct PageCacheStats {
+  uint64_t pages = 0;
+  uint64_t dirty_pages = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t evictions = 0;
+  uint64_t capacity_pages = 0;
+};
+
+class PageCache {
+ public:
+  explicit PageCache(uint64_t capacity_bytes);
+  PageCache(const PageCache&) = delete;
+  PageCache& operator=(const PageCache&) = delete;
+
+  // Copies page `index` of `ino` into `out` (kPageSize bytes); false if not
+  // cached.
+  bool Read(uint64_t ino, uint64_t index, char* out);
+  // Caches a whole page (e.g. filled from the servers), clean or dirty.
+  // Replaces what was there. Evicts clean pages beyond the cap.
+  void Insert(uint64_t ino, uint64_t index, const char* page, bool dirty);
+  // Copies `length` bytes into the cached page at `offset` and marks it
+  // dirty; false (changing nothing) if the page is not cached.
+  bool Write(uint64_t ino, uint64_t index, uint64_t offset, const char* data,
+             uint64_t length);
+  bool Contains(uint64_t ino, uint64_t index);
+
+  // Copies of the dirty pages of `ino` whose bytes overlap `range`, in
+  // page order.
+  std::vector<DirtyPage> TakeDirty(uint64_t ino, const ByteRange& range);
+  // Marks a written-back page clean unless it was dirtied again after
+  // TakeDirty (its sequence changed).
+  void MarkClean(uint64_t ino, uint64_t index, uint64_t seq);
+  // Drops every page of `ino` overlapping `range`, dirty ones included;
+  // returns how many dirty pages were dropped (data lost unless written).
+  uint64_t Drop(uint64_t ino, const ByteRange& range);
+  // Zeroes the bytes of page `index` from `offset` to its end, if cached
+  // (the tail past a new EOF), without changing its dirty state.
+  void ZeroTail(uint64_t ino, uint64_t index, uint64_t offset);
+
+  // Inodes with dirty pages (for background writeback).
+  std::vector<uint64_t> DirtyInodes();
+  uint64_t dirty_bytes();
+  PageCacheStats Stats();
+
+ private:
+  struct Page {
+    std::vector<char> data;
+    bool dirty = false;
+    uint64_t seq = 0;
+    // Position in lru_ when clean (dirty pages are not on the list).
+    std::list<std::pair<uint64_t, uint64_t>>::iterator lru;
+  };
+  using PageMap = std::map<uint64_t, Page>;
+
+  void Touch(uint64_t ino, uint64_t index, Page& p)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseLocked(uint64_t ino, PageMap& pages, PageMap::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint64_t capacity_pages_;
+  absl::Mutex mu_;
+  std::unordered_map<uint64_t, PageMap> inodes_ ABSL_GUARDED_BY(mu_);
+  // Clean pages, least recently used at the front: (ino, index).
+  std::list<std::pair<uint64_t, uint64_t>> lru_ ABSL_GUARDED_BY(mu_);
+  uint64_t pages_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dirty_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  PageCacheStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rangefs::client
+
+#endif  // RANGEFS_CLIENT_PAGE_CACHE_H_

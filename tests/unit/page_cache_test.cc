@@ -1,0 +1,179 @@
+#include "client/page_cache.h"
+
+#include <map>
+#include <random>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace rangefs::client {
+namespace {
+
+std::string Page(char c) { return std::string(kPageSize, c); }
+
+std::string ReadOut(PageCache& c, uint64_t ino, uint64_t index) {
+  std::string out(kPageSize, '\0');
+  if (!c.Read(ino, index, out.data())) return "";
+  return out;
+}
+
+TEST(PageCacheTest, InsertedPagesReadBack) {
+  PageCache c(1 << 20);
+  c.Insert(1, 0, Page('a').data(), false);
+  EXPECT_EQ(ReadOut(c, 1, 0), Page('a'));
+  EXPECT_EQ(ReadOut(c, 1, 1), "");
+  EXPECT_EQ(ReadOut(c, 2, 0), "");
+}
+
+TEST(PageCacheTest, WriteNeedsACachedPageAndDirtiesIt) {
+  PageCache c(1 << 20);
+  EXPECT_FALSE(c.Write(1, 0, 0, "x", 1));
+  c.Insert(1, 0, Page('a').data(), false);
+  ASSERT_TRUE(c.Write(1, 0, 10, "xyz", 3));
+  std::string want = Page('a');
+  want.replace(10, 3, "xyz");
+  EXPECT_EQ(ReadOut(c, 1, 0), want);
+  EXPECT_EQ(c.dirty_bytes(), kPageSize);
+  EXPECT_FALSE(c.Write(1, 0, kPageSize - 1, "ab", 2));  // Past the page.
+}
+
+TEST(PageCacheTest, CleanPagesAreEvictedLeastRecentlyUsedFirst) {
+  PageCache c(3 * kPageSize);
+  c.Insert(1, 0, Page('a').data(), false);
+  c.Insert(1, 1, Page('b').data(), false);
+  c.Insert(1, 2, Page('c').data(), false);
+  ReadOut(c, 1, 0);  // Page 0 is now the most recently used.
+  c.Insert(1, 3, Page('d').data(), false);
+  EXPECT_TRUE(c.Contains(1, 0));
+  EXPECT_FALSE(c.Contains(1, 1));
+  EXPECT_EQ(c.Stats().evictions, 1u);
+}
+
+TEST(PageCacheTest, DirtyPagesAreNeverEvicted) {
+  PageCache c(2 * kPageSize);
+  c.Insert(1, 0, Page('a').data(), true);
+  c.Insert(1, 1, Page('b').data(), true);
+  c.Insert(1, 2, Page('c').data(), true);
+  EXPECT_TRUE(c.Contains(1, 0) && c.Contains(1, 1) && c.Contains(1, 2));
+  EXPECT_EQ(c.Stats().dirty_pages, 3u);
+}
+
+TEST(PageCacheTest, WritebackCleansOnlyPagesNotDirtiedAgain) {
+  PageCache c(1 << 20);
+  c.Insert(1, 0, Page('a').data(), true);
+  c.Insert(1, 1, Page('b').data(), true);
+  std::vector<DirtyPage> d = c.TakeDirty(1, {0, 2 * kPageSize});
+  ASSERT_EQ(d.size(), 2u);
+  c.Write(1, 1, 0, "z", 1);  // Redirtied while being written back.
+  for (const DirtyPage& p : d) c.MarkClean(1, p.index, p.seq);
+  EXPECT_EQ(c.Stats().dirty_pages, 1u);
+  d = c.TakeDirty(1, {0, kInfinity});
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].index, 1u);
+  EXPECT_EQ(d[0].data[0], 'z');
+}
+
+TEST(PageCacheTest, TakeDirtySelectsPagesOverlappingTheRange) {
+  PageCache c(1 << 20);
+  for (uint64_t i = 0; i < 4; ++i) c.Insert(1, i, Page('a').data(), true);
+  auto d = c.TakeDirty(1, {kPageSize + 1, 2 * kPageSize + 1});
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].index, 1u);
+  EXPECT_EQ(d[1].index, 2u);
+}
+
+TEST(PageCacheTest, DropRemovesTheRangeAndCountsLostDirtyPages) {
+  PageCache c(1 << 20);
+  c.Insert(1, 0, Page('a').data(), true);
+  c.Insert(1, 1, Page('b').data(), false);
+  c.Insert(1, 5, Page('c').data(), false);
+  EXPECT_EQ(c.Drop(1, {0, 2 * kPageSize}), 1u);
+  EXPECT_FALSE(c.Contains(1, 0));
+  EXPECT_FALSE(c.Contains(1, 1));
+  EXPECT_TRUE(c.Contains(1, 5));
+  EXPECT_EQ(c.Drop(1, {0, kInfinity}), 0u);
+  EXPECT_EQ(c.Stats().pages, 0u);
+}
+
+TEST(PageCacheTest, ZeroTailKeepsTheHead) {
+  PageCache c(1 << 20);
+  c.Insert(1, 0, Page('a').data(), false);
+  c.ZeroTail(1, 0, 100);
+  std::string want = Page('a');
+  std::fill(want.begin() + 100, want.end(), '\0');
+  EXPECT_EQ(ReadOut(c, 1, 0), want);
+}
+
+// Random operations against a plain map model: contents always match for
+// cached pages, dirty pages are never lost, the cap holds for clean pages.
+TEST(PageCacheTest, RandomOperationsMatchAModel) {
+  std::mt19937_64 rng(3);
+  PageCache c(8 * kPageSize);
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<std::string, bool>> model;
+  for (int step = 0; step < 20000; ++step) {
+    uint64_t ino = rng() % 3, index = rng() % 8;
+    auto key = std::make_pair(ino, index);
+    switch (rng() % 6) {
+      case 0:
+      case 1: {
+        bool dirty = rng() % 2;
+        std::string p = Page(static_cast<char>('a' + rng() % 26));
+        c.Insert(ino, index, p.data(), dirty);
+        model[key] = {p, dirty};
+        break;
+      }
+      case 2: {
+        char b = static_cast<char>(rng());
+        uint64_t off = rng() % kPageSize;
+        bool ok = c.Write(ino, index, off, &b, 1);
+        if (ok) {
+          ASSERT_TRUE(model.count(key));
+          model[key].first[off] = b;
+          model[key].second = true;
+        } else if (model.count(key)) {
+          // Not cached any more: it must have been a clean page, evicted.
+          ASSERT_FALSE(model[key].second) << "dirty page lost, step " << step;
+          model.erase(key);
+        }
+        break;
+      }
+      case 3: {
+        for (const DirtyPage& d : c.TakeDirty(ino, {0, kInfinity})) {
+          ASSERT_EQ(std::string(d.data.begin(), d.data.end()),
+                    model[std::make_pair(ino, d.index)].first);
+          c.MarkClean(ino, d.index, d.seq);
+          model[std::make_pair(ino, d.index)].second = false;
+        }
+        break;
+      }
+      case 4: {
+        c.Drop(ino, {index * kPageSize, (index + 1) * kPageSize});
+        model.erase(key);
+        break;
+      }
+      case 5: {
+        std::string got = ReadOut(c, ino, index);
+        if (!got.empty()) {
+          ASSERT_TRUE(model.count(key));
+          ASSERT_EQ(got, model[key].first) << "step " << step;
+        } else if (model.count(key)) {
+          // Absent: only clean pages may be evicted.
+          ASSERT_FALSE(model[key].second) << "dirty page lost, step " << step;
+          model.erase(key);
+        }
+        break;
+      }
+    }
+    // Pages the model holds dirty are always present.
+    for (const auto& [k, v] : model) {
+      if (v.second) {
+        ASSERT_TRUE(c.Contains(k.first, k.second));
+      }
+    }
+    PageCacheStats st = c.Stats();
+    ASSERT_LE(st.pages, std::max<uint64_t>(8, st.dirty_pages));
+  }
+}
+
+}  // namespace
+}  // namespace rangefs::client
