@@ -130,16 +130,13 @@ grpc::ServerUnaryReactor* LockServiceImpl::Evict(
 grpc::ServerUnaryReactor* LockServiceImpl::Ping(
     grpc::CallbackServerContext* ctx, const proto::PingRequest* req,
     proto::PingReply* reply) {
-  return rpc::RunInline(ctx, [=] {
-    reply->set_payload(req->payload());
-    reply->set_server(name_);
-  });
+  return rpc::AnswerPing(ctx, req, reply, name_);
 }
 
 grpc::ServerUnaryReactor* LockServiceImpl::SetFault(
     grpc::CallbackServerContext* ctx, const proto::SetFaultRequest* req,
     proto::SetFaultReply* reply) {
-  return rpc::RunInline(ctx, [=] { rpc::ApplySetFault(*req, reply); });
+  return rpc::AnswerSetFault(ctx, req, reply);
 }
 
 GrpcFencer::GrpcFencer(const ClusterConfig& config)

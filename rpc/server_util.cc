@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "rpc/convert.h"
 
 namespace rangefs::rpc {
 
@@ -25,6 +26,22 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
                                   " (address in use or not local?)"));
   }
   return server;
+}
+
+grpc::ServerUnaryReactor* AnswerPing(grpc::CallbackServerContext* ctx,
+                                     const proto::PingRequest* req,
+                                     proto::PingReply* reply,
+                                     const std::string& server) {
+  return RunInline(ctx, [=] {
+    reply->set_payload(req->payload());
+    reply->set_server(server);
+  });
+}
+
+grpc::ServerUnaryReactor* AnswerSetFault(grpc::CallbackServerContext* ctx,
+                                         const proto::SetFaultRequest* req,
+                                         proto::SetFaultReply* reply) {
+  return RunInline(ctx, [=] { ApplySetFault(*req, reply); });
 }
 
 namespace {

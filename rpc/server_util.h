@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/thread_pool.h"
+#include "proto/common.pb.h"
 
 namespace rangefs::rpc {
 
@@ -47,6 +48,15 @@ grpc::ServerUnaryReactor* RunInline(grpc::CallbackServerContext* ctx, Fn fn) {
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
+
+// The Ping and SetFault handlers every rangefs service has.
+grpc::ServerUnaryReactor* AnswerPing(grpc::CallbackServerContext* ctx,
+                                     const proto::PingRequest* req,
+                                     proto::PingReply* reply,
+                                     const std::string& server);
+grpc::ServerUnaryReactor* AnswerSetFault(grpc::CallbackServerContext* ctx,
+                                         const proto::SetFaultRequest* req,
+                                         proto::SetFaultReply* reply);
 
 // Blocks SIGINT/SIGTERM in the calling thread; call first thing in main()
 // so every thread started later inherits the mask.

@@ -67,16 +67,13 @@ grpc::ServerUnaryReactor* DataServiceImpl::Stats(
 grpc::ServerUnaryReactor* DataServiceImpl::Ping(
     grpc::CallbackServerContext* ctx, const proto::PingRequest* req,
     proto::PingReply* reply) {
-  return RunInline(ctx, [=] {
-    reply->set_payload(req->payload());
-    reply->set_server(name_);
-  });
+  return rpc::AnswerPing(ctx, req, reply, name_);
 }
 
 grpc::ServerUnaryReactor* DataServiceImpl::SetFault(
     grpc::CallbackServerContext* ctx, const proto::SetFaultRequest* req,
     proto::SetFaultReply* reply) {
-  return RunInline(ctx, [=] { rpc::ApplySetFault(*req, reply); });
+  return rpc::AnswerSetFault(ctx, req, reply);
 }
 
 }  // namespace rangefs::data

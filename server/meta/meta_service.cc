@@ -379,16 +379,13 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Status(
 grpc::ServerUnaryReactor* MetaServiceImpl::Ping(
     grpc::CallbackServerContext* ctx, const proto::PingRequest* req,
     proto::PingReply* reply) {
-  return RunInline(ctx, [=] {
-    reply->set_payload(req->payload());
-    reply->set_server(name_);
-  });
+  return rpc::AnswerPing(ctx, req, reply, name_);
 }
 
 grpc::ServerUnaryReactor* MetaServiceImpl::SetFault(
     grpc::CallbackServerContext* ctx, const proto::SetFaultRequest* req,
     proto::SetFaultReply* reply) {
-  return RunInline(ctx, [=] { rpc::ApplySetFault(*req, reply); });
+  return rpc::AnswerSetFault(ctx, req, reply);
 }
 
 }  // namespace rangefs::meta
