@@ -625,6 +625,11 @@ void LockCache::Stop() {
   workers_.reset();
 }
 
+LockCache::SessionSnapshot LockCache::Snapshot() {
+  absl::MutexLock lock(&mu_);
+  return {session_id_.load(), incarnation_.load()};
+}
+
 LockCacheStats LockCache::Stats() {
   absl::MutexLock lock(&mu_);
   LockCacheStats s = stats_;

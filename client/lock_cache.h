@@ -135,6 +135,13 @@ class LockCache : public LockClientListener {
   uint64_t session_id() const { return session_id_.load(); }
   // Bumped each time the session is lost; I/O paths compare it.
   uint64_t incarnation() const { return incarnation_.load(); }
+  // The session id and incarnation, read together: data made under one
+  // incarnation is written only with that incarnation's session.
+  struct SessionSnapshot {
+    uint64_t session = 0;
+    uint64_t incarnation = 0;
+  };
+  SessionSnapshot Snapshot();
   LockCacheStats Stats();
 
   // LockClientListener: OnMessage on a stream reaction (short locks only),

@@ -20,9 +20,11 @@ void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   if (dirty) {
     lru_.erase(p.lru);
     ++dirty_;
+    ++dirty_by_inode_[ino];
   } else {
     p.lru = lru_.insert(lru_.end(), {ino, index});
     --dirty_;
+    if (--dirty_by_inode_[ino] == 0) dirty_by_inode_.erase(ino);
   }
   p.dirty = dirty;
 }
@@ -31,6 +33,7 @@ void PageCache::EraseLocked(uint64_t ino, PageMap& pages,
                             PageMap::iterator it) {
   if (it->second.dirty) {
     --dirty_;
+    if (--dirty_by_inode_[ino] == 0) dirty_by_inode_.erase(ino);
   } else {
     lru_.erase(it->second.lru);
   }
@@ -86,6 +89,19 @@ void PageCache::Insert(uint64_t ino, uint64_t index, const char* page,
   memcpy(p.data.data(), page, kPageSize);
   SetDirty(ino, index, p, dirty);
   EvictLocked();
+}
+
+bool PageCache::InsertClean(uint64_t ino, uint64_t index, const char* page) {
+  absl::MutexLock lock(&mu_);
+  PageMap& pages = inodes_[ino];
+  auto [it, fresh] = pages.try_emplace(index);
+  if (!fresh) return false;
+  Page& p = it->second;
+  p.data.assign(page, page + kPageSize);
+  p.lru = lru_.insert(lru_.end(), {ino, index});
+  ++pages_;
+  EvictLocked();
+  return true;
 }
 
 bool PageCache::Write(uint64_t ino, uint64_t index, uint64_t offset,
@@ -163,15 +179,13 @@ void PageCache::ZeroTail(uint64_t ino, uint64_t index, uint64_t offset) {
 std::vector<uint64_t> PageCache::DirtyInodes() {
   absl::MutexLock lock(&mu_);
   std::vector<uint64_t> out;
-  for (const auto& [ino, pages] : inodes_) {
-    for (const auto& [index, p] : pages) {
-      if (p.dirty) {
-        out.push_back(ino);
-        break;
-      }
-    }
-  }
+  for (const auto& [ino, n] : dirty_by_inode_) out.push_back(ino);
   return out;
+}
+
+bool PageCache::HasDirty(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  return dirty_by_inode_.count(ino) != 0;
 }
 
 uint64_t PageCache::dirty_bytes() {

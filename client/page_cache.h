@@ -56,6 +56,9 @@ class PageCache {
   // Caches a whole page (e.g. filled from the servers), clean or dirty.
   // Replaces what was there. Evicts clean pages beyond the cap.
   void Insert(uint64_t ino, uint64_t index, const char* page, bool dirty);
+  // Caches a clean page unless the page is already cached (a fill must
+  // never overwrite newer data); true if it inserted.
+  bool InsertClean(uint64_t ino, uint64_t index, const char* page);
   // Copies `length` bytes into the cached page at `offset` and marks it
   // dirty; false (changing nothing) if the page is not cached.
   bool Write(uint64_t ino, uint64_t index, uint64_t offset, const char* data,
@@ -75,6 +78,7 @@ class PageCache {
   // (the tail past a new EOF), without changing its dirty state.
   void ZeroTail(uint64_t ino, uint64_t index, uint64_t offset);
 
+  bool HasDirty(uint64_t ino);
   // Inodes with dirty pages (for background writeback).
   std::vector<uint64_t> DirtyInodes();
   uint64_t dirty_bytes();
@@ -105,6 +109,7 @@ class PageCache {
   std::list<std::pair<uint64_t, uint64_t>> lru_ ABSL_GUARDED_BY(mu_);
   uint64_t pages_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dirty_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unordered_map<uint64_t, uint64_t> dirty_by_inode_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   PageCacheStats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,0 +1,560 @@
+// Client setup, namespace and attribute calls, open/close, and the public
+// Client wrapper.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "absl/strings/str_split.h"
+#include "client/client_internal.h"
+#include "common/log.h"
+#include "common/status.h"
+
+namespace rangefs::client {
+namespace {
+
+LockCacheOptions LockOptions(const ClientOptions& o) {
+  LockCacheOptions l;
+  l.node_name = o.node_name;
+  l.lease_ms = o.lease_ms;
+  l.min_hold_ms = o.min_hold_ms;
+  l.idle_release_ms = o.idle_release_ms;
+  return l;
+}
+
+}  // namespace
+
+uint64_t CurrentTask() {
+  thread_local uint64_t tid = static_cast<uint64_t>(syscall(SYS_gettid));
+  return tid;
+}
+
+Timespec NowTimespec() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return {ts.tv_sec, static_cast<uint32_t>(ts.tv_nsec)};
+}
+
+Client::Impl::Impl(const ClusterConfig& config, const ClientOptions& options,
+                   std::unique_ptr<Stubs> stubs)
+    : config_(config),
+      options_(options),
+      stubs_(std::move(stubs)),
+      locks_(config, LockOptions(options)),
+      pages_(options.cache_bytes) {
+  InstallHooks();
+}
+
+Client::Impl::~Impl() { Stop(); }
+
+absl::Status Client::Impl::Start() {
+  if (absl::Status s = locks_.Start(); !s.ok()) return s;
+  // The metadata server answers before the node calls itself ready.
+  absl::StatusOr<FsStat> st = stubs_->StatFs();
+  if (!st.ok()) {
+    locks_.Stop();
+    return MakeError(Errc::kUnavailable,
+                     "metadata server not reachable at " + config_.meta +
+                         ": " + std::string(st.status().message()));
+  }
+  flusher_ = std::thread([this] { Flusher(); });
+  return absl::OkStatus();
+}
+
+void Client::Impl::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (flusher_.joinable()) flusher_.join();
+  std::vector<uint64_t> fhs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [fh, h] : handles_) fhs.push_back(fh);
+  }
+  for (uint64_t fh : fhs) (void)Close(fh);
+  if (absl::Status s = SyncAll(); !s.ok()) {
+    RANGEFS_LOG(ERROR) << "write-back at unmount: " << s.message();
+  }
+  locks_.Stop();  // Gives every lock back through the hooks.
+}
+
+std::shared_ptr<InodeState> Client::Impl::GetInode(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<InodeState>& in = inodes_[ino];
+  if (in == nullptr) in = std::make_shared<InodeState>(ino);
+  return in;
+}
+
+std::shared_ptr<InodeState> Client::Impl::FindInode(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ? nullptr : it->second;
+}
+
+absl::Status Client::Impl::SyncAll() {
+  absl::Status first;
+  for (uint64_t ino : pages_.DirtyInodes()) {
+    std::shared_ptr<InodeState> in = FindInode(ino);
+    if (in == nullptr) continue;
+    absl::Status s = Writeback(*in, WholeFile());
+    if (first.ok()) first = s;
+  }
+  absl::Status s = stubs_->FlushData(locks_.session_id());
+  return first.ok() ? s : first;
+}
+
+// ------------------------------------------------------------ namespace
+
+absl::StatusOr<Attr> Client::Impl::Lookup(uint64_t parent,
+                                          const std::string& name) {
+  absl::StatusOr<Attr> a = stubs_->Lookup(parent, name);
+  if (!a.ok() || !S_ISREG(a->mode)) return a;
+  // A regular file's size and times may be ahead on the node holding its
+  // INODE EX: ask under INODE SH.
+  return FileAttr(*GetInode(a->ino));
+}
+
+absl::StatusOr<Attr> Client::Impl::GetAttr(uint64_t ino) {
+  std::shared_ptr<InodeState> in = FindInode(ino);
+  bool regular = false;
+  if (in != nullptr) {
+    absl::MutexLock lock(&in->mu);
+    regular = in->attr_valid && S_ISREG(in->attr.mode);
+  }
+  if (!regular) {
+    absl::StatusOr<Attr> a = stubs_->GetAttr(ino);
+    if (!a.ok() || !S_ISREG(a->mode)) return a;
+    in = GetInode(ino);
+  }
+  return FileAttr(*in);
+}
+
+absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
+                                           const SetAttrArgs& args) {
+  absl::StatusOr<Attr> cur = stubs_->GetAttr(ino);
+  if (!cur.ok()) return cur.status();
+  if (!S_ISREG(cur->mode)) {
+    if (args.valid & kSetSize) {
+      return MakeError(S_ISDIR(cur->mode) ? Errc::kIsDir
+                                          : Errc::kInvalidArgument,
+                       "size of a non-regular file");
+    }
+    return stubs_->SetAttr(locks_.session_id(), ino, args);
+  }
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  if (args.valid & kSetSize) {
+    if (absl::Status s = Truncate(*in, args.size); !s.ok()) return s;
+  }
+  SetAttrArgs rest = args;
+  rest.valid &= ~static_cast<uint32_t>(kSetSize);
+  if (rest.valid == 0) return FileAttr(*in);
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
+      !s.ok()) {
+    return s;
+  }
+  // Dirty data first: its commit would overwrite the times set here.
+  if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) return s;
+  absl::StatusOr<Attr> a = stubs_->SetAttr(locks_.session_id(), ino, rest);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&in->mu);
+  in->attr = *a;
+  in->attr_valid = true;
+  return *a;
+}
+
+absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
+                                         const std::string& name,
+                                         uint32_t mode, uint64_t rdev,
+                                         const Creds& creds, bool exclusive) {
+  return stubs_->Create(locks_.session_id(), parent, name, mode, rdev, creds,
+                        exclusive);
+}
+
+absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
+                                         const std::string& name,
+                                         uint32_t mode, const Creds& creds) {
+  return stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds);
+}
+
+absl::StatusOr<Attr> Client::Impl::Symlink(uint64_t parent,
+                                           const std::string& name,
+                                           const std::string& target,
+                                           const Creds& creds) {
+  return stubs_->Symlink(locks_.session_id(), parent, name, target, creds);
+}
+
+// Operations that change a regular file's link count take its INODE EX so
+// no node keeps serving the old count.
+absl::StatusOr<Attr> Client::Impl::Link(uint64_t ino, uint64_t new_parent,
+                                        const std::string& new_name) {
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<Attr> a =
+      stubs_->Link(locks_.session_id(), ino, new_parent, new_name);
+  std::shared_ptr<InodeState> in = FindInode(ino);
+  if (in != nullptr) {
+    absl::MutexLock lock(&in->mu);
+    in->attr_valid = false;
+  }
+  if (!a.ok() || !S_ISREG(a->mode)) return a;
+  held.Release();
+  return FileAttr(*GetInode(ino));
+}
+
+absl::Status Client::Impl::Unlink(uint64_t parent, const std::string& name) {
+  absl::StatusOr<Attr> target = stubs_->Lookup(parent, name);
+  if (!target.ok()) return target.status();
+  HeldLocks held(&locks_);
+  if (S_ISREG(target->mode)) {
+    if (absl::Status s = held.Take(LockKind::kInode, target->ino, WholeFile(),
+                                   LockMode::kEx);
+        !s.ok()) {
+      return s;
+    }
+  }
+  absl::StatusOr<uint64_t> ino =
+      stubs_->Unlink(locks_.session_id(), parent, name);
+  if (!ino.ok()) return ino.status();
+  for (uint64_t i : {target->ino, *ino}) {
+    if (std::shared_ptr<InodeState> in = FindInode(i)) {
+      absl::MutexLock lock(&in->mu);
+      in->attr_valid = false;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Client::Impl::Rmdir(uint64_t parent, const std::string& name) {
+  return stubs_->Rmdir(locks_.session_id(), parent, name);
+}
+
+absl::Status Client::Impl::Rename(uint64_t old_parent,
+                                  const std::string& old_name,
+                                  uint64_t new_parent,
+                                  const std::string& new_name,
+                                  uint32_t flags) {
+  absl::StatusOr<uint64_t> replaced = stubs_->Rename(
+      locks_.session_id(), old_parent, old_name, new_parent, new_name, flags);
+  if (!replaced.ok()) return replaced.status();
+  if (std::shared_ptr<InodeState> in = FindInode(*replaced)) {
+    absl::MutexLock lock(&in->mu);
+    in->attr_valid = false;
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ open/close
+
+absl::Status Client::Impl::RegisterOpen(InodeState& in) {
+  uint64_t session = locks_.session_id();
+  {
+    absl::MutexLock lock(&in.mu);
+    if (in.opens > 0 && in.open_session == session) {
+      ++in.opens;
+      return absl::OkStatus();
+    }
+  }
+  // The metadata server counts the node's opens per session, so an
+  // unlinked file stays until the last node closes it (or is fenced).
+  absl::StatusOr<Attr> a = stubs_->Open(session, in.ino, /*close=*/false);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&in.mu);
+  if (in.opens > 0 && in.open_session == session) {
+    // Another thread registered meanwhile: one server handle is enough.
+    ++in.opens;
+    return stubs_->Open(session, in.ino, /*close=*/true).status();
+  }
+  in.opens = 1;
+  in.open_session = session;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
+  absl::StatusOr<Attr> a = stubs_->GetAttr(ino);
+  if (!a.ok()) return a.status();
+  if (S_ISDIR(a->mode) && (flags & O_ACCMODE) != O_RDONLY) {
+    return MakeError(Errc::kIsDir, "directory opened for writing", EISDIR);
+  }
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  if (absl::Status s = RegisterOpen(*in); !s.ok()) return s;
+  Handle h;
+  h.inode = in;
+  h.flags = flags;
+  {
+    absl::MutexLock lock(&in->mu);
+    h.lost_seen = in->lost;
+  }
+  uint64_t fh = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    fh = next_fh_++;
+    handles_[fh] = h;
+  }
+  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
+      S_ISREG(a->mode)) {
+    if (absl::Status s = Truncate(*in, 0); !s.ok()) {
+      (void)Close(fh);
+      return s;
+    }
+  }
+  return fh;
+}
+
+absl::StatusOr<Handle> Client::Impl::HandleOf(uint64_t fh) {
+  absl::MutexLock lock(&mu_);
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) {
+    return MakeError(Errc::kInvalidArgument, "bad file handle", EBADF);
+  }
+  return it->second;
+}
+
+absl::Status Client::Impl::Close(uint64_t fh) {
+  Handle h;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) {
+      return MakeError(Errc::kInvalidArgument, "bad file handle", EBADF);
+    }
+    h = it->second;
+    handles_.erase(it);
+  }
+  InodeState& in = *h.inode;
+  absl::Status result;
+  bool last = false;
+  uint64_t session = 0;
+  {
+    absl::MutexLock lock(&in.mu);
+    if (in.lost != h.lost_seen) {
+      result = MakeError(Errc::kIoError, "dirty data of this file was lost",
+                         EIO);
+    }
+    last = --in.opens == 0;
+    session = in.open_session;
+  }
+  if (!last) return result;
+  // Close-to-open: the last close on the node writes its data back, and
+  // must before the server may free an unlinked file.
+  if (absl::Status s = Writeback(in, WholeFile()); !s.ok() && result.ok()) {
+    result = s;
+  }
+  if (session == locks_.session_id()) {
+    absl::StatusOr<Attr> a = stubs_->Open(session, in.ino, /*close=*/true);
+    if (!a.ok() && ErrcOf(a.status()) != Errc::kNotFound && result.ok()) {
+      result = a.status();
+    }
+  }
+  return result;
+}
+
+ClientStats Client::Impl::Stats() {
+  ClientStats s;
+  PageCacheStats p = pages_.Stats();
+  s.page_hits = p.hits;
+  s.page_misses = p.misses;
+  s.pages_cached = p.pages;
+  s.dirty_pages = p.dirty_pages;
+  s.map_cache_hits = counters.map_cache_hits;
+  s.map_calls = counters.map_calls;
+  s.writeback_pages = counters.writeback_pages;
+  s.stale_retries = counters.stale_retries;
+  s.short_copies = counters.short_copies;
+  s.inval_demotes = counters.inval_demotes;
+  s.inode_demotes = counters.inode_demotes;
+  s.pages_dropped = counters.pages_dropped;
+  s.lost_dirty_pages = counters.lost_dirty_pages;
+  LockCacheStats l = locks_.Stats();
+  s.lock_local_hits = l.local_hits;
+  s.lock_requests = l.cluster_requests;
+  s.lock_callbacks = l.callbacks;
+  s.sessions_lost = l.sessions_lost;
+  s.session_id = locks_.session_id();
+  return s;
+}
+
+// ------------------------------------------------------ the public face
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    const ClusterConfig& config, const ClientOptions& options) {
+  absl::StatusOr<std::unique_ptr<Stubs>> stubs =
+      Stubs::Create(config, options.rpc_timeout_ms);
+  if (!stubs.ok()) return stubs.status();
+  auto impl = std::make_unique<Impl>(config, options, std::move(*stubs));
+  if (absl::Status s = impl->Start(); !s.ok()) return s;
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::Status Client::SyncAll() { return impl_->SyncAll(); }
+absl::StatusOr<Attr> Client::Lookup(uint64_t parent, const std::string& name) {
+  return impl_->Lookup(parent, name);
+}
+absl::StatusOr<Attr> Client::GetAttr(uint64_t ino) {
+  return impl_->GetAttr(ino);
+}
+absl::StatusOr<Attr> Client::SetAttr(uint64_t ino, const SetAttrArgs& args) {
+  return impl_->SetAttr(ino, args);
+}
+absl::StatusOr<Attr> Client::Mknod(uint64_t parent, const std::string& name,
+                                   uint32_t mode, uint64_t rdev,
+                                   const Creds& creds) {
+  return impl_->Mknod(parent, name, mode, rdev, creds, /*exclusive=*/true);
+}
+absl::StatusOr<Attr> Client::Mkdir(uint64_t parent, const std::string& name,
+                                   uint32_t mode, const Creds& creds) {
+  return impl_->Mkdir(parent, name, mode, creds);
+}
+absl::StatusOr<Attr> Client::Symlink(uint64_t parent, const std::string& name,
+                                     const std::string& target,
+                                     const Creds& creds) {
+  return impl_->Symlink(parent, name, target, creds);
+}
+absl::StatusOr<Attr> Client::Link(uint64_t ino, uint64_t new_parent,
+                                  const std::string& new_name) {
+  return impl_->Link(ino, new_parent, new_name);
+}
+absl::Status Client::Unlink(uint64_t parent, const std::string& name) {
+  return impl_->Unlink(parent, name);
+}
+absl::Status Client::Rmdir(uint64_t parent, const std::string& name) {
+  return impl_->Rmdir(parent, name);
+}
+absl::Status Client::Rename(uint64_t old_parent, const std::string& old_name,
+                            uint64_t new_parent, const std::string& new_name,
+                            uint32_t flags) {
+  return impl_->Rename(old_parent, old_name, new_parent, new_name, flags);
+}
+absl::StatusOr<std::string> Client::Readlink(uint64_t ino) {
+  return impl_->stubs().Readlink(ino);
+}
+absl::StatusOr<DirPage> Client::ReadDir(uint64_t ino, const std::string& after,
+                                        uint32_t max_entries, bool plus) {
+  return impl_->stubs().ReadDir(ino, after, max_entries, plus);
+}
+absl::StatusOr<FsStat> Client::StatFs() { return impl_->stubs().StatFs(); }
+absl::StatusOr<std::string> Client::GetXattr(uint64_t ino,
+                                             const std::string& name) {
+  return impl_->stubs().GetXattr(ino, name);
+}
+absl::Status Client::SetXattr(uint64_t ino, const std::string& name,
+                              const std::string& value, uint32_t flags) {
+  return impl_->stubs().SetXattr(impl_->session_id(), ino, name, value, flags);
+}
+absl::StatusOr<std::vector<std::string>> Client::ListXattr(uint64_t ino) {
+  return impl_->stubs().ListXattr(ino);
+}
+absl::Status Client::RemoveXattr(uint64_t ino, const std::string& name) {
+  return impl_->stubs().RemoveXattr(impl_->session_id(), ino, name);
+}
+
+absl::StatusOr<uint64_t> Client::Open(uint64_t ino, int flags) {
+  return impl_->Open(ino, flags);
+}
+
+absl::StatusOr<std::pair<Attr, uint64_t>> Client::Create(
+    uint64_t parent, const std::string& name, uint32_t mode, int flags,
+    const Creds& creds) {
+  absl::StatusOr<Attr> a =
+      impl_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, creds,
+                   (flags & O_EXCL) != 0);
+  if (!a.ok()) return a.status();
+  absl::StatusOr<uint64_t> fh = impl_->Open(a->ino, flags);
+  if (!fh.ok()) return fh.status();
+  absl::StatusOr<Attr> fresh = impl_->GetAttr(a->ino);
+  if (!fresh.ok()) return fresh.status();
+  return std::make_pair(*fresh, *fh);
+}
+
+absl::Status Client::Close(uint64_t fh) { return impl_->Close(fh); }
+
+absl::StatusOr<size_t> Client::Read(uint64_t fh, void* buf, size_t len,
+                                    uint64_t offset) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  return impl_->Read(*h, static_cast<char*>(buf), len, offset);
+}
+
+absl::StatusOr<size_t> Client::Write(uint64_t fh, const void* buf, size_t len,
+                                     uint64_t offset) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  return impl_->Write(*h, static_cast<const char*>(buf), len, offset);
+}
+
+absl::Status Client::Fsync(uint64_t fh, bool) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  return impl_->Fsync(*h);
+}
+
+absl::Status Client::Fallocate(uint64_t fh, uint32_t mode, uint64_t offset,
+                               uint64_t length) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  return impl_->Fallocate(*h, mode, offset, length);
+}
+
+absl::StatusOr<uint64_t> Client::Seek(uint64_t fh, uint64_t offset,
+                                      int whence) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+    return MakeError(Errc::kInvalidArgument, "whence must be SEEK_DATA or "
+                                             "SEEK_HOLE", EINVAL);
+  }
+  return impl_->Seek(*h, offset, whence == SEEK_DATA);
+}
+
+absl::StatusOr<Attr> Client::FileAttr(uint64_t fh) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  return impl_->GetAttr(h->inode->ino);
+}
+
+uint64_t Client::InoOf(uint64_t fh) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  return h.ok() ? h->inode->ino : 0;
+}
+
+absl::StatusOr<Attr> Client::Resolve(const std::string& path) {
+  absl::StatusOr<Attr> cur = impl_->GetAttr(kRootIno);
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    if (!cur.ok()) return cur;
+    cur = impl_->Lookup(cur->ino, std::string(part));
+  }
+  return cur;
+}
+
+absl::StatusOr<uint64_t> Client::OpenPath(const std::string& path, int flags,
+                                          uint32_t mode) {
+  std::string::size_type slash = path.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "" : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (flags & O_CREAT) {
+    absl::StatusOr<Attr> parent = Resolve(dir);
+    if (!parent.ok()) return parent.status();
+    absl::StatusOr<std::pair<Attr, uint64_t>> c =
+        Create(parent->ino, name, mode, flags, Creds{});
+    if (!c.ok()) return c.status();
+    return c->second;
+  }
+  absl::StatusOr<Attr> a = Resolve(path);
+  if (!a.ok()) return a.status();
+  return impl_->Open(a->ino, flags);
+}
+
+ClientStats Client::Stats() { return impl_->Stats(); }
+uint64_t Client::session_id() { return impl_->session_id(); }
+
+}  // namespace rangefs::client

@@ -1,0 +1,239 @@
+// Client::Impl: the node's state and I/O paths (docs/client.md).
+//
+// Files: client.cc (setup, namespace, attributes, open/close), file_io.cc
+// (buffered and direct read/write, truncate, fallocate, seek, fsync),
+// writeback.cc (page fills, writeback through MapWrite/CommitWrite, the
+// INVAL and INODE lock hooks, the flusher).
+//
+// Lock order, outermost first:
+//   cluster locks (LockCache, taken DATA -> INVAL -> INODE by a task)
+//   -> InodeState::wb_mu (writeback and extent changes of one inode)
+//   -> InodeState::mu (attributes, cached mappings; short)
+//   -> Impl::mu_ (handle and inode tables; short)
+// and PageCache / LockCache internals are leaves. Nothing waits for a
+// cluster lock while holding wb_mu, so the lock hooks (which take wb_mu)
+// always make progress.
+#ifndef RANGEFS_CLIENT_CLIENT_INTERNAL_H_
+#define RANGEFS_CLIENT_CLIENT_INTERNAL_H_
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "client/lock_cache.h"
+#include "client/page_cache.h"
+#include "client/rangefs.h"
+#include "client/stubs.h"
+
+namespace rangefs::client {
+
+inline constexpr uint64_t kMaxDataCall = 4ull << 20;  // Data server limit.
+
+inline uint64_t PageFloor(uint64_t x) { return x & ~(kPageSize - 1); }
+inline uint64_t PageCeil(uint64_t x) {
+  return x >= kMaxFileSize ? kInfinity : PageFloor(x + kPageSize - 1);
+}
+// The pages covering [offset, offset + length).
+inline ByteRange PageCover(uint64_t offset, uint64_t length) {
+  return {PageFloor(offset), PageCeil(offset + length)};
+}
+
+// What the node knows about one inode. Lives as long as the node (an
+// inode's locks and pages may outlive its last open handle).
+struct InodeState {
+  explicit InodeState(uint64_t i) : ino(i) {}
+  const uint64_t ino;
+
+  // Held by every writeback of this inode and by operations that change
+  // its extents, so a page copy taken for writeback never lands after the
+  // extents under it were punched or shifted.
+  absl::Mutex wb_mu;
+
+  absl::Mutex mu;
+  // Attributes, valid only while the node holds INODE SH or EX. Under EX
+  // the size and mtime here may be ahead of the server (dirty pages past
+  // the committed size): writeback commits them.
+  bool attr_valid ABSL_GUARDED_BY(mu) = false;
+  Attr attr ABSL_GUARDED_BY(mu);
+  // Bumped when dirty data of this inode was lost (eviction, fenced
+  // writeback): handles opened before return EIO.
+  uint64_t lost ABSL_GUARDED_BY(mu) = 0;
+  // The lock-session incarnation under which the dirty pages were made.
+  uint64_t dirty_incarnation ABSL_GUARDED_BY(mu) = 0;
+  // Cached extent mappings by file offset, only under INVAL SH or EX of
+  // their range; dropped with the pages when that coverage goes.
+  std::map<uint64_t, Mapping> maps ABSL_GUARDED_BY(mu);
+  // Readahead: where the next sequential read would start, and the window.
+  uint64_t next_read ABSL_GUARDED_BY(mu) = 0;
+  uint64_t ra_window ABSL_GUARDED_BY(mu) = 0;
+  // Node-wide opens and the lock session the metadata server counts them
+  // under.
+  int opens ABSL_GUARDED_BY(mu) = 0;
+  uint64_t open_session ABSL_GUARDED_BY(mu) = 0;
+};
+
+struct Handle {
+  std::shared_ptr<InodeState> inode;
+  int flags = 0;
+  uint64_t lost_seen = 0;
+};
+
+class Client::Impl {
+ public:
+  Impl(const ClusterConfig& config, const ClientOptions& options,
+       std::unique_ptr<Stubs> stubs);
+  ~Impl();
+  absl::Status Start();
+  void Stop();
+
+  // ---- client.cc
+  absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);
+  absl::StatusOr<Attr> GetAttr(uint64_t ino);
+  absl::StatusOr<Attr> SetAttr(uint64_t ino, const SetAttrArgs& args);
+  absl::StatusOr<Attr> Mknod(uint64_t parent, const std::string& name,
+                             uint32_t mode, uint64_t rdev, const Creds& creds,
+                             bool exclusive);
+  absl::StatusOr<Attr> Mkdir(uint64_t parent, const std::string& name,
+                             uint32_t mode, const Creds& creds);
+  absl::StatusOr<Attr> Symlink(uint64_t parent, const std::string& name,
+                               const std::string& target, const Creds& creds);
+  absl::StatusOr<Attr> Link(uint64_t ino, uint64_t new_parent,
+                            const std::string& new_name);
+  absl::Status Unlink(uint64_t parent, const std::string& name);
+  absl::Status Rmdir(uint64_t parent, const std::string& name);
+  absl::Status Rename(uint64_t old_parent, const std::string& old_name,
+                      uint64_t new_parent, const std::string& new_name,
+                      uint32_t flags);
+  absl::StatusOr<uint64_t> Open(uint64_t ino, int flags);
+  absl::Status Close(uint64_t fh);
+  absl::StatusOr<Handle> HandleOf(uint64_t fh);
+  absl::Status SyncAll();
+  ClientStats Stats();
+  Stubs& stubs() { return *stubs_; }
+  uint64_t session_id() { return locks_.session_id(); }
+
+  // ---- file_io.cc
+  absl::StatusOr<size_t> Read(const Handle& h, char* buf, size_t len,
+                              uint64_t offset);
+  absl::StatusOr<size_t> Write(const Handle& h, const char* buf, size_t len,
+                               uint64_t offset);
+  absl::Status Fsync(const Handle& h);
+  absl::Status Truncate(InodeState& in, uint64_t size);
+  absl::Status Fallocate(const Handle& h, uint32_t mode, uint64_t offset,
+                         uint64_t length);
+  absl::StatusOr<uint64_t> Seek(const Handle& h, uint64_t offset, bool data);
+  absl::StatusOr<Attr> FileAttr(InodeState& in);
+  // Attributes under the caller's INODE SH or EX (fetched when not cached).
+  absl::StatusOr<Attr> CachedAttr(InodeState& in);
+
+  // ---- writeback.cc
+  // Fills the missing pages of [first, end) page indexes that lie below
+  // `size`. Caller holds INVAL SH or EX over them.
+  absl::Status FillPages(InodeState& in, uint64_t first, uint64_t end,
+                         uint64_t size);
+  // Writes back the dirty pages of `range`. Caller holds in.wb_mu.
+  absl::Status WritebackLocked(InodeState& in, const ByteRange& range)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.wb_mu);
+  absl::Status Writeback(InodeState& in, const ByteRange& range);
+  // Maps [offset, offset + data.size()) for writing (allocating holes),
+  // writes the data to the data servers and commits it, remapping and
+  // redoing a piece whose commit is STALE. Block-aligned. The size becomes
+  // at least min(size_floor, end of the data).
+  absl::Status WriteBlocks(InodeState& in, uint64_t offset, const char* data,
+                           uint64_t length, uint64_t size_floor, bool sync,
+                           const LockCache::SessionSnapshot& snap);
+  // Reads [offset, offset + length) of the file through fresh mappings into
+  // `out` (direct I/O; holes and unwritten read as zeros).
+  absl::Status ReadBlocksDirect(InodeState& in, uint64_t offset,
+                                uint64_t length, char* out);
+  // Drops pages and cached mappings of `range`.
+  uint64_t DropCached(InodeState& in, const ByteRange& range);
+  void DropMaps(InodeState& in, const ByteRange& range)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
+  void NoteLost(InodeState& in, uint64_t pages);
+
+  std::shared_ptr<InodeState> GetInode(uint64_t ino);
+  std::shared_ptr<InodeState> FindInode(uint64_t ino);
+
+  // Lock hooks.
+  void InvalDemote(uint64_t ino, const ByteRange& range, LockMode keep);
+  void InvalLost(uint64_t ino, const ByteRange& range);
+  void InodeDemote(uint64_t ino, LockMode keep);
+  void InodeLost(uint64_t ino);
+
+  LockCache& locks() { return locks_; }
+  PageCache& pages() { return pages_; }
+  const ClientOptions& options() const { return options_; }
+
+  struct Counters {
+    std::atomic<uint64_t> map_cache_hits{0}, map_calls{0}, writeback_pages{0},
+        stale_retries{0}, short_copies{0}, inval_demotes{0}, inode_demotes{0},
+        pages_dropped{0}, lost_dirty_pages{0};
+  };
+  Counters counters;
+
+ private:
+  // The INVAL and INODE hooks the lock cache calls (writeback.cc).
+  class Hooks : public LockHooks {
+   public:
+    Hooks(Impl* impl, LockKind kind) : impl_(impl), kind_(kind) {}
+    void Demote(const ResourceId& res, const ByteRange& range,
+                LockMode keep) override;
+    void Lost(const ResourceId& res, const ByteRange& range) override;
+
+   private:
+    Impl* const impl_;  // Owns this.
+    const LockKind kind_;
+  };
+  void InstallHooks();
+  void Flusher();
+
+  // Makes the node's open of `in` known to the metadata server under the
+  // current session.
+  absl::Status RegisterOpen(InodeState& in);
+
+  const ClusterConfig config_;
+  const ClientOptions options_;
+  std::unique_ptr<Stubs> stubs_;
+  LockCache locks_;
+  PageCache pages_;
+  std::unique_ptr<Hooks> inval_hooks_, inode_hooks_;
+
+  absl::Mutex mu_;
+  std::map<uint64_t, std::shared_ptr<InodeState>> inodes_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Handle> handles_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread flusher_;
+};
+
+// The cluster locks one system call holds, released in reverse order when
+// it goes out of scope. The task is the calling thread.
+class HeldLocks {
+ public:
+  explicit HeldLocks(LockCache* cache) : cache_(cache) {}
+  ~HeldLocks() { Release(); }
+  HeldLocks(const HeldLocks&) = delete;
+  HeldLocks& operator=(const HeldLocks&) = delete;
+
+  absl::Status Take(LockKind kind, uint64_t ino, const ByteRange& range,
+                    LockMode mode);
+  void Release();
+
+ private:
+  LockCache* cache_;
+  std::vector<LocalLock> held_;
+};
+
+uint64_t CurrentTask();
+Timespec NowTimespec();
+// The whole file, for the INODE lock and whole-file operations.
+inline ByteRange WholeFile() { return {0, kInfinity}; }
+
+}  // namespace rangefs::client
+
+#endif  // RANGEFS_CLIENT_CLIENT_INTERNAL_H_

@@ -1,0 +1,589 @@
+// The I/O paths of a node: buffered and direct read/write, truncate,
+// fallocate, seek, fsync. Each takes its cluster locks in the order DATA ->
+// INVAL -> INODE (DESIGN.md's table), prefaults the window of the caller's
+// buffer before locking, copies only through user_copy.h while locked, and
+// on a short copy keeps the bytes done, unlocks and retries from there.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "client/client_internal.h"
+#include "client/user_copy.h"
+#include "common/status.h"
+
+namespace rangefs::client {
+namespace {
+
+// One locked window of a buffered call; bigger calls loop.
+constexpr uint64_t kIoWindow = 4ull << 20;
+// Retries after a copy that made no progress at all before giving up.
+constexpr int kMaxFruitlessRetries = 8;
+constexpr uint64_t kMinReadahead = 128 << 10;
+
+constexpr LockMode kSh = LockMode::kSh;
+constexpr LockMode kDf = LockMode::kDf;
+constexpr LockMode kEx = LockMode::kEx;
+constexpr LockKind kData = LockKind::kData;
+constexpr LockKind kInval = LockKind::kInval;
+constexpr LockKind kInode = LockKind::kInode;
+
+bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+bool Readable(int flags) { return (flags & O_ACCMODE) != O_WRONLY; }
+
+absl::Status CheckDirectAlignment(uint64_t offset, uint64_t length) {
+  if (offset % kPageSize != 0 || length % kPageSize != 0) {
+    return MakeError(Errc::kInvalidArgument,
+                     "O_DIRECT needs 4096-byte aligned offset and length",
+                     EINVAL);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLost(InodeState& in, const Handle& h) {
+  absl::MutexLock lock(&in.mu);
+  if (in.lost != h.lost_seen) {
+    return MakeError(Errc::kIoError,
+                     "dirty data of this file was lost (node evicted); "
+                     "reopen the file",
+                     EIO);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status HeldLocks::Take(LockKind kind, uint64_t ino,
+                             const ByteRange& range, LockMode mode) {
+  absl::StatusOr<LocalLock> l =
+      cache_->Lock(ResourceId{ino, kind}, range, mode, CurrentTask());
+  if (!l.ok()) {
+    if (ErrcOf(l.status()) == Errc::kFenced) {
+      return MakeError(Errc::kIoError, "lock session lost: " +
+                                           std::string(l.status().message()),
+                       EIO);
+    }
+    return l.status();
+  }
+  held_.push_back(*l);
+  return absl::OkStatus();
+}
+
+void HeldLocks::Release() {
+  while (!held_.empty()) {
+    cache_->Unlock(held_.back());
+    held_.pop_back();
+  }
+}
+
+absl::StatusOr<Attr> Client::Impl::CachedAttr(InodeState& in) {
+  {
+    absl::MutexLock lock(&in.mu);
+    if (in.attr_valid) return in.attr;
+  }
+  absl::StatusOr<Attr> a = stubs_->GetAttr(in.ino);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&in.mu);
+  if (!in.attr_valid) {
+    in.attr = *a;
+    in.attr_valid = true;
+  }
+  return in.attr;
+}
+
+absl::StatusOr<Attr> Client::Impl::FileAttr(InodeState& in) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kSh); !s.ok()) {
+    return s;
+  }
+  return CachedAttr(in);
+}
+
+// ---------------------------------------------------------------- read
+
+absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
+                                          size_t len, uint64_t offset) {
+  InodeState& in = *h.inode;
+  if (!Readable(h.flags)) {
+    return MakeError(Errc::kInvalidArgument, "not open for reading", EBADF);
+  }
+  if (offset >= kMaxFileSize || len == 0) return 0;
+  len = std::min<uint64_t>(len, kMaxFileSize - offset);
+  const bool direct = h.flags & O_DIRECT;
+  if (direct) {
+    if (absl::Status s = CheckDirectAlignment(offset, len); !s.ok()) return s;
+  }
+  size_t done = 0;
+  int fruitless = 0;
+  std::vector<char> bounce;
+  char page[kPageSize];
+  while (done < len) {
+    const uint64_t pos = offset + done;
+    const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
+    PrefaultUser(buf + done, want, /*for_write=*/true);
+    uint64_t ra = 0;
+    if (!direct) {
+      absl::MutexLock lock(&in.mu);
+      if (pos == in.next_read) {
+        in.ra_window = std::min(options_.readahead_bytes,
+                                std::max(kMinReadahead, in.ra_window * 2));
+      } else {
+        in.ra_window = 0;
+      }
+      ra = std::min(in.ra_window, kMaxFileSize - pos - want);
+    }
+    HeldLocks held(&locks_);
+    const LockMode mode = direct ? kDf : kSh;
+    if (absl::Status s = held.Take(kData, in.ino, {pos, pos + want}, mode);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s =
+            held.Take(kInval, in.ino, PageCover(pos, want + ra), mode);
+        !s.ok()) {
+      return s;
+    }
+    if (direct) {
+      // INVAL DF keeps every node's cache of the range empty, this one's
+      // included: write back and drop what we have.
+      absl::MutexLock lock(&in.wb_mu);
+      if (absl::Status s = WritebackLocked(in, {pos, pos + want}); !s.ok()) {
+        return s;
+      }
+      DropCached(in, {pos, pos + want});
+    }
+    if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kSh);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
+    absl::StatusOr<Attr> attr = CachedAttr(in);
+    if (!attr.ok()) return attr.status();
+    const uint64_t size = attr->size;
+    if (pos >= size) break;
+    const uint64_t end = std::min(pos + want, size);
+    size_t copied = 0;
+    bool short_copy = false;
+    if (direct) {
+      bounce.resize(PageCeil(end - pos));
+      if (absl::Status s =
+              ReadBlocksDirect(in, pos, bounce.size(), bounce.data());
+          !s.ok()) {
+        return s;
+      }
+      copied = CopyToUser(buf + done, bounce.data(), end - pos);
+      short_copy = copied < end - pos;
+    } else {
+      if (absl::Status s = FillPages(in, pos / kPageSize,
+                                     PageCeil(std::min(end + ra, size)) /
+                                         kPageSize,
+                                     size);
+          !s.ok()) {
+        return s;
+      }
+      for (uint64_t p = pos; p < end;) {
+        const uint64_t idx = p / kPageSize;
+        const uint64_t in_page = p % kPageSize;
+        const uint64_t n = std::min(kPageSize - in_page, end - p);
+        if (!pages_.Read(in.ino, idx, page)) {
+          // Reclaimed since the fill (a tiny cache): read it through.
+          if (absl::Status s =
+                  ReadBlocksDirect(in, idx * kPageSize, kPageSize, page);
+              !s.ok()) {
+            return s;
+          }
+        }
+        size_t c = CopyToUser(buf + done + copied, page + in_page, n);
+        copied += c;
+        p += c;
+        if (c < n) {
+          short_copy = true;
+          break;
+        }
+      }
+      absl::MutexLock lock(&in.mu);
+      in.next_read = pos + copied;
+    }
+    done += copied;
+    if (short_copy) {
+      ++counters.short_copies;
+      if (copied == 0 && ++fruitless > kMaxFruitlessRetries) {
+        if (done > 0) break;
+        return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+      }
+      continue;  // Unlock, prefault, retry from where the copy stopped.
+    }
+    if (end < pos + want) break;  // EOF.
+  }
+  return done;
+}
+
+// --------------------------------------------------------------- write
+
+absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
+                                           size_t len, uint64_t offset) {
+  InodeState& in = *h.inode;
+  if (!Writable(h.flags)) {
+    return MakeError(Errc::kInvalidArgument, "not open for writing", EBADF);
+  }
+  if (len == 0) return 0;
+  const bool direct = h.flags & O_DIRECT;
+  const bool append = h.flags & O_APPEND;
+  const bool sync = h.flags & (O_SYNC | O_DSYNC);
+  if (direct && !append) {
+    if (absl::Status s = CheckDirectAlignment(offset, len); !s.ok()) return s;
+  }
+  size_t done = 0;
+  int fruitless = 0;
+  uint64_t first_pos = offset;
+  std::vector<char> bounce;
+  char page[kPageSize];
+  while (done < len) {
+    uint64_t pos = offset + done;
+    const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
+    PrefaultUser(const_cast<char*>(buf + done), want, /*for_write=*/false);
+    const LockCache::SessionSnapshot snap = locks_.Snapshot();
+    HeldLocks held(&locks_);
+    if (append) {
+      // The end of file is stable while we hold DATA EX over all of it:
+      // every size change takes DATA EX over the bytes it changes.
+      if (absl::Status s = held.Take(kData, in.ino, WholeFile(), kEx);
+          !s.ok()) {
+        return s;
+      }
+      HeldLocks peek(&locks_);
+      if (absl::Status s = peek.Take(kInode, in.ino, WholeFile(), kSh);
+          !s.ok()) {
+        return s;
+      }
+      absl::StatusOr<Attr> a = CachedAttr(in);
+      if (!a.ok()) return a.status();
+      pos = a->size;
+      if (done == 0) first_pos = pos;
+      if (direct) {
+        if (absl::Status s = CheckDirectAlignment(pos, len); !s.ok()) return s;
+      }
+    } else if (absl::Status s = held.Take(kData, in.ino, {pos, pos + want},
+                                          direct ? kDf : kEx);
+               !s.ok()) {
+      return s;
+    }
+    if (pos >= kMaxFileSize || want > kMaxFileSize - pos) {
+      if (done > 0) break;
+      return MakeError(Errc::kFileTooBig, "write past the maximum file size",
+                       EFBIG);
+    }
+    if (absl::Status s = held.Take(kInval, in.ino, PageCover(pos, want),
+                                   direct ? kDf : kEx);
+        !s.ok()) {
+      return s;
+    }
+    if (direct) {
+      size_t copied = 0;
+      {
+        absl::MutexLock lock(&in.wb_mu);
+        if (absl::Status s = WritebackLocked(in, {pos, pos + want}); !s.ok()) {
+          return s;
+        }
+        DropCached(in, {pos, pos + want});
+      }
+      if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
+      bounce.resize(want);
+      copied = PageFloor(CopyFromUser(bounce.data(), buf + done, want));
+      if (copied > 0) {
+        if (absl::Status s = WriteBlocks(in, pos, bounce.data(), copied,
+                                         pos + copied, sync, snap);
+            !s.ok()) {
+          return s;
+        }
+      }
+      // Other nodes' cached attributes go when we take INODE EX; the
+      // committed size is already on the server.
+      if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx);
+          !s.ok()) {
+        return s;
+      }
+      {
+        absl::MutexLock lock(&in.mu);
+        if (in.attr_valid) {
+          in.attr.size = std::max(in.attr.size, pos + copied);
+          in.attr.mtime = in.attr.ctime = NowTimespec();
+        }
+      }
+      done += copied;
+      if (copied < want) {
+        ++counters.short_copies;
+        if (copied == 0 && ++fruitless > kMaxFruitlessRetries) {
+          if (done > 0) break;
+          return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+        }
+      }
+      continue;
+    }
+    if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx);
+        !s.ok()) {
+      return s;
+    }
+    if (locks_.incarnation() != snap.incarnation) continue;  // Lost: redo.
+    if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
+    absl::StatusOr<Attr> attr = CachedAttr(in);
+    if (!attr.ok()) return attr.status();
+    const uint64_t size = attr->size;
+    size_t copied = 0;
+    bool short_copy = false;
+    for (uint64_t p = pos; p < pos + want;) {
+      const uint64_t idx = p / kPageSize;
+      const uint64_t in_page = p % kPageSize;
+      const uint64_t n = std::min(kPageSize - in_page, pos + want - p);
+      const bool partial = n < kPageSize;
+      const bool has_old = idx * kPageSize < size;
+      if (partial && has_old && !pages_.Contains(in.ino, idx)) {
+        if (absl::Status s = FillPages(in, idx, idx + 1, size); !s.ok()) {
+          return s;
+        }
+      }
+      size_t c = CopyFromUser(page, buf + done + copied, n);
+      if (c > 0 && !pages_.Write(in.ino, idx, in_page, page, c)) {
+        // Not cached: a new page (zeros past the old data, as on disk), or
+        // an old one reclaimed since the fill.
+        char full[kPageSize];
+        if (partial && has_old) {
+          if (absl::Status s =
+                  ReadBlocksDirect(in, idx * kPageSize, kPageSize, full);
+              !s.ok()) {
+            return s;
+          }
+        } else {
+          memset(full, 0, kPageSize);
+        }
+        memcpy(full + in_page, page, c);
+        pages_.Insert(in.ino, idx, full, /*dirty=*/true);
+      }
+      copied += c;
+      p += c;
+      if (c < n) {
+        short_copy = true;
+        break;
+      }
+    }
+    {
+      absl::MutexLock lock(&in.mu);
+      in.attr.size = std::max(in.attr.size, pos + copied);
+      in.attr.mtime = in.attr.ctime = NowTimespec();
+      in.dirty_incarnation = snap.incarnation;
+    }
+    if (locks_.incarnation() != snap.incarnation) {
+      // The session went while we copied: what we dirtied has no lock.
+      NoteLost(in, DropCached(in, PageCover(pos, copied)));
+      return MakeError(Errc::kIoError, "lock session lost during write", EIO);
+    }
+    done += copied;
+    held.Release();
+    if (short_copy) {
+      ++counters.short_copies;
+      if (copied == 0 && ++fruitless > kMaxFruitlessRetries) {
+        if (done > 0) break;
+        return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+      }
+      continue;
+    }
+    if (pages_.dirty_bytes() > options_.dirty_limit_bytes) {
+      // Throttle: the writer pays for its own dirty data.
+      if (absl::Status s = Writeback(in, WholeFile()); !s.ok()) return s;
+    }
+  }
+  if (sync && !direct && done > 0) {
+    if (absl::Status s = Writeback(in, PageCover(first_pos, done)); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = stubs_->FlushData(locks_.session_id()); !s.ok()) {
+      return s;
+    }
+  }
+  return done;
+}
+
+absl::Status Client::Impl::Fsync(const Handle& h) {
+  InodeState& in = *h.inode;
+  if (absl::Status s = Writeback(in, WholeFile()); !s.ok()) return s;
+  if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
+  return stubs_->FlushData(locks_.session_id());
+}
+
+// --------------------------------------------------- truncate, fallocate
+
+absl::Status Client::Impl::Truncate(InodeState& in, uint64_t size) {
+  if (size > kMaxFileSize) {
+    return MakeError(Errc::kFileTooBig, "size past the maximum file size",
+                     EFBIG);
+  }
+  const ByteRange cut{PageFloor(size), kInfinity};
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kData, in.ino, cut, kEx); !s.ok()) return s;
+  if (absl::Status s = held.Take(kInval, in.ino, cut, kEx); !s.ok()) return s;
+  if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<Attr> attr = CachedAttr(in);
+  if (!attr.ok()) return attr.status();
+  const uint64_t old = attr->size;
+  absl::MutexLock wb(&in.wb_mu);
+  if (size < old && size % kPageSize != 0) {
+    // Bytes past EOF on disk are always zero: zero the tail of the new
+    // last block and write it (docs/metadata-server.md).
+    const uint64_t idx = size / kPageSize;
+    if (absl::Status s = FillPages(in, idx, idx + 1, old); !s.ok()) return s;
+    const char zeros[kPageSize] = {};
+    uint64_t in_page = size % kPageSize;
+    if (!pages_.Write(in.ino, idx, in_page, zeros, kPageSize - in_page)) {
+      char full[kPageSize];
+      if (absl::Status s =
+              ReadBlocksDirect(in, idx * kPageSize, kPageSize, full);
+          !s.ok()) {
+        return s;
+      }
+      memset(full + in_page, 0, kPageSize - in_page);
+      pages_.Insert(in.ino, idx, full, /*dirty=*/true);
+    }
+    {
+      absl::MutexLock lock(&in.mu);
+      in.dirty_incarnation = locks_.incarnation();
+    }
+    if (absl::Status s = WritebackLocked(in, {idx * kPageSize, size});
+        !s.ok()) {
+      return s;
+    }
+  }
+  DropCached(in, {PageCeil(size), kInfinity});
+  {
+    absl::MutexLock lock(&in.mu);
+    DropMaps(in, cut);
+  }
+  SetAttrArgs args;
+  args.valid = kSetSize;
+  args.size = size;
+  absl::StatusOr<Attr> a = stubs_->SetAttr(locks_.session_id(), in.ino, args);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&in.mu);
+  in.attr = *a;
+  in.attr_valid = true;
+  return absl::OkStatus();
+}
+
+absl::Status Client::Impl::Fallocate(const Handle& h, uint32_t mode,
+                                     uint64_t offset, uint64_t length) {
+  InodeState& in = *h.inode;
+  if (!Writable(h.flags)) {
+    return MakeError(Errc::kInvalidArgument, "not open for writing", EBADF);
+  }
+  if (length == 0 || offset >= kMaxFileSize ||
+      length > kMaxFileSize - offset) {
+    return MakeError(length == 0 ? Errc::kInvalidArgument : Errc::kFileTooBig,
+                     "bad fallocate range");
+  }
+  const bool shift = mode & (kFallocCollapseRange | kFallocInsertRange);
+  const bool clears = mode & (kFallocPunchHole | kFallocZeroRange);
+  const uint64_t end = offset + length;
+  const ByteRange locked{PageFloor(offset), shift ? kInfinity : PageCeil(end)};
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kData, in.ino, locked, kEx); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = held.Take(kInval, in.ino, locked, kEx); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
+  absl::StatusOr<Attr> attr = CachedAttr(in);
+  if (!attr.ok()) return attr.status();
+  const uint64_t size = attr->size;
+  absl::MutexLock wb(&in.wb_mu);
+  // The server shifts or frees what is on disk: the node's dirty pages go
+  // there first, and nothing cached may survive at an old index.
+  if (absl::Status s = WritebackLocked(in, locked); !s.ok()) return s;
+  if (shift) {
+    DropCached(in, locked);
+  } else if (clears) {
+    // Partial blocks at the edges keep their other bytes: zero the cleared
+    // part and write the block back when it holds data on disk.
+    for (uint64_t edge : {offset, end}) {
+      if (edge % kPageSize == 0 || edge >= PageCeil(size)) continue;
+      const uint64_t idx = edge / kPageSize;
+      const uint64_t from = std::max(offset, idx * kPageSize);
+      const uint64_t to = std::min(end, (idx + 1) * kPageSize);
+      absl::StatusOr<MapResult> m =
+          stubs_->Map(locks_.session_id(), in.ino, idx * kPageSize, kPageSize,
+                      /*for_write=*/false);
+      if (!m.ok()) return m.status();
+      if (m->mappings[0].state != ExtentState::kWritten) continue;
+      if (absl::Status s = FillPages(in, idx, idx + 1, size); !s.ok()) {
+        return s;
+      }
+      const char zeros[kPageSize] = {};
+      if (!pages_.Write(in.ino, idx, from % kPageSize, zeros, to - from)) {
+        char full[kPageSize];
+        if (absl::Status s =
+                ReadBlocksDirect(in, idx * kPageSize, kPageSize, full);
+            !s.ok()) {
+          return s;
+        }
+        memset(full + from % kPageSize, 0, to - from);
+        pages_.Insert(in.ino, idx, full, /*dirty=*/true);
+      }
+      {
+        absl::MutexLock lock(&in.mu);
+        in.dirty_incarnation = locks_.incarnation();
+      }
+      if (absl::Status s = WritebackLocked(
+              in, {idx * kPageSize, (idx + 1) * kPageSize});
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (PageCeil(offset) < PageFloor(end)) {
+      DropCached(in, {PageCeil(offset), PageFloor(end)});
+    }
+  }
+  {
+    absl::MutexLock lock(&in.mu);
+    DropMaps(in, locked);
+  }
+  absl::StatusOr<Attr> a =
+      stubs_->Fallocate(locks_.session_id(), in.ino, mode, offset, length);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&in.mu);
+  uint64_t local_size = in.attr_valid ? in.attr.size : 0;
+  in.attr = *a;
+  // Dirty pages below the range may still carry a size ahead of the
+  // server's; a shift wrote every byte past `offset` first.
+  if (!shift) in.attr.size = std::max(in.attr.size, local_size);
+  in.attr_valid = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Client::Impl::Seek(const Handle& h, uint64_t offset,
+                                            bool data) {
+  InodeState& in = *h.inode;
+  // SEEK_DATA/SEEK_HOLE answer from the extent map: every node's dirty
+  // data past `offset` must be on the servers first.
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(kInval, in.ino, {PageFloor(offset), kInfinity}, kSh);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kSh); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = Writeback(in, {PageFloor(offset), kInfinity});
+      !s.ok()) {
+    return s;
+  }
+  return stubs_->Seek(in.ino, offset, data);
+}
+
+}  // namespace rangefs::client

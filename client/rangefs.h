@@ -1,0 +1,219 @@
+// librangefs: one client node of a rangefs cluster, as a C++ library.
+//
+// A Client connects to the lock manager shards, the metadata server and the
+// data servers named by one cluster configuration and offers the calls of a
+// POSIX filesystem on inode numbers (like FUSE's low-level API and
+// libcephfs), plus path helpers. Its page cache and attribute cache stay
+// coherent with every other node through the cluster's DATA, INVAL and
+// INODE range locks (DESIGN.md; docs/client.md says how).
+//
+// Errors are absl::Status values carrying a POSIX errno: ErrnoOf() in
+// common/status.h. No gRPC or protobuf type appears here.
+//
+// Thread-safe: any number of threads may call a Client at once.
+#ifndef RANGEFS_CLIENT_RANGEFS_H_
+#define RANGEFS_CLIENT_RANGEFS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/cluster_config.h"
+
+namespace rangefs::client {
+
+inline constexpr uint64_t kRootIno = 1;
+
+struct Timespec {
+  int64_t sec = 0;
+  uint32_t nsec = 0;
+};
+
+// Attributes of an inode, as struct stat.
+struct Attr {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 512-byte units allocated.
+  uint32_t blksize = 0;
+  uint64_t rdev = 0;
+  Timespec atime, mtime, ctime, btime;
+  uint64_t generation = 0;
+};
+
+// Which fields of SetAttr apply (OR of the bits).
+enum SetAttrBits : uint32_t {
+  kSetMode = 1,
+  kSetUid = 2,
+  kSetGid = 4,
+  kSetSize = 8,
+  kSetAtime = 16,
+  kSetMtime = 32,
+  kSetAtimeNow = 64,
+  kSetMtimeNow = 128,
+  kSetCtime = 256,
+};
+
+struct SetAttrArgs {
+  uint32_t valid = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  Timespec atime, mtime, ctime;
+};
+
+// The caller of a namespace operation (new files get its ids).
+struct Creds {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> groups;
+  uint32_t umask = 0;
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino = 0;
+  uint32_t type = 0;  // File type bits of st_mode.
+  Attr attr;          // Only from ReadDir(..., plus = true).
+};
+
+struct DirPage {
+  std::vector<DirEntry> entries;
+  bool eof = false;
+};
+
+struct FsStat {
+  uint32_t block_size = 0;
+  uint64_t total_blocks = 0, free_blocks = 0, files = 0, free_files = 0;
+  uint32_t name_max = 0;
+};
+
+// fallocate(2) mode bits (the values of linux/falloc.h).
+enum FallocateBits : uint32_t {
+  kFallocKeepSize = 1,
+  kFallocPunchHole = 2,
+  kFallocCollapseRange = 8,
+  kFallocZeroRange = 16,
+  kFallocInsertRange = 32,
+};
+
+struct ClientOptions {
+  std::string node_name = "node";
+  uint64_t cache_bytes = 256ull << 20;  // Page cache cap.
+  // Writers are throttled (they write back) above this many dirty bytes;
+  // the background flusher starts at half of it.
+  uint64_t dirty_limit_bytes = 64ull << 20;
+  uint64_t writeback_interval_ms = 1000;  // Age of dirty data written back.
+  uint64_t readahead_bytes = 1ull << 20;  // Sequential readahead window.
+  uint64_t lease_ms = 10000;
+  uint64_t min_hold_ms = 10;  // See LockCacheOptions.
+  uint64_t idle_release_ms = 30000;
+  uint64_t rpc_timeout_ms = 30000;  // One server call, waiting for it to be up.
+};
+
+// Counters of what a node did (tests and benchmarks read them).
+struct ClientStats {
+  uint64_t page_hits = 0, page_misses = 0, pages_cached = 0, dirty_pages = 0;
+  uint64_t map_cache_hits = 0, map_calls = 0;
+  uint64_t writeback_pages = 0, stale_retries = 0, short_copies = 0;
+  uint64_t inval_demotes = 0, inode_demotes = 0, pages_dropped = 0;
+  uint64_t lost_dirty_pages = 0;
+  uint64_t lock_local_hits = 0, lock_requests = 0, lock_callbacks = 0;
+  uint64_t session_id = 0, sessions_lost = 0;
+};
+
+class Client {
+ public:
+  // Connects (opening the lock sessions) and returns a ready node.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const ClusterConfig& config, const ClientOptions& options = {});
+  // Unmount: writes back dirty data, gives every lock back, closes the
+  // sessions. Open handles are closed.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Writes back everything dirty and waits until it is stable.
+  absl::Status SyncAll();
+
+  // ---- namespace (inode-based)
+  absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);
+  absl::StatusOr<Attr> GetAttr(uint64_t ino);
+  absl::StatusOr<Attr> SetAttr(uint64_t ino, const SetAttrArgs& args);
+  absl::StatusOr<Attr> Mknod(uint64_t parent, const std::string& name,
+                             uint32_t mode, uint64_t rdev, const Creds& creds);
+  absl::StatusOr<Attr> Mkdir(uint64_t parent, const std::string& name,
+                             uint32_t mode, const Creds& creds);
+  absl::StatusOr<Attr> Symlink(uint64_t parent, const std::string& name,
+                               const std::string& target, const Creds& creds);
+  absl::StatusOr<Attr> Link(uint64_t ino, uint64_t new_parent,
+                            const std::string& new_name);
+  absl::Status Unlink(uint64_t parent, const std::string& name);
+  absl::Status Rmdir(uint64_t parent, const std::string& name);
+  // flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2).
+  absl::Status Rename(uint64_t old_parent, const std::string& old_name,
+                      uint64_t new_parent, const std::string& new_name,
+                      uint32_t flags = 0);
+  absl::StatusOr<std::string> Readlink(uint64_t ino);
+  // Entries after `after` in name order ("" from the start).
+  absl::StatusOr<DirPage> ReadDir(uint64_t ino, const std::string& after,
+                                  uint32_t max_entries, bool plus);
+  absl::StatusOr<FsStat> StatFs();
+  absl::StatusOr<std::string> GetXattr(uint64_t ino, const std::string& name);
+  absl::Status SetXattr(uint64_t ino, const std::string& name,
+                        const std::string& value, uint32_t flags);
+  absl::StatusOr<std::vector<std::string>> ListXattr(uint64_t ino);
+  absl::Status RemoveXattr(uint64_t ino, const std::string& name);
+
+  // ---- open files. A handle is a small number owned by the caller.
+  // flags: O_RDONLY/O_WRONLY/O_RDWR, O_DIRECT, O_APPEND, O_TRUNC, O_SYNC,
+  // O_DSYNC (O_CREAT and O_EXCL belong to Create).
+  absl::StatusOr<uint64_t> Open(uint64_t ino, int flags);
+  // Creates (or with !O_EXCL opens) a regular file and opens it.
+  absl::StatusOr<std::pair<Attr, uint64_t>> Create(uint64_t parent,
+                                                   const std::string& name,
+                                                   uint32_t mode, int flags,
+                                                   const Creds& creds);
+  // Releases the handle; reports a deferred write-back error (EIO).
+  absl::Status Close(uint64_t fh);
+  absl::StatusOr<size_t> Read(uint64_t fh, void* buf, size_t len,
+                              uint64_t offset);
+  // With O_APPEND the offset is ignored: the data goes at the end.
+  absl::StatusOr<size_t> Write(uint64_t fh, const void* buf, size_t len,
+                               uint64_t offset);
+  absl::Status Fsync(uint64_t fh, bool datasync);
+  absl::Status Fallocate(uint64_t fh, uint32_t mode, uint64_t offset,
+                         uint64_t length);
+  // whence: SEEK_DATA or SEEK_HOLE. ENXIO at or past EOF.
+  absl::StatusOr<uint64_t> Seek(uint64_t fh, uint64_t offset, int whence);
+  absl::StatusOr<Attr> FileAttr(uint64_t fh);
+  uint64_t InoOf(uint64_t fh);
+
+  // ---- path helpers ("/a/b" from the root; no symlinks followed).
+  absl::StatusOr<Attr> Resolve(const std::string& path);
+  // open(2): O_CREAT / O_EXCL / O_TRUNC honoured.
+  absl::StatusOr<uint64_t> OpenPath(const std::string& path, int flags,
+                                    uint32_t mode = 0644);
+
+  ClientStats Stats();
+  uint64_t session_id();
+
+  class Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rangefs::client
+
+#endif  // RANGEFS_CLIENT_RANGEFS_H_

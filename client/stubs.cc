@@ -1,0 +1,486 @@
+// gRPC adapter for client/stubs.h: converts client value types to and from
+// the generated MetaService / DataService messages.
+#include "client/stubs.h"
+
+#include <chrono>
+
+#include "common/status.h"
+#include "proto/data.grpc.pb.h"
+#include "proto/meta.grpc.pb.h"
+#include "rpc/channel.h"
+#include "rpc/convert.h"
+
+namespace rangefs::client {
+namespace {
+
+Timespec FromProto(const proto::Timespec& t) { return {t.sec(), t.nsec()}; }
+
+void ToProto(const Timespec& t, proto::Timespec* out) {
+  out->set_sec(t.sec);
+  out->set_nsec(t.nsec);
+}
+
+Attr FromProto(const proto::Attr& a) {
+  Attr r;
+  r.ino = a.ino();
+  r.mode = a.mode();
+  r.nlink = a.nlink();
+  r.uid = a.uid();
+  r.gid = a.gid();
+  r.size = a.size();
+  r.blocks = a.blocks();
+  r.blksize = a.blksize();
+  r.rdev = a.rdev();
+  r.atime = FromProto(a.atime());
+  r.mtime = FromProto(a.mtime());
+  r.ctime = FromProto(a.ctime());
+  r.btime = FromProto(a.btime());
+  r.generation = a.generation();
+  return r;
+}
+
+void ToProto(const Creds& c, proto::Creds* out) {
+  out->set_uid(c.uid);
+  out->set_gid(c.gid);
+  for (uint32_t g : c.groups) out->add_groups(g);
+}
+
+absl::Status Transport(const grpc::Status& s, const char* what) {
+  return MakeError(Errc::kUnavailable,
+                   std::string(what) + ": " + s.error_message());
+}
+
+class GrpcStubs : public Stubs {
+ public:
+  GrpcStubs(const ClusterConfig& config, uint64_t timeout_ms)
+      : timeout_ms_(timeout_ms),
+        meta_(proto::MetaService::NewStub(rpc::MakeChannel(config.meta))) {
+    for (const DataServerConfig& d : config.data) {
+      data_[d.device] = proto::DataService::NewStub(rpc::MakeChannel(d.address));
+    }
+  }
+
+  absl::StatusOr<Attr> Lookup(uint64_t parent,
+                              const std::string& name) override {
+    proto::LookupRequest req;
+    req.set_parent(parent);
+    req.set_name(name);
+    proto::EntryReply rep;
+    return Entry(Call(&proto::MetaService::Stub::Lookup, req, &rep, "lookup"),
+                 rep);
+  }
+  absl::StatusOr<Attr> GetAttr(uint64_t ino) override {
+    proto::GetAttrRequest req;
+    req.set_ino(ino);
+    proto::AttrReply rep;
+    return Entry(
+        Call(&proto::MetaService::Stub::GetAttr, req, &rep, "getattr"), rep);
+  }
+  absl::StatusOr<Attr> SetAttr(uint64_t session, uint64_t ino,
+                               const SetAttrArgs& a) override {
+    proto::SetAttrRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_valid(a.valid);
+    req.set_mode(a.mode);
+    req.set_uid(a.uid);
+    req.set_gid(a.gid);
+    req.set_size(a.size);
+    ToProto(a.atime, req.mutable_atime());
+    ToProto(a.mtime, req.mutable_mtime());
+    ToProto(a.ctime, req.mutable_ctime());
+    proto::AttrReply rep;
+    return Entry(
+        Call(&proto::MetaService::Stub::SetAttr, req, &rep, "setattr"), rep);
+  }
+  absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
+                              const std::string& name, uint32_t mode,
+                              uint64_t rdev, const Creds& creds,
+                              bool exclusive) override {
+    proto::CreateRequest req;
+    req.set_session_id(session);
+    req.set_parent(parent);
+    req.set_name(name);
+    req.set_mode(mode);
+    req.set_rdev(rdev);
+    ToProto(creds, req.mutable_creds());
+    req.set_exclusive(exclusive);
+    req.set_umask(creds.umask);
+    proto::EntryReply rep;
+    return Entry(Call(&proto::MetaService::Stub::Create, req, &rep, "create"),
+                 rep);
+  }
+  absl::StatusOr<Attr> Mkdir(uint64_t session, uint64_t parent,
+                             const std::string& name, uint32_t mode,
+                             const Creds& creds) override {
+    proto::MkdirRequest req;
+    req.set_session_id(session);
+    req.set_parent(parent);
+    req.set_name(name);
+    req.set_mode(mode);
+    ToProto(creds, req.mutable_creds());
+    req.set_umask(creds.umask);
+    proto::EntryReply rep;
+    return Entry(Call(&proto::MetaService::Stub::Mkdir, req, &rep, "mkdir"),
+                 rep);
+  }
+  absl::StatusOr<Attr> Symlink(uint64_t session, uint64_t parent,
+                               const std::string& name,
+                               const std::string& target,
+                               const Creds& creds) override {
+    proto::SymlinkRequest req;
+    req.set_session_id(session);
+    req.set_parent(parent);
+    req.set_name(name);
+    req.set_target(target);
+    ToProto(creds, req.mutable_creds());
+    proto::EntryReply rep;
+    return Entry(
+        Call(&proto::MetaService::Stub::Symlink, req, &rep, "symlink"), rep);
+  }
+  absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino,
+                            uint64_t new_parent,
+                            const std::string& new_name) override {
+    proto::LinkRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_new_parent(new_parent);
+    req.set_new_name(new_name);
+    proto::EntryReply rep;
+    return Entry(Call(&proto::MetaService::Stub::Link, req, &rep, "link"),
+                 rep);
+  }
+  absl::StatusOr<uint64_t> Unlink(uint64_t session, uint64_t parent,
+                                  const std::string& name) override {
+    proto::UnlinkRequest req;
+    req.set_session_id(session);
+    req.set_parent(parent);
+    req.set_name(name);
+    proto::UnlinkReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::Unlink, req, &rep, "unlink");
+        !s.ok()) {
+      return s;
+    }
+    return rep.ino();
+  }
+  absl::Status Rmdir(uint64_t session, uint64_t parent,
+                     const std::string& name) override {
+    proto::RmdirRequest req;
+    req.set_session_id(session);
+    req.set_parent(parent);
+    req.set_name(name);
+    proto::UnlinkReply rep;
+    return Call(&proto::MetaService::Stub::Rmdir, req, &rep, "rmdir");
+  }
+  absl::StatusOr<uint64_t> Rename(uint64_t session, uint64_t old_parent,
+                                  const std::string& old_name,
+                                  uint64_t new_parent,
+                                  const std::string& new_name,
+                                  uint32_t flags) override {
+    proto::RenameRequest req;
+    req.set_session_id(session);
+    req.set_old_parent(old_parent);
+    req.set_old_name(old_name);
+    req.set_new_parent(new_parent);
+    req.set_new_name(new_name);
+    req.set_flags(flags);
+    proto::RenameReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::Rename, req, &rep, "rename");
+        !s.ok()) {
+      return s;
+    }
+    return rep.replaced_ino();
+  }
+  absl::StatusOr<std::string> Readlink(uint64_t ino) override {
+    proto::ReadlinkRequest req;
+    req.set_ino(ino);
+    proto::ReadlinkReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::Readlink, req, &rep, "readlink");
+        !s.ok()) {
+      return s;
+    }
+    return rep.target();
+  }
+  absl::StatusOr<DirPage> ReadDir(uint64_t ino, const std::string& after,
+                                  uint32_t max_entries, bool plus) override {
+    proto::ReadDirRequest req;
+    req.set_ino(ino);
+    req.set_after(after);
+    req.set_max_entries(max_entries);
+    req.set_plus(plus);
+    proto::ReadDirReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::ReadDir, req, &rep, "readdir");
+        !s.ok()) {
+      return s;
+    }
+    DirPage page;
+    page.eof = rep.eof();
+    for (const proto::DirEntry& e : rep.entries()) {
+      page.entries.push_back({e.name(), e.ino(), e.type(),
+                              plus ? FromProto(e.attr()) : Attr{}});
+    }
+    return page;
+  }
+  absl::StatusOr<FsStat> StatFs() override {
+    proto::StatFsRequest req;
+    proto::StatFsReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::StatFs, req, &rep, "statfs");
+        !s.ok()) {
+      return s;
+    }
+    return FsStat{rep.block_size(), rep.total_blocks(), rep.free_blocks(),
+                  rep.files(),      rep.free_files(),   rep.name_max()};
+  }
+  absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino,
+                                uint64_t offset, uint64_t length,
+                                bool for_write) override {
+    proto::MapRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_offset(offset);
+    req.set_length(length);
+    proto::MapReply rep;
+    absl::Status s =
+        for_write
+            ? Call(&proto::MetaService::Stub::MapWrite, req, &rep, "mapwrite")
+            : Call(&proto::MetaService::Stub::MapRead, req, &rep, "mapread");
+    if (!s.ok()) return s;
+    MapResult r;
+    r.cookie = rep.cookie();
+    r.size = rep.size();
+    uint64_t pos = offset;
+    for (const proto::Mapping& m : rep.mappings()) {
+      // Defensive: the reply must continue where the previous piece ended.
+      if (m.offset() != pos || m.length() == 0 ||
+          m.length() > offset + length - pos || m.state() > proto::WRITTEN) {
+        return MakeError(Errc::kInternal, "malformed mapping reply");
+      }
+      r.mappings.push_back({m.offset(), m.length(),
+                            static_cast<ExtentState>(m.state()), m.device(),
+                            m.physical()});
+      pos += m.length();
+    }
+    if (r.mappings.empty()) {
+      return MakeError(Errc::kInternal, "empty mapping reply");
+    }
+    return r;
+  }
+  absl::StatusOr<CommitResult> CommitWrite(
+      uint64_t session, uint64_t ino, const std::vector<ByteRange>& ranges,
+      uint64_t cookie, uint64_t new_size, const Timespec& mtime) override {
+    proto::CommitWriteRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    for (const ByteRange& r : ranges) *req.add_ranges() = rpc::ToProto(r);
+    req.set_cookie(cookie);
+    req.set_new_size(new_size);
+    ToProto(mtime, req.mutable_mtime());
+    proto::CommitWriteReply rep;
+    if (absl::Status s = Call(&proto::MetaService::Stub::CommitWrite, req,
+                              &rep, "commit");
+        !s.ok()) {
+      return s;
+    }
+    return CommitResult{rep.cookie(), FromProto(rep.attr())};
+  }
+  absl::StatusOr<Attr> Fallocate(uint64_t session, uint64_t ino,
+                                 uint32_t mode, uint64_t offset,
+                                 uint64_t length) override {
+    proto::FallocateRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_mode(mode);
+    req.set_offset(offset);
+    req.set_length(length);
+    proto::AttrReply rep;
+    return Entry(
+        Call(&proto::MetaService::Stub::Fallocate, req, &rep, "fallocate"),
+        rep);
+  }
+  absl::StatusOr<uint64_t> Seek(uint64_t ino, uint64_t offset,
+                                bool data) override {
+    proto::SeekRequest req;
+    req.set_ino(ino);
+    req.set_offset(offset);
+    req.set_data(data);
+    proto::SeekReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::Seek, req, &rep, "seek");
+        !s.ok()) {
+      return s;
+    }
+    return rep.offset();
+  }
+  absl::StatusOr<Attr> Open(uint64_t session, uint64_t ino,
+                            bool close) override {
+    proto::OpenRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_close(close);
+    proto::AttrReply rep;
+    return Entry(Call(&proto::MetaService::Stub::Open, req, &rep, "open"),
+                 rep);
+  }
+  absl::StatusOr<std::string> GetXattr(uint64_t ino,
+                                       const std::string& name) override {
+    proto::XattrRequest req;
+    req.set_ino(ino);
+    req.set_name(name);
+    proto::XattrReply rep;
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::GetXattr, req, &rep, "getxattr");
+        !s.ok()) {
+      return s;
+    }
+    return rep.value();
+  }
+  absl::Status SetXattr(uint64_t session, uint64_t ino,
+                        const std::string& name, const std::string& value,
+                        uint32_t flags) override {
+    proto::XattrRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_name(name);
+    req.set_value(value);
+    req.set_flags(flags);
+    proto::XattrReply rep;
+    return Call(&proto::MetaService::Stub::SetXattr, req, &rep, "setxattr");
+  }
+  absl::StatusOr<std::vector<std::string>> ListXattr(uint64_t ino) override {
+    proto::XattrRequest req;
+    req.set_ino(ino);
+    proto::XattrReply rep;
+    if (absl::Status s = Call(&proto::MetaService::Stub::ListXattr, req, &rep,
+                              "listxattr");
+        !s.ok()) {
+      return s;
+    }
+    return std::vector<std::string>(rep.names().begin(), rep.names().end());
+  }
+  absl::Status RemoveXattr(uint64_t session, uint64_t ino,
+                           const std::string& name) override {
+    proto::XattrRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_name(name);
+    proto::XattrReply rep;
+    return Call(&proto::MetaService::Stub::RemoveXattr, req, &rep,
+                "removexattr");
+  }
+
+  absl::Status ReadData(uint64_t session, uint32_t device, uint64_t physical,
+                        uint64_t length, char* out) override {
+    proto::DataService::Stub* stub = DataStub(device);
+    if (stub == nullptr) return UnknownDevice(device);
+    proto::ReadRequest req;
+    req.set_session_id(session);
+    req.set_offset(physical);
+    req.set_length(length);
+    proto::ReadReply rep;
+    if (absl::Status s = Call(stub, &proto::DataService::Stub::Read, req, &rep,
+                              "data read");
+        !s.ok()) {
+      return s;
+    }
+    if (rep.data().size() != length) {
+      return MakeError(Errc::kIoError, "short read from a data server");
+    }
+    rep.data().copy(out, length);
+    return absl::OkStatus();
+  }
+  absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,
+                         const char* data, uint64_t length,
+                         bool sync) override {
+    proto::DataService::Stub* stub = DataStub(device);
+    if (stub == nullptr) return UnknownDevice(device);
+    proto::WriteRequest req;
+    req.set_session_id(session);
+    req.set_offset(physical);
+    req.set_data(data, length);
+    req.set_sync(sync);
+    proto::WriteReply rep;
+    return Call(stub, &proto::DataService::Stub::Write, req, &rep,
+                "data write");
+  }
+  absl::Status FlushData(uint64_t session) override {
+    for (auto& [device, stub] : data_) {
+      proto::FlushRequest req;
+      req.set_session_id(session);
+      proto::FlushReply rep;
+      if (absl::Status s = Call(stub.get(), &proto::DataService::Stub::Flush,
+                                req, &rep, "data flush");
+          !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  template <typename Reply>
+  static absl::StatusOr<Attr> Entry(const absl::Status& s, const Reply& rep) {
+    if (!s.ok()) return s;
+    return FromProto(rep.attr());
+  }
+
+  void Prepare(grpc::ClientContext* ctx) const {
+    ctx->set_wait_for_ready(true);
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(timeout_ms_));
+  }
+
+  // A unary call; the reply's `error` field becomes the status.
+  template <typename Stub, typename Req, typename Rep>
+  absl::Status Call(Stub* stub,
+                    grpc::Status (Stub::*method)(grpc::ClientContext*,
+                                                 const Req&, Rep*),
+                    const Req& req, Rep* rep, const char* what) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    grpc::Status s = (stub->*method)(&ctx, req, rep);
+    if (!s.ok()) return Transport(s, what);
+    return rpc::FromProto(rep->error());
+  }
+  template <typename Req, typename Rep>
+  absl::Status Call(grpc::Status (proto::MetaService::Stub::*method)(
+                        grpc::ClientContext*, const Req&, Rep*),
+                    const Req& req, Rep* rep, const char* what) {
+    return Call(meta_.get(), method, req, rep, what);
+  }
+
+  proto::DataService::Stub* DataStub(uint32_t device) {
+    auto it = data_.find(device);
+    return it == data_.end() ? nullptr : it->second.get();
+  }
+  static absl::Status UnknownDevice(uint32_t device) {
+    return MakeError(Errc::kIoError,
+                     "mapping names device " + std::to_string(device) +
+                         ", which the cluster configuration does not list");
+  }
+
+  const uint64_t timeout_ms_;
+  std::unique_ptr<proto::MetaService::Stub> meta_;
+  std::map<uint32_t, std::unique_ptr<proto::DataService::Stub>> data_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Stubs>> Stubs::Create(
+    const ClusterConfig& config, uint64_t timeout_ms) {
+  if (config.meta.empty()) {
+    return MakeError(Errc::kInvalidArgument,
+                     "the cluster configuration names no metadata server");
+  }
+  if (config.data.empty()) {
+    return MakeError(Errc::kInvalidArgument,
+                     "the cluster configuration names no data server");
+  }
+  return std::unique_ptr<Stubs>(new GrpcStubs(config, timeout_ms));
+}
+
+}  // namespace rangefs::client

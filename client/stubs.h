@@ -1,0 +1,125 @@
+// The node's calls to the metadata server and the data servers, in client
+// value types. stubs.cc is the only client file that touches the generated
+// MetaService / DataService code (STYLE.md: generated RPC code behind an
+// interface). Every call waits for its server to be reachable up to the
+// configured timeout; transport failures come back as UNAVAILABLE.
+//
+// Thread-safe.
+#ifndef RANGEFS_CLIENT_STUBS_H_
+#define RANGEFS_CLIENT_STUBS_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/rangefs.h"
+#include "common/range.h"
+
+namespace rangefs::client {
+
+enum class ExtentState { kHole = 0, kUnwritten = 1, kWritten = 2 };
+
+// File [offset, offset + length) maps to `device` at `physical`.
+struct Mapping {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  ExtentState state = ExtentState::kHole;
+  uint32_t device = 0;
+  uint64_t physical = 0;
+  uint64_t end() const { return offset + length; }
+};
+
+struct MapResult {
+  std::vector<Mapping> mappings;  // Contiguous from the asked offset.
+  uint64_t cookie = 0;
+  uint64_t size = 0;
+};
+
+struct CommitResult {
+  uint64_t cookie = 0;
+  Attr attr;
+};
+
+class Stubs {
+ public:
+  // Fails on a configuration with no metadata server or data servers.
+  static absl::StatusOr<std::unique_ptr<Stubs>> Create(
+      const ClusterConfig& config, uint64_t timeout_ms);
+  virtual ~Stubs() = default;
+
+  // ---- metadata server
+  virtual absl::StatusOr<Attr> Lookup(uint64_t parent,
+                                      const std::string& name) = 0;
+  virtual absl::StatusOr<Attr> GetAttr(uint64_t ino) = 0;
+  virtual absl::StatusOr<Attr> SetAttr(uint64_t session, uint64_t ino,
+                                       const SetAttrArgs& args) = 0;
+  virtual absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
+                                      const std::string& name, uint32_t mode,
+                                      uint64_t rdev, const Creds& creds,
+                                      bool exclusive) = 0;
+  virtual absl::StatusOr<Attr> Mkdir(uint64_t session, uint64_t parent,
+                                     const std::string& name, uint32_t mode,
+                                     const Creds& creds) = 0;
+  virtual absl::StatusOr<Attr> Symlink(uint64_t session, uint64_t parent,
+                                       const std::string& name,
+                                       const std::string& target,
+                                       const Creds& creds) = 0;
+  virtual absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino,
+                                    uint64_t new_parent,
+                                    const std::string& new_name) = 0;
+  // Returns the unlinked inode.
+  virtual absl::StatusOr<uint64_t> Unlink(uint64_t session, uint64_t parent,
+                                          const std::string& name) = 0;
+  virtual absl::Status Rmdir(uint64_t session, uint64_t parent,
+                             const std::string& name) = 0;
+  // Returns the inode that lost its last link by replacement (0: none).
+  virtual absl::StatusOr<uint64_t> Rename(uint64_t session,
+                                          uint64_t old_parent,
+                                          const std::string& old_name,
+                                          uint64_t new_parent,
+                                          const std::string& new_name,
+                                          uint32_t flags) = 0;
+  virtual absl::StatusOr<std::string> Readlink(uint64_t ino) = 0;
+  virtual absl::StatusOr<DirPage> ReadDir(uint64_t ino,
+                                          const std::string& after,
+                                          uint32_t max_entries, bool plus) = 0;
+  virtual absl::StatusOr<FsStat> StatFs() = 0;
+  virtual absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino,
+                                        uint64_t offset, uint64_t length,
+                                        bool for_write) = 0;
+  virtual absl::StatusOr<CommitResult> CommitWrite(
+      uint64_t session, uint64_t ino, const std::vector<ByteRange>& ranges,
+      uint64_t cookie, uint64_t new_size, const Timespec& mtime) = 0;
+  virtual absl::StatusOr<Attr> Fallocate(uint64_t session, uint64_t ino,
+                                         uint32_t mode, uint64_t offset,
+                                         uint64_t length) = 0;
+  virtual absl::StatusOr<uint64_t> Seek(uint64_t ino, uint64_t offset,
+                                        bool data) = 0;
+  virtual absl::StatusOr<Attr> Open(uint64_t session, uint64_t ino,
+                                    bool close) = 0;
+  virtual absl::StatusOr<std::string> GetXattr(uint64_t ino,
+                                               const std::string& name) = 0;
+  virtual absl::Status SetXattr(uint64_t session, uint64_t ino,
+                                const std::string& name,
+                                const std::string& value, uint32_t flags) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> ListXattr(uint64_t ino) = 0;
+  virtual absl::Status RemoveXattr(uint64_t session, uint64_t ino,
+                                   const std::string& name) = 0;
+
+  // ---- data servers, by device id
+  virtual absl::Status ReadData(uint64_t session, uint32_t device,
+                                uint64_t physical, uint64_t length,
+                                char* out) = 0;
+  virtual absl::Status WriteData(uint64_t session, uint32_t device,
+                                 uint64_t physical, const char* data,
+                                 uint64_t length, bool sync) = 0;
+  // Makes every data server's writes of `session` durable.
+  virtual absl::Status FlushData(uint64_t session) = 0;
+};
+
+}  // namespace rangefs::client
+
+#endif  // RANGEFS_CLIENT_STUBS_H_

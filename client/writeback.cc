@@ -1,0 +1,408 @@
+// Page fills, writeback through MapWrite -> data write -> CommitWrite with
+// the STALE loop, and the INVAL / INODE lock hooks (docs/client.md).
+#include <algorithm>
+#include <cstring>
+
+#include "client/client_internal.h"
+#include "common/fault_injection.h"
+#include "common/log.h"
+#include "common/status.h"
+
+namespace rangefs::client {
+namespace {
+
+// Mapping calls ask for at least this much, aligned, so one call serves
+// many small misses (the reply may be shorter: at most 1024 pieces).
+constexpr uint64_t kMapWindow = 64ull << 20;
+constexpr uint64_t kMaxMapLength = 1ull << 30;
+constexpr int kMaxStaleRetries = 16;
+constexpr int kHookRetries = 3;
+
+// The part of `m` inside [start, end), physical offset adjusted.
+Mapping Clip(const Mapping& m, uint64_t start, uint64_t end) {
+  Mapping c = m;
+  uint64_t s = std::max(start, m.offset);
+  uint64_t e = std::min(end, m.end());
+  c.physical = m.physical + (s - m.offset);
+  c.offset = s;
+  c.length = e - s;
+  return c;
+}
+
+}  // namespace
+
+// Mappings covering [offset, end), from the node's cache when `use_cache`
+// (the caller holds INVAL SH or EX over the range) or fresh.
+static absl::StatusOr<std::vector<Mapping>> MapRange(
+    Client::Impl& impl, InodeState& in, uint64_t offset, uint64_t end,
+    bool use_cache, uint64_t session) {
+  std::vector<Mapping> out;
+  uint64_t pos = offset;
+  while (pos < end) {
+    if (use_cache) {
+      absl::MutexLock lock(&in.mu);
+      auto it = in.maps.upper_bound(pos);
+      if (it != in.maps.begin()) {
+        --it;
+        if (pos < it->second.end()) {
+          out.push_back(Clip(it->second, pos, end));
+          pos = out.back().end();
+          ++impl.counters.map_cache_hits;
+          continue;
+        }
+      }
+    }
+    uint64_t want_end = end;
+    if (use_cache) {
+      uint64_t window_end = (pos / kMapWindow + 1) * kMapWindow;
+      want_end = std::max(want_end, std::min(window_end, kMaxFileSize));
+    }
+    uint64_t length = std::min(want_end - pos, kMaxMapLength);
+    ++impl.counters.map_calls;
+    absl::StatusOr<MapResult> r =
+        impl.stubs().Map(session, in.ino, pos, length, /*for_write=*/false);
+    if (!r.ok()) return r.status();
+    absl::MutexLock lock(&in.mu);
+    if (use_cache) impl.DropMaps(in, {pos, r->mappings.back().end()});
+    for (const Mapping& m : r->mappings) {
+      if (use_cache) in.maps[m.offset] = m;
+      if (m.offset < end) out.push_back(Clip(m, pos, end));
+    }
+    pos = std::min(end, r->mappings.back().end());
+  }
+  return out;
+}
+
+void Client::Impl::DropMaps(InodeState& in, const ByteRange& range) {
+  auto it = in.maps.upper_bound(range.start);
+  if (it != in.maps.begin()) --it;
+  std::vector<Mapping> keep;
+  while (it != in.maps.end() && it->second.offset < range.end) {
+    const Mapping& m = it->second;
+    if (m.end() > range.start) {
+      if (m.offset < range.start) keep.push_back(Clip(m, m.offset, range.start));
+      if (m.end() > range.end) keep.push_back(Clip(m, range.end, m.end()));
+      it = in.maps.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const Mapping& m : keep) in.maps[m.offset] = m;
+}
+
+uint64_t Client::Impl::DropCached(InodeState& in, const ByteRange& range) {
+  uint64_t before = pages_.Stats().pages;
+  uint64_t dirty = pages_.Drop(in.ino, range);
+  counters.pages_dropped += before - std::min(before, pages_.Stats().pages);
+  absl::MutexLock lock(&in.mu);
+  DropMaps(in, range);
+  return dirty;
+}
+
+void Client::Impl::NoteLost(InodeState& in, uint64_t pages) {
+  counters.lost_dirty_pages += pages;
+  absl::MutexLock lock(&in.mu);
+  ++in.lost;
+}
+
+absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
+                                     uint64_t end, uint64_t size) {
+  end = std::min(end, PageCeil(size) / kPageSize);
+  uint64_t session = locks_.session_id();
+  std::vector<char> buf;
+  for (uint64_t idx = first; idx < end;) {
+    if (pages_.Contains(in.ino, idx)) {
+      ++idx;
+      continue;
+    }
+    uint64_t run_end = idx + 1;
+    while (run_end < end && (run_end - idx) * kPageSize < kMaxDataCall &&
+           !pages_.Contains(in.ino, run_end)) {
+      ++run_end;
+    }
+    uint64_t offset = idx * kPageSize;
+    uint64_t length = (run_end - idx) * kPageSize;
+    absl::StatusOr<std::vector<Mapping>> maps =
+        MapRange(*this, in, offset, offset + length, /*use_cache=*/true,
+                 session);
+    if (!maps.ok()) return maps.status();
+    buf.assign(length, 0);
+    for (const Mapping& m : *maps) {
+      if (m.state != ExtentState::kWritten) continue;
+      if (absl::Status s =
+              stubs_->ReadData(session, m.device, m.physical, m.length,
+                               buf.data() + (m.offset - offset));
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (uint64_t i = idx; i < run_end; ++i) {
+      pages_.InsertClean(in.ino, i, buf.data() + (i - idx) * kPageSize);
+    }
+    idx = run_end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
+                                            uint64_t length, char* out) {
+  uint64_t session = locks_.session_id();
+  absl::StatusOr<std::vector<Mapping>> maps =
+      MapRange(*this, in, offset, offset + length, /*use_cache=*/false,
+               session);
+  if (!maps.ok()) return maps.status();
+  memset(out, 0, length);
+  for (const Mapping& m : *maps) {
+    if (m.state != ExtentState::kWritten) continue;
+    for (uint64_t done = 0; done < m.length; done += kMaxDataCall) {
+      uint64_t n = std::min(kMaxDataCall, m.length - done);
+      if (absl::Status s =
+              stubs_->ReadData(session, m.device, m.physical + done, n,
+                               out + (m.offset - offset) + done);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
+                                       const char* data, uint64_t length,
+                                       uint64_t size_floor, bool sync,
+                                       const LockCache::SessionSnapshot& snap) {
+  const uint64_t end = offset + length;
+  uint64_t pos = offset;
+  int stale = 0;
+  while (pos < end) {
+    ++counters.map_calls;
+    absl::StatusOr<MapResult> r = stubs_->Map(
+        snap.session, in.ino, pos, std::min(end - pos, kMaxMapLength), true);
+    if (!r.ok()) return r.status();
+    const uint64_t piece_end = std::min(end, r->mappings.back().end());
+    if (absl::Status s = FaultPoint("client.after_mapwrite"); !s.ok()) return s;
+    for (const Mapping& m : r->mappings) {
+      if (m.offset >= piece_end) break;
+      if (m.state == ExtentState::kHole) {
+        return MakeError(Errc::kInternal, "MapWrite left a hole");
+      }
+      uint64_t m_end = std::min(m.end(), piece_end);
+      for (uint64_t p = m.offset; p < m_end; p += kMaxDataCall) {
+        uint64_t n = std::min(kMaxDataCall, m_end - p);
+        if (absl::Status s =
+                stubs_->WriteData(snap.session, m.device,
+                                  m.physical + (p - m.offset),
+                                  data + (p - offset), n, sync);
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    if (absl::Status s = FaultPoint("client.before_commit"); !s.ok()) return s;
+    absl::StatusOr<CommitResult> c = stubs_->CommitWrite(
+        snap.session, in.ino, {ByteRange{pos, piece_end}}, r->cookie,
+        std::min(size_floor, piece_end), NowTimespec());
+    if (!c.ok() && ErrcOf(c.status()) == Errc::kStale) {
+      // The extents under the piece changed after we mapped it: remap and
+      // write the piece again (iomap's IOMAP_F_STALE loop).
+      ++counters.stale_retries;
+      if (++stale > kMaxStaleRetries) {
+        return MakeError(Errc::kIoError, "commit stayed stale after retries");
+      }
+      continue;
+    }
+    if (!c.ok()) return c.status();
+    {
+      absl::MutexLock lock(&in.mu);
+      DropMaps(in, {pos, piece_end});
+      if (in.attr_valid) in.attr.blocks = c->attr.blocks;
+    }
+    pos = piece_end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Client::Impl::Writeback(InodeState& in, const ByteRange& range) {
+  absl::MutexLock lock(&in.wb_mu);
+  return WritebackLocked(in, range);
+}
+
+absl::Status Client::Impl::WritebackLocked(InodeState& in,
+                                           const ByteRange& range) {
+  LockCache::SessionSnapshot snap = locks_.Snapshot();
+  std::vector<DirtyPage> dirty = pages_.TakeDirty(in.ino, range);
+  if (dirty.empty()) return absl::OkStatus();
+  uint64_t size = 0;
+  bool lost = false;
+  {
+    absl::MutexLock lock(&in.mu);
+    lost = in.dirty_incarnation != snap.incarnation;
+    if (in.attr_valid) {
+      size = in.attr.size;
+    } else {
+      RANGEFS_LOG(ERROR) << "dirty pages of inode " << in.ino
+                         << " without attributes; size not raised";
+    }
+  }
+  auto drop = [&](size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      pages_.Drop(in.ino, {dirty[i].index * kPageSize,
+                           (dirty[i].index + 1) * kPageSize});
+    }
+    NoteLost(in, to - from);
+  };
+  if (lost) {
+    // Made under a lock session that was lost: never written (DESIGN.md).
+    drop(0, dirty.size());
+    return MakeError(Errc::kIoError, "dirty data lost with the lock session");
+  }
+  std::vector<char> buf;
+  for (size_t i = 0; i < dirty.size();) {
+    size_t j = i + 1;
+    while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1 &&
+           (j - i) * kPageSize < kMaxDataCall) {
+      ++j;
+    }
+    buf.resize((j - i) * kPageSize);
+    for (size_t k = i; k < j; ++k) {
+      memcpy(buf.data() + (k - i) * kPageSize, dirty[k].data.data(),
+             kPageSize);
+    }
+    absl::Status s =
+        WriteBlocks(in, dirty[i].index * kPageSize, buf.data(), buf.size(),
+                    size, /*sync=*/false, snap);
+    if (!s.ok()) {
+      Errc e = ErrcOf(s);
+      if (e == Errc::kFenced || e == Errc::kNotFound) {
+        drop(i, dirty.size());
+        return MakeError(Errc::kIoError,
+                         "write-back refused: " + std::string(s.message()));
+      }
+      return s;  // Pages stay dirty; a later writeback retries.
+    }
+    for (size_t k = i; k < j; ++k) {
+      pages_.MarkClean(in.ino, dirty[k].index, dirty[k].seq);
+    }
+    counters.writeback_pages += j - i;
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ lock hooks
+
+void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
+                               LockMode keep) {
+  ++counters.inval_demotes;
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  absl::MutexLock lock(&in->wb_mu);
+  absl::Status s;
+  for (int i = 0; i < kHookRetries; ++i) {
+    s = WritebackLocked(*in, range);
+    if (s.ok() || ErrcOf(s) == Errc::kIoError) break;
+    absl::SleepFor(absl::Milliseconds(100 << i));
+  }
+  if (!s.ok()) {
+    RANGEFS_LOG(ERROR) << "inode " << ino << ": write-back for a callback "
+                       << "failed: " << s.message();
+  }
+  // A switch for tests: hold the lock between writeback and invalidate.
+  (void)FaultPoint("client.inval_between_writeback_and_invalidate");
+  if (keep == LockMode::kSh && s.ok()) return;  // Clean pages may stay.
+  uint64_t dirty = DropCached(*in, range);
+  if (dirty > 0) NoteLost(*in, dirty);
+}
+
+void Client::Impl::InvalLost(uint64_t ino, const ByteRange& range) {
+  std::shared_ptr<InodeState> in = FindInode(ino);
+  uint64_t dirty = pages_.Drop(ino, range);
+  if (in == nullptr) return;
+  {
+    absl::MutexLock lock(&in->mu);
+    DropMaps(*in, range);
+  }
+  if (dirty > 0) NoteLost(*in, dirty);
+}
+
+void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
+  ++counters.inode_demotes;
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  absl::MutexLock lock(&in->wb_mu);
+  // The size and mtime of dirty data reach the server with the data.
+  absl::Status s;
+  for (int i = 0; i < kHookRetries; ++i) {
+    s = WritebackLocked(*in, WholeFile());
+    if (s.ok() || ErrcOf(s) == Errc::kIoError) break;
+    absl::SleepFor(absl::Milliseconds(100 << i));
+  }
+  if (!s.ok()) {
+    RANGEFS_LOG(ERROR) << "inode " << ino << ": write-back for an attribute "
+                       << "callback failed: " << s.message();
+  }
+  if (keep != LockMode::kSh) {
+    absl::MutexLock l(&in->mu);
+    in->attr_valid = false;
+  }
+}
+
+void Client::Impl::InodeLost(uint64_t ino) {
+  std::shared_ptr<InodeState> in = FindInode(ino);
+  if (in == nullptr) return;
+  absl::MutexLock lock(&in->mu);
+  in->attr_valid = false;
+}
+
+void Client::Impl::Hooks::Demote(const ResourceId& res, const ByteRange& range,
+                                 LockMode keep) {
+  if (kind_ == LockKind::kInval) {
+    impl_->InvalDemote(res.ino, range, keep);
+  } else {
+    impl_->InodeDemote(res.ino, keep);
+  }
+}
+
+void Client::Impl::Hooks::Lost(const ResourceId& res, const ByteRange& range) {
+  if (kind_ == LockKind::kInval) {
+    impl_->InvalLost(res.ino, range);
+  } else {
+    impl_->InodeLost(res.ino);
+  }
+}
+
+void Client::Impl::InstallHooks() {
+  inval_hooks_ = std::make_unique<Hooks>(this, LockKind::kInval);
+  inode_hooks_ = std::make_unique<Hooks>(this, LockKind::kInode);
+  locks_.SetHooks(LockKind::kInval, inval_hooks_.get());
+  locks_.SetHooks(LockKind::kInode, inode_hooks_.get());
+}
+
+// ------------------------------------------------------------- flusher
+
+void Client::Impl::Flusher() {
+  const absl::Duration period = absl::Milliseconds(
+      std::max<uint64_t>(10, options_.writeback_interval_ms / 4));
+  int64_t last_full = 0;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), period);
+      if (stopping_) return;
+    }
+    int64_t now = absl::GetCurrentTimeNanos();
+    bool pressure = pages_.dirty_bytes() > options_.dirty_limit_bytes / 2;
+    bool aged = now - last_full >=
+                static_cast<int64_t>(options_.writeback_interval_ms) * 1000000;
+    if (!pressure && !aged) continue;
+    if (aged) last_full = now;
+    for (uint64_t ino : pages_.DirtyInodes()) {
+      std::shared_ptr<InodeState> in = FindInode(ino);
+      if (in == nullptr) continue;
+      if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) {
+        RANGEFS_LOG(WARNING) << "background write-back of inode " << ino
+                             << ": " << s.message();
+      }
+    }
+  }
+}
+
+}  // namespace rangefs::client

@@ -1,0 +1,378 @@
+// librangefs nodes against real servers: several Client instances in this
+// process (each its own node: own lock sessions, page cache, attribute
+// cache) and rangefs-clientnode processes for node death.
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+
+#include "client/rangefs.h"
+#include "common/fault_injection.h"
+#include "common/status.h"
+#include "gtest/gtest.h"
+#include "proto/lock.grpc.pb.h"
+#include "proto/meta.grpc.pb.h"
+#include "rpc/channel.h"
+#include "tests/util/local_cluster.h"
+#include "tests/util/subprocess.h"
+
+namespace rangefs::client {
+namespace {
+
+using testing::LocalCluster;
+using testing::LocalClusterOptions;
+
+constexpr uint64_t kPage = 4096;
+
+class ClientClusterTest : public ::testing::Test {
+ protected:
+  void StartCluster(const LocalClusterOptions& o = {}) {
+    cluster_ = std::make_unique<LocalCluster>(o);
+    std::string why;
+    ASSERT_TRUE(cluster_->Start(&why)) << why;
+    absl::StatusOr<ClusterConfig> c = ParseClusterConfig(cluster_->config());
+    ASSERT_TRUE(c.ok()) << c.status();
+    config_ = *c;
+  }
+  void SetUp() override { FaultRegistry::Global().ClearAll(); }
+  void TearDown() override { FaultRegistry::Global().ClearAll(); }
+
+  std::unique_ptr<Client> Node(const std::string& name,
+                               ClientOptions o = ClientOptions()) {
+    o.node_name = name;
+    o.min_hold_ms = 0;
+    absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(config_, o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  static uint64_t MustOpen(Client& c, const std::string& path, int flags) {
+    absl::StatusOr<uint64_t> fh = c.OpenPath(path, flags, 0644);
+    EXPECT_TRUE(fh.ok()) << path << ": " << fh.status();
+    return fh.ok() ? *fh : 0;
+  }
+  static void MustWrite(Client& c, uint64_t fh, const std::string& data,
+                        uint64_t off) {
+    absl::StatusOr<size_t> n = c.Write(fh, data.data(), data.size(), off);
+    ASSERT_TRUE(n.ok()) << n.status();
+    ASSERT_EQ(*n, data.size());
+  }
+  static std::string MustRead(Client& c, uint64_t fh, uint64_t off,
+                              size_t len) {
+    std::string buf(len, '\0');
+    absl::StatusOr<size_t> n = c.Read(fh, buf.data(), len, off);
+    EXPECT_TRUE(n.ok()) << n.status();
+    buf.resize(n.ok() ? *n : 0);
+    return buf;
+  }
+  // Aligned buffers for O_DIRECT.
+  static std::string Fill(char c, size_t n) { return std::string(n, c); }
+
+  proto::EvictReply Evict(uint64_t session) {
+    auto stub = proto::LockService::NewStub(
+        rpc::MakeChannel(cluster_->lockd_address(0)));
+    grpc::ClientContext ctx;
+    proto::EvictRequest req;
+    req.set_session_id(session);
+    req.set_reason("test");
+    proto::EvictReply rep;
+    EXPECT_TRUE(stub->Evict(&ctx, req, &rep).ok());
+    return rep;
+  }
+  std::vector<std::string> Fsck() {
+    auto stub =
+        proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
+    grpc::ClientContext ctx;
+    proto::FsckRequest req;
+    proto::FsckReply rep;
+    EXPECT_TRUE(stub->Fsck(&ctx, req, &rep).ok());
+    return {rep.problems().begin(), rep.problems().end()};
+  }
+
+  std::unique_ptr<LocalCluster> cluster_;
+  ClusterConfig config_;
+};
+
+TEST_F(ClientClusterTest, BufferedWriteOnOneNodeIsReadOnAnotherAtOnce) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, "hello from a", 0);
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_EQ(MustRead(*b, fb, 0, 100), "hello from a");
+  absl::StatusOr<Attr> st = b->FileAttr(fb);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->size, 12u);
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, CachedPagesOnAReaderFollowEveryNewWrite) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  for (int round = 0; round < 5; ++round) {
+    std::string data = Fill('a' + round, 3 * kPage + 17);
+    MustWrite(*a, fa, data, 1000);
+    EXPECT_EQ(MustRead(*b, fb, 1000, data.size()), data) << round;
+    // B's pages are cached now; the next write must take them away.
+    EXPECT_GT(b->Stats().pages_cached, 0u);
+  }
+  EXPECT_GT(b->Stats().inval_demotes, 0u);
+}
+
+TEST_F(ClientClusterTest, DirectWriteReplacesWhatAReaderCached) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('o', 64 * kPage), 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_EQ(MustRead(*b, fb, 0, 64 * kPage), Fill('o', 64 * kPage));
+  uint64_t fd = MustOpen(*a, "/f", O_RDWR | O_DIRECT);
+  MustWrite(*a, fd, Fill('n', 16 * kPage), 8 * kPage);
+  std::string want = Fill('o', 64 * kPage);
+  want.replace(8 * kPage, 16 * kPage, Fill('n', 16 * kPage));
+  EXPECT_EQ(MustRead(*b, fb, 0, 64 * kPage), want);
+  // The writer's own buffered handle sees it too.
+  EXPECT_EQ(MustRead(*a, fa, 0, 64 * kPage), want);
+  uint64_t fbd = MustOpen(*b, "/f", O_RDONLY | O_DIRECT);
+  EXPECT_EQ(MustRead(*b, fbd, 0, 64 * kPage), want);
+}
+
+TEST_F(ClientClusterTest, UnalignedDirectIoIsInvalid) {
+  StartCluster();
+  auto a = Node("a");
+  uint64_t fd = MustOpen(*a, "/f", O_RDWR | O_CREAT | O_DIRECT);
+  std::string buf(100, 'x');
+  EXPECT_EQ(ErrnoOf(a->Write(fd, buf.data(), buf.size(), 0).status()),
+            EINVAL);
+  EXPECT_EQ(ErrnoOf(a->Read(fd, buf.data(), kPage, 10).status()), EINVAL);
+}
+
+TEST_F(ClientClusterTest, TruncateDownAndUpShowsZerosOnACachingNode) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('x', 10000), 0);
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_EQ(MustRead(*b, fb, 0, 20000), Fill('x', 10000));
+  SetAttrArgs args;
+  args.valid = kSetSize;
+  args.size = 5000;
+  ASSERT_TRUE(a->SetAttr(a->InoOf(fa), args).ok());
+  EXPECT_EQ(MustRead(*b, fb, 0, 20000), Fill('x', 5000));
+  args.size = 10000;
+  ASSERT_TRUE(a->SetAttr(a->InoOf(fa), args).ok());
+  std::string want = Fill('x', 5000) + std::string(5000, '\0');
+  EXPECT_EQ(MustRead(*b, fb, 0, 20000), want);
+  EXPECT_EQ(MustRead(*a, fa, 0, 20000), want);
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, CollapseAndInsertShiftWhatACachingNodeSees) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  std::string data;
+  for (int i = 0; i < 8; ++i) data += Fill('0' + i, kPage);
+  MustWrite(*a, fa, data, 0);
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_EQ(MustRead(*b, fb, 0, data.size()), data);
+  ASSERT_TRUE(a->Fallocate(fa, kFallocCollapseRange, 2 * kPage, 2 * kPage).ok());
+  std::string collapsed = data.substr(0, 2 * kPage) + data.substr(4 * kPage);
+  EXPECT_EQ(MustRead(*b, fb, 0, data.size()), collapsed);
+  ASSERT_TRUE(a->Fallocate(fa, kFallocInsertRange, kPage, kPage).ok());
+  std::string inserted = collapsed.substr(0, kPage) + std::string(kPage, '\0') +
+                         collapsed.substr(kPage);
+  EXPECT_EQ(MustRead(*b, fb, 0, data.size()), inserted);
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, PunchAndZeroKeepTheEdgesOfPartialBlocks) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('p', 6 * kPage), 0);
+  uint64_t fb = MustOpen(*b, "/f", O_RDWR);
+  EXPECT_EQ(MustRead(*b, fb, 0, 6 * kPage), Fill('p', 6 * kPage));
+  ASSERT_TRUE(
+      b->Fallocate(fb, kFallocPunchHole | kFallocKeepSize, 100, 2 * kPage)
+          .ok());
+  std::string want = Fill('p', 6 * kPage);
+  want.replace(100, 2 * kPage, std::string(2 * kPage, '\0'));
+  EXPECT_EQ(MustRead(*a, fa, 0, 6 * kPage), want);
+  ASSERT_TRUE(b->Fallocate(fb, kFallocZeroRange, 4 * kPage - 10, 20).ok());
+  want.replace(4 * kPage - 10, 20, std::string(20, '\0'));
+  EXPECT_EQ(MustRead(*a, fa, 0, 6 * kPage), want);
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, DelayedCommitAfterTheExtentsChangedIsStaleAndRedone) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT | O_DIRECT);
+  uint64_t fb = MustOpen(*b, "/f", O_RDWR | O_DIRECT);
+  // A's first commit waits 600 ms after its data write; meanwhile B's
+  // direct write of the same fresh range (DF is shared) commits the
+  // extents, so A's cookie is stale: A remaps and writes again.
+  FaultRegistry::Global().Set("client.before_commit", {600, Errc::kOk, 1});
+  std::thread ta([&] { MustWrite(*a, fa, Fill('A', 16 * kPage), 0); });
+  while (FaultRegistry::Global().Hits("client.before_commit") == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  MustWrite(*b, fb, Fill('B', 16 * kPage), 0);
+  ta.join();
+  EXPECT_GE(a->Stats().stale_retries, 1u);
+  EXPECT_EQ(MustRead(*b, fb, 0, 16 * kPage), Fill('A', 16 * kPage));
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, StatOnAnotherNodeSeesSizeOfUnflushedWrite) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  absl::StatusOr<Attr> before = b->Resolve("/f");
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->size, 0u);
+  MustWrite(*a, fa, Fill('s', 12345), 0);
+  absl::StatusOr<Attr> after = b->Resolve("/f");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size, 12345u);
+  MustWrite(*a, fa, "tail", 20000);
+  after = b->GetAttr(after->ino);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size, 20004u);
+}
+
+TEST_F(ClientClusterTest, AppendsFromTwoNodesNeverOverlap) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/log", O_WRONLY | O_CREAT | O_APPEND);
+  uint64_t fb = MustOpen(*b, "/log", O_WRONLY | O_APPEND);
+  std::thread ta([&] {
+    for (int i = 0; i < 30; ++i) MustWrite(*a, fa, Fill('a', 100), 0);
+  });
+  for (int i = 0; i < 30; ++i) MustWrite(*b, fb, Fill('b', 100), 0);
+  ta.join();
+  uint64_t fr = MustOpen(*a, "/log", O_RDONLY);
+  std::string all = MustRead(*a, fr, 0, 10000);
+  ASSERT_EQ(all.size(), 6000u);
+  for (size_t i = 0; i < all.size(); i += 100) {
+    EXPECT_EQ(all.substr(i, 100), Fill(all[i], 100)) << i;
+  }
+}
+
+TEST_F(ClientClusterTest, EvictedNodeReportsEioUntilReopenedAndWritesNothing) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('1', kPage), 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  MustWrite(*a, fa, Fill('2', kPage), 0);  // Dirty, not written back.
+  uint64_t old_session = a->session_id();
+  EXPECT_EQ(Evict(old_session).error().code(), proto::OK);
+  // A learns it lost its session; its dirty page is gone, never written.
+  for (int i = 0; i < 200 && a->Stats().sessions_lost == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(a->Stats().sessions_lost, 0u);
+  EXPECT_EQ(ErrnoOf(a->Fsync(fa, false)), EIO);
+  std::string buf(kPage, '\0');
+  EXPECT_EQ(ErrnoOf(a->Read(fa, buf.data(), kPage, 0).status()), EIO);
+  EXPECT_EQ(ErrnoOf(a->Close(fa)), EIO);
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_EQ(MustRead(*b, fb, 0, kPage), Fill('1', kPage));
+  // Reopened on A: works again, under the new session.
+  uint64_t again = MustOpen(*a, "/f", O_RDWR);
+  EXPECT_NE(a->session_id(), old_session);
+  EXPECT_EQ(MustRead(*a, again, 0, kPage), Fill('1', kPage));
+  MustWrite(*a, again, Fill('3', kPage), 0);
+  EXPECT_EQ(MustRead(*b, fb, 0, kPage), Fill('3', kPage));
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  absl::StatusOr<FsStat> empty = a->StatFs();
+  ASSERT_TRUE(empty.ok());
+  uint64_t fa = MustOpen(*a, "/doomed", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('d', 64 * kPage), 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  absl::StatusOr<Attr> root = b->Resolve("/");
+  ASSERT_TRUE(root.ok());
+  ASSERT_TRUE(b->Unlink(root->ino, "doomed").ok());
+  EXPECT_EQ(ErrnoOf(b->Resolve("/doomed").status()), ENOENT);
+  // A keeps reading and writing through its handle.
+  MustWrite(*a, fa, Fill('e', kPage), 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  EXPECT_EQ(MustRead(*a, fa, 0, kPage), Fill('e', kPage));
+  absl::StatusOr<Attr> st = a->FileAttr(fa);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->nlink, 0u);
+  EXPECT_TRUE(a->Close(fa).ok());
+  absl::StatusOr<FsStat> after = a->StatFs();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->free_blocks, empty->free_blocks);
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, SeekDataAndHoleSeeDirtyDataOfAnotherNode) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/sparse", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('d', kPage), 10 * kPage);
+  uint64_t fb = MustOpen(*b, "/sparse", O_RDONLY);
+  absl::StatusOr<uint64_t> data = b->Seek(fb, 0, SEEK_DATA);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(*data, 10 * kPage);
+  absl::StatusOr<uint64_t> hole = b->Seek(fb, 10 * kPage, SEEK_HOLE);
+  ASSERT_TRUE(hole.ok());
+  EXPECT_EQ(*hole, 11 * kPage);
+}
+
+TEST_F(ClientClusterTest, FsyncedDataSurvivesKillOfTheNode) {
+  StartCluster();
+  testing::Subprocess node;
+  ASSERT_TRUE(node.Start(
+      {testing::BinDir() + "/tests/rangefs-clientnode", "--cluster",
+       cluster_->config(), "--path", "/durable", "--bytes",
+       std::to_string(3 * 1024 * 1024 + 5), "--fill", "k"},
+      cluster_->dir() + "/clientnode.log"));
+  // The node prints nothing; it creates /durable.done after its fsync.
+  auto c = Node("c");
+  bool done = false;
+  for (int i = 0; i < 600 && !done; ++i) {
+    done = c->Resolve("/durable.done").ok();
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(done) << cluster_->LogTail("clientnode");
+  node.Stop(SIGKILL);
+  // Its locks go when its lease expires; then the data is all there.
+  uint64_t fh = MustOpen(*c, "/durable", O_RDONLY);
+  std::string got = MustRead(*c, fh, 0, 4 << 20);
+  EXPECT_EQ(got, Fill('k', 3 * 1024 * 1024 + 5));
+  EXPECT_TRUE(Fsck().empty());
+}
+
+}  // namespace
+}  // namespace rangefs::client
