@@ -54,8 +54,8 @@ absl::Status Client::Impl::Start() {
   if (!st.ok()) {
     locks_.Stop();
     return MakeError(Errc::kUnavailable,
-                     "metadata server not reachable at " + config_.meta +
-                         ": " + std::string(st.status().message()));
+                     "metadata server not reachable at " + config_.meta + ": " +
+                         std::string(st.status().message()));
   }
   flusher_ = std::thread([this] { Flusher(); });
   return absl::OkStatus();
@@ -137,9 +137,9 @@ absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
   if (!cur.ok()) return cur.status();
   if (!S_ISREG(cur->mode)) {
     if (args.valid & kSetSize) {
-      return MakeError(S_ISDIR(cur->mode) ? Errc::kIsDir
-                                          : Errc::kInvalidArgument,
-                       "size of a non-regular file");
+      return MakeError(
+          S_ISDIR(cur->mode) ? Errc::kIsDir : Errc::kInvalidArgument,
+          "size of a non-regular file");
     }
     return stubs_->SetAttr(locks_.session_id(), ino, args);
   }
@@ -167,16 +167,16 @@ absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
 }
 
 absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
-                                         const std::string& name,
-                                         uint32_t mode, uint64_t rdev,
-                                         const Creds& creds, bool exclusive) {
+                                         const std::string& name, uint32_t mode,
+                                         uint64_t rdev, const Creds& creds,
+                                         bool exclusive) {
   return stubs_->Create(locks_.session_id(), parent, name, mode, rdev, creds,
                         exclusive);
 }
 
 absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
-                                         const std::string& name,
-                                         uint32_t mode, const Creds& creds) {
+                                         const std::string& name, uint32_t mode,
+                                         const Creds& creds) {
   return stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds);
 }
 
@@ -239,8 +239,7 @@ absl::Status Client::Impl::Rmdir(uint64_t parent, const std::string& name) {
 absl::Status Client::Impl::Rename(uint64_t old_parent,
                                   const std::string& old_name,
                                   uint64_t new_parent,
-                                  const std::string& new_name,
-                                  uint32_t flags) {
+                                  const std::string& new_name, uint32_t flags) {
   absl::StatusOr<uint64_t> replaced = stubs_->Rename(
       locks_.session_id(), old_parent, old_name, new_parent, new_name, flags);
   if (!replaced.ok()) return replaced.status();
@@ -335,8 +334,8 @@ absl::Status Client::Impl::Close(uint64_t fh) {
   {
     absl::MutexLock lock(&in.mu);
     if (in.lost != h.lost_seen) {
-      result = MakeError(Errc::kIoError, "dirty data of this file was lost",
-                         EIO);
+      result =
+          MakeError(Errc::kIoError, "dirty data of this file was lost", EIO);
     }
     last = --in.opens == 0;
     session = in.open_session;
@@ -465,9 +464,8 @@ absl::StatusOr<uint64_t> Client::Open(uint64_t ino, int flags) {
 absl::StatusOr<std::pair<Attr, uint64_t>> Client::Create(
     uint64_t parent, const std::string& name, uint32_t mode, int flags,
     const Creds& creds) {
-  absl::StatusOr<Attr> a =
-      impl_->Mknod(parent, name, S_IFREG | (mode & 07777), 0, creds,
-                   (flags & O_EXCL) != 0);
+  absl::StatusOr<Attr> a = impl_->Mknod(parent, name, S_IFREG | (mode & 07777),
+                                        0, creds, (flags & O_EXCL) != 0);
   if (!a.ok()) return a.status();
   absl::StatusOr<uint64_t> fh = impl_->Open(a->ino, flags);
   if (!fh.ok()) return fh.status();
@@ -510,8 +508,10 @@ absl::StatusOr<uint64_t> Client::Seek(uint64_t fh, uint64_t offset,
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);
   if (!h.ok()) return h.status();
   if (whence != SEEK_DATA && whence != SEEK_HOLE) {
-    return MakeError(Errc::kInvalidArgument, "whence must be SEEK_DATA or "
-                                             "SEEK_HOLE", EINVAL);
+    return MakeError(Errc::kInvalidArgument,
+                     "whence must be SEEK_DATA or "
+                     "SEEK_HOLE",
+                     EINVAL);
   }
   return impl_->Seek(*h, offset, whence == SEEK_DATA);
 }

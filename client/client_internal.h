@@ -67,6 +67,9 @@ struct InodeState {
   // Cached extent mappings by file offset, only under INVAL SH or EX of
   // their range; dropped with the pages when that coverage goes.
   std::map<uint64_t, Mapping> maps ABSL_GUARDED_BY(mu);
+  // Bumped by every DropMaps: a mapping fetched before a drop may only be
+  // cached inside the range the fetching call holds locked.
+  uint64_t maps_epoch ABSL_GUARDED_BY(mu) = 0;
   // Readahead: where the next sequential read would start, and the window.
   uint64_t next_read ABSL_GUARDED_BY(mu) = 0;
   uint64_t ra_window ABSL_GUARDED_BY(mu) = 0;
@@ -132,9 +135,14 @@ class Client::Impl {
 
   // ---- writeback.cc
   // Fills the missing pages of [first, end) page indexes that lie below
-  // `size`. Caller holds INVAL SH or EX over them.
+  // `size`. Caller holds INVAL SH or EX over `locked`, which contains them.
   absl::Status FillPages(InodeState& in, uint64_t first, uint64_t end,
-                         uint64_t size);
+                         uint64_t size, const ByteRange& locked);
+  // Mappings covering [offset, end): cached ones when `locked` (the INVAL
+  // SH/EX range the caller holds) is given, else fresh and not cached.
+  absl::StatusOr<std::vector<Mapping>> MapRange(InodeState& in, uint64_t offset,
+                                                uint64_t end,
+                                                const ByteRange* locked);
   // Writes back the dirty pages of `range`. Caller holds in.wb_mu.
   absl::Status WritebackLocked(InodeState& in, const ByteRange& range)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.wb_mu);
@@ -153,6 +161,8 @@ class Client::Impl {
   // Drops pages and cached mappings of `range`.
   uint64_t DropCached(InodeState& in, const ByteRange& range);
   void DropMaps(InodeState& in, const ByteRange& range)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
+  void DropMapsKeepEpoch(InodeState& in, const ByteRange& range)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
   void NoteLost(InodeState& in, uint64_t pages);
 

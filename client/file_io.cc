@@ -61,9 +61,9 @@ absl::Status HeldLocks::Take(LockKind kind, uint64_t ino,
       cache_->Lock(ResourceId{ino, kind}, range, mode, CurrentTask());
   if (!l.ok()) {
     if (ErrcOf(l.status()) == Errc::kFenced) {
-      return MakeError(Errc::kIoError, "lock session lost: " +
-                                           std::string(l.status().message()),
-                       EIO);
+      return MakeError(
+          Errc::kIoError,
+          "lock session lost: " + std::string(l.status().message()), EIO);
     }
     return l.status();
   }
@@ -154,8 +154,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       }
       DropCached(in, {pos, pos + want});
     }
-    if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kSh);
-        !s.ok()) {
+    if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kSh); !s.ok()) {
       return s;
     }
     if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
@@ -176,10 +175,10 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       copied = CopyToUser(buf + done, bounce.data(), end - pos);
       short_copy = copied < end - pos;
     } else {
-      if (absl::Status s = FillPages(in, pos / kPageSize,
-                                     PageCeil(std::min(end + ra, size)) /
-                                         kPageSize,
-                                     size);
+      if (absl::Status s =
+              FillPages(in, pos / kPageSize,
+                        PageCeil(std::min(end + ra, size)) / kPageSize, size,
+                        PageCover(pos, want + ra));
           !s.ok()) {
         return s;
       }
@@ -275,8 +274,8 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       return MakeError(Errc::kFileTooBig, "write past the maximum file size",
                        EFBIG);
     }
-    if (absl::Status s = held.Take(kInval, in.ino, PageCover(pos, want),
-                                   direct ? kDf : kEx);
+    if (absl::Status s =
+            held.Take(kInval, in.ino, PageCover(pos, want), direct ? kDf : kEx);
         !s.ok()) {
       return s;
     }
@@ -322,8 +321,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       }
       continue;
     }
-    if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx);
-        !s.ok()) {
+    if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx); !s.ok()) {
       return s;
     }
     if (locks_.incarnation() != snap.incarnation) continue;  // Lost: redo.
@@ -340,7 +338,9 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       const bool partial = n < kPageSize;
       const bool has_old = idx * kPageSize < size;
       if (partial && has_old && !pages_.Contains(in.ino, idx)) {
-        if (absl::Status s = FillPages(in, idx, idx + 1, size); !s.ok()) {
+        if (absl::Status s =
+                FillPages(in, idx, idx + 1, size, PageCover(pos, want));
+            !s.ok()) {
           return s;
         }
       }
@@ -434,7 +434,9 @@ absl::Status Client::Impl::Truncate(InodeState& in, uint64_t size) {
     // Bytes past EOF on disk are always zero: zero the tail of the new
     // last block and write it (docs/metadata-server.md).
     const uint64_t idx = size / kPageSize;
-    if (absl::Status s = FillPages(in, idx, idx + 1, old); !s.ok()) return s;
+    if (absl::Status s = FillPages(in, idx, idx + 1, old, cut); !s.ok()) {
+      return s;
+    }
     const char zeros[kPageSize] = {};
     uint64_t in_page = size % kPageSize;
     if (!pages_.Write(in.ino, idx, in_page, zeros, kPageSize - in_page)) {
@@ -478,8 +480,7 @@ absl::Status Client::Impl::Fallocate(const Handle& h, uint32_t mode,
   if (!Writable(h.flags)) {
     return MakeError(Errc::kInvalidArgument, "not open for writing", EBADF);
   }
-  if (length == 0 || offset >= kMaxFileSize ||
-      length > kMaxFileSize - offset) {
+  if (length == 0 || offset >= kMaxFileSize || length > kMaxFileSize - offset) {
     return MakeError(length == 0 ? Errc::kInvalidArgument : Errc::kFileTooBig,
                      "bad fallocate range");
   }
@@ -520,7 +521,7 @@ absl::Status Client::Impl::Fallocate(const Handle& h, uint32_t mode,
                       /*for_write=*/false);
       if (!m.ok()) return m.status();
       if (m->mappings[0].state != ExtentState::kWritten) continue;
-      if (absl::Status s = FillPages(in, idx, idx + 1, size); !s.ok()) {
+      if (absl::Status s = FillPages(in, idx, idx + 1, size, locked); !s.ok()) {
         return s;
       }
       const char zeros[kPageSize] = {};
@@ -538,8 +539,8 @@ absl::Status Client::Impl::Fallocate(const Handle& h, uint32_t mode,
         absl::MutexLock lock(&in.mu);
         in.dirty_incarnation = locks_.incarnation();
       }
-      if (absl::Status s = WritebackLocked(
-              in, {idx * kPageSize, (idx + 1) * kPageSize});
+      if (absl::Status s =
+              WritebackLocked(in, {idx * kPageSize, (idx + 1) * kPageSize});
           !s.ok()) {
         return s;
       }
@@ -579,8 +580,7 @@ absl::StatusOr<uint64_t> Client::Impl::Seek(const Handle& h, uint64_t offset,
   if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kSh); !s.ok()) {
     return s;
   }
-  if (absl::Status s = Writeback(in, {PageFloor(offset), kInfinity});
-      !s.ok()) {
+  if (absl::Status s = Writeback(in, {PageFloor(offset), kInfinity}); !s.ok()) {
     return s;
   }
   return stubs_->Seek(in.ino, offset, data);

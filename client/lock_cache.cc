@@ -625,6 +625,13 @@ void LockCache::Stop() {
   workers_.reset();
 }
 
+bool LockCache::Covered(const ResourceId& res, const ByteRange& range,
+                        LockMode mode) {
+  absl::MutexLock lock(&mu_);
+  auto it = resources_.find(res);
+  return it != resources_.end() && Covers(it->second, range, mode);
+}
+
 LockCache::SessionSnapshot LockCache::Snapshot() {
   absl::MutexLock lock(&mu_);
   return {session_id_.load(), incarnation_.load()};

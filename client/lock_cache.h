@@ -142,6 +142,10 @@ class LockCache : public LockClientListener {
     uint64_t incarnation = 0;
   };
   SessionSnapshot Snapshot();
+  // Whether the node's cluster locks cover `range` in `mode` right now
+  // (a hint that stays true only while a local lock pins it, or until the
+  // kind's hooks are called for the range).
+  bool Covered(const ResourceId& res, const ByteRange& range, LockMode mode);
   LockCacheStats Stats();
 
   // LockClientListener: OnMessage on a stream reaction (short locks only),

@@ -56,7 +56,8 @@ class GrpcStubs : public Stubs {
       : timeout_ms_(timeout_ms),
         meta_(proto::MetaService::NewStub(rpc::MakeChannel(config.meta))) {
     for (const DataServerConfig& d : config.data) {
-      data_[d.device] = proto::DataService::NewStub(rpc::MakeChannel(d.address));
+      data_[d.device] =
+          proto::DataService::NewStub(rpc::MakeChannel(d.address));
     }
   }
 
@@ -73,8 +74,8 @@ class GrpcStubs : public Stubs {
     proto::GetAttrRequest req;
     req.set_ino(ino);
     proto::AttrReply rep;
-    return Entry(
-        Call(&proto::MetaService::Stub::GetAttr, req, &rep, "getattr"), rep);
+    return Entry(Call(&proto::MetaService::Stub::GetAttr, req, &rep, "getattr"),
+                 rep);
   }
   absl::StatusOr<Attr> SetAttr(uint64_t session, uint64_t ino,
                                const SetAttrArgs& a) override {
@@ -90,8 +91,8 @@ class GrpcStubs : public Stubs {
     ToProto(a.mtime, req.mutable_mtime());
     ToProto(a.ctime, req.mutable_ctime());
     proto::AttrReply rep;
-    return Entry(
-        Call(&proto::MetaService::Stub::SetAttr, req, &rep, "setattr"), rep);
+    return Entry(Call(&proto::MetaService::Stub::SetAttr, req, &rep, "setattr"),
+                 rep);
   }
   absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
                               const std::string& name, uint32_t mode,
@@ -135,11 +136,10 @@ class GrpcStubs : public Stubs {
     req.set_target(target);
     ToProto(creds, req.mutable_creds());
     proto::EntryReply rep;
-    return Entry(
-        Call(&proto::MetaService::Stub::Symlink, req, &rep, "symlink"), rep);
+    return Entry(Call(&proto::MetaService::Stub::Symlink, req, &rep, "symlink"),
+                 rep);
   }
-  absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino,
-                            uint64_t new_parent,
+  absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino, uint64_t new_parent,
                             const std::string& new_name) override {
     proto::LinkRequest req;
     req.set_session_id(session);
@@ -147,8 +147,7 @@ class GrpcStubs : public Stubs {
     req.set_new_parent(new_parent);
     req.set_new_name(new_name);
     proto::EntryReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Link, req, &rep, "link"),
-                 rep);
+    return Entry(Call(&proto::MetaService::Stub::Link, req, &rep, "link"), rep);
   }
   absl::StatusOr<uint64_t> Unlink(uint64_t session, uint64_t parent,
                                   const std::string& name) override {
@@ -220,8 +219,8 @@ class GrpcStubs : public Stubs {
     DirPage page;
     page.eof = rep.eof();
     for (const proto::DirEntry& e : rep.entries()) {
-      page.entries.push_back({e.name(), e.ino(), e.type(),
-                              plus ? FromProto(e.attr()) : Attr{}});
+      page.entries.push_back(
+          {e.name(), e.ino(), e.type(), plus ? FromProto(e.attr()) : Attr{}});
     }
     return page;
   }
@@ -236,9 +235,8 @@ class GrpcStubs : public Stubs {
     return FsStat{rep.block_size(), rep.total_blocks(), rep.free_blocks(),
                   rep.files(),      rep.free_files(),   rep.name_max()};
   }
-  absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino,
-                                uint64_t offset, uint64_t length,
-                                bool for_write) override {
+  absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino, uint64_t offset,
+                                uint64_t length, bool for_write) override {
     proto::MapRequest req;
     req.set_session_id(session);
     req.set_ino(ino);
@@ -270,9 +268,10 @@ class GrpcStubs : public Stubs {
     }
     return r;
   }
-  absl::StatusOr<CommitResult> CommitWrite(
-      uint64_t session, uint64_t ino, const std::vector<ByteRange>& ranges,
-      uint64_t cookie, uint64_t new_size, const Timespec& mtime) override {
+  absl::StatusOr<CommitResult> CommitWrite(uint64_t session, uint64_t ino,
+                                           const std::vector<ByteRange>& ranges,
+                                           uint64_t cookie, uint64_t new_size,
+                                           const Timespec& mtime) override {
     proto::CommitWriteRequest req;
     req.set_session_id(session);
     req.set_ino(ino);
@@ -281,16 +280,15 @@ class GrpcStubs : public Stubs {
     req.set_new_size(new_size);
     ToProto(mtime, req.mutable_mtime());
     proto::CommitWriteReply rep;
-    if (absl::Status s = Call(&proto::MetaService::Stub::CommitWrite, req,
-                              &rep, "commit");
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::CommitWrite, req, &rep, "commit");
         !s.ok()) {
       return s;
     }
     return CommitResult{rep.cookie(), FromProto(rep.attr())};
   }
-  absl::StatusOr<Attr> Fallocate(uint64_t session, uint64_t ino,
-                                 uint32_t mode, uint64_t offset,
-                                 uint64_t length) override {
+  absl::StatusOr<Attr> Fallocate(uint64_t session, uint64_t ino, uint32_t mode,
+                                 uint64_t offset, uint64_t length) override {
     proto::FallocateRequest req;
     req.set_session_id(session);
     req.set_ino(ino);
@@ -323,8 +321,7 @@ class GrpcStubs : public Stubs {
     req.set_ino(ino);
     req.set_close(close);
     proto::AttrReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Open, req, &rep, "open"),
-                 rep);
+    return Entry(Call(&proto::MetaService::Stub::Open, req, &rep, "open"), rep);
   }
   absl::StatusOr<std::string> GetXattr(uint64_t ino,
                                        const std::string& name) override {
@@ -339,9 +336,8 @@ class GrpcStubs : public Stubs {
     }
     return rep.value();
   }
-  absl::Status SetXattr(uint64_t session, uint64_t ino,
-                        const std::string& name, const std::string& value,
-                        uint32_t flags) override {
+  absl::Status SetXattr(uint64_t session, uint64_t ino, const std::string& name,
+                        const std::string& value, uint32_t flags) override {
     proto::XattrRequest req;
     req.set_session_id(session);
     req.set_ino(ino);
@@ -355,8 +351,8 @@ class GrpcStubs : public Stubs {
     proto::XattrRequest req;
     req.set_ino(ino);
     proto::XattrReply rep;
-    if (absl::Status s = Call(&proto::MetaService::Stub::ListXattr, req, &rep,
-                              "listxattr");
+    if (absl::Status s =
+            Call(&proto::MetaService::Stub::ListXattr, req, &rep, "listxattr");
         !s.ok()) {
       return s;
     }
@@ -382,8 +378,8 @@ class GrpcStubs : public Stubs {
     req.set_offset(physical);
     req.set_length(length);
     proto::ReadReply rep;
-    if (absl::Status s = Call(stub, &proto::DataService::Stub::Read, req, &rep,
-                              "data read");
+    if (absl::Status s =
+            Call(stub, &proto::DataService::Stub::Read, req, &rep, "data read");
         !s.ok()) {
       return s;
     }

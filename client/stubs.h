@@ -76,8 +76,7 @@ class Stubs {
   virtual absl::Status Rmdir(uint64_t session, uint64_t parent,
                              const std::string& name) = 0;
   // Returns the inode that lost its last link by replacement (0: none).
-  virtual absl::StatusOr<uint64_t> Rename(uint64_t session,
-                                          uint64_t old_parent,
+  virtual absl::StatusOr<uint64_t> Rename(uint64_t session, uint64_t old_parent,
                                           const std::string& old_name,
                                           uint64_t new_parent,
                                           const std::string& new_name,

@@ -31,56 +31,84 @@ Mapping Clip(const Mapping& m, uint64_t start, uint64_t end) {
 
 }  // namespace
 
-// Mappings covering [offset, end), from the node's cache when `use_cache`
-// (the caller holds INVAL SH or EX over the range) or fresh.
-static absl::StatusOr<std::vector<Mapping>> MapRange(
-    Client::Impl& impl, InodeState& in, uint64_t offset, uint64_t end,
-    bool use_cache, uint64_t session) {
+absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
+    InodeState& in, uint64_t offset, uint64_t end, const ByteRange* locked) {
+  const uint64_t session = locks_.session_id();
   std::vector<Mapping> out;
   uint64_t pos = offset;
   while (pos < end) {
-    if (use_cache) {
+    uint64_t epoch = 0;
+    if (locked != nullptr) {
       absl::MutexLock lock(&in.mu);
+      epoch = in.maps_epoch;
       auto it = in.maps.upper_bound(pos);
       if (it != in.maps.begin()) {
         --it;
         if (pos < it->second.end()) {
           out.push_back(Clip(it->second, pos, end));
           pos = out.back().end();
-          ++impl.counters.map_cache_hits;
+          ++counters.map_cache_hits;
           continue;
         }
       }
     }
+    // Ask for a whole aligned window: the node may cache the part its
+    // cluster INVAL locks cover, so later misses need no mapping call.
     uint64_t want_end = end;
-    if (use_cache) {
+    if (locked != nullptr) {
       uint64_t window_end = (pos / kMapWindow + 1) * kMapWindow;
       want_end = std::max(want_end, std::min(window_end, kMaxFileSize));
     }
-    uint64_t length = std::min(want_end - pos, kMaxMapLength);
-    ++impl.counters.map_calls;
-    absl::StatusOr<MapResult> r =
-        impl.stubs().Map(session, in.ino, pos, length, /*for_write=*/false);
+    ++counters.map_calls;
+    absl::StatusOr<MapResult> r = stubs_->Map(
+        session, in.ino, pos, std::min(want_end - pos, kMaxMapLength), false);
     if (!r.ok()) return r.status();
-    absl::MutexLock lock(&in.mu);
-    if (use_cache) impl.DropMaps(in, {pos, r->mappings.back().end()});
+    const ByteRange got{pos, r->mappings.back().end()};
     for (const Mapping& m : r->mappings) {
-      if (use_cache) in.maps[m.offset] = m;
       if (m.offset < end) out.push_back(Clip(m, pos, end));
     }
-    pos = std::min(end, r->mappings.back().end());
+    if (locked != nullptr) {
+      // Cache what the node's locks protect: the caller's locked range
+      // always; the rest of the window only if the node's INVAL coverage
+      // holds it and no hook dropped mappings since we asked (a hook that
+      // starts later drops what we insert now).
+      ByteRange keep{std::max(got.start, locked->start),
+                     std::min(got.end, locked->end)};
+      absl::MutexLock lock(&in.mu);
+      if (in.maps_epoch == epoch &&
+          locks_.Covered(ResourceId{in.ino, LockKind::kInval}, got,
+                         LockMode::kSh)) {
+        keep = got;
+      }
+      if (keep.start < keep.end) {
+        DropMapsKeepEpoch(in, keep);
+        for (const Mapping& m : r->mappings) {
+          if (m.end() > keep.start && m.offset < keep.end) {
+            Mapping c = Clip(m, keep.start, keep.end);
+            in.maps[c.offset] = c;
+          }
+        }
+      }
+    }
+    pos = std::min(end, got.end);
   }
   return out;
 }
 
 void Client::Impl::DropMaps(InodeState& in, const ByteRange& range) {
+  ++in.maps_epoch;
+  DropMapsKeepEpoch(in, range);
+}
+
+void Client::Impl::DropMapsKeepEpoch(InodeState& in, const ByteRange& range) {
   auto it = in.maps.upper_bound(range.start);
   if (it != in.maps.begin()) --it;
   std::vector<Mapping> keep;
   while (it != in.maps.end() && it->second.offset < range.end) {
     const Mapping& m = it->second;
     if (m.end() > range.start) {
-      if (m.offset < range.start) keep.push_back(Clip(m, m.offset, range.start));
+      if (m.offset < range.start)
+        keep.push_back(Clip(m, m.offset, range.start));
       if (m.end() > range.end) keep.push_back(Clip(m, range.end, m.end()));
       it = in.maps.erase(it);
     } else {
@@ -106,7 +134,8 @@ void Client::Impl::NoteLost(InodeState& in, uint64_t pages) {
 }
 
 absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
-                                     uint64_t end, uint64_t size) {
+                                     uint64_t end, uint64_t size,
+                                     const ByteRange& locked) {
   end = std::min(end, PageCeil(size) / kPageSize);
   uint64_t session = locks_.session_id();
   std::vector<char> buf;
@@ -123,8 +152,7 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
     uint64_t offset = idx * kPageSize;
     uint64_t length = (run_end - idx) * kPageSize;
     absl::StatusOr<std::vector<Mapping>> maps =
-        MapRange(*this, in, offset, offset + length, /*use_cache=*/true,
-                 session);
+        MapRange(in, offset, offset + length, &locked);
     if (!maps.ok()) return maps.status();
     buf.assign(length, 0);
     for (const Mapping& m : *maps) {
@@ -148,8 +176,7 @@ absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
                                             uint64_t length, char* out) {
   uint64_t session = locks_.session_id();
   absl::StatusOr<std::vector<Mapping>> maps =
-      MapRange(*this, in, offset, offset + length, /*use_cache=*/false,
-               session);
+      MapRange(in, offset, offset + length, nullptr);
   if (!maps.ok()) return maps.status();
   memset(out, 0, length);
   for (const Mapping& m : *maps) {
@@ -189,10 +216,9 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
       uint64_t m_end = std::min(m.end(), piece_end);
       for (uint64_t p = m.offset; p < m_end; p += kMaxDataCall) {
         uint64_t n = std::min(kMaxDataCall, m_end - p);
-        if (absl::Status s =
-                stubs_->WriteData(snap.session, m.device,
-                                  m.physical + (p - m.offset),
-                                  data + (p - offset), n, sync);
+        if (absl::Status s = stubs_->WriteData(snap.session, m.device,
+                                               m.physical + (p - m.offset),
+                                               data + (p - offset), n, sync);
             !s.ok()) {
           return s;
         }
@@ -265,12 +291,10 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
     }
     buf.resize((j - i) * kPageSize);
     for (size_t k = i; k < j; ++k) {
-      memcpy(buf.data() + (k - i) * kPageSize, dirty[k].data.data(),
-             kPageSize);
+      memcpy(buf.data() + (k - i) * kPageSize, dirty[k].data.data(), kPageSize);
     }
-    absl::Status s =
-        WriteBlocks(in, dirty[i].index * kPageSize, buf.data(), buf.size(),
-                    size, /*sync=*/false, snap);
+    absl::Status s = WriteBlocks(in, dirty[i].index * kPageSize, buf.data(),
+                                 buf.size(), size, /*sync=*/false, snap);
     if (!s.ok()) {
       Errc e = ErrcOf(s);
       if (e == Errc::kFenced || e == Errc::kNotFound) {
@@ -398,8 +422,8 @@ void Client::Impl::Flusher() {
       std::shared_ptr<InodeState> in = FindInode(ino);
       if (in == nullptr) continue;
       if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) {
-        RANGEFS_LOG(WARNING) << "background write-back of inode " << ino
-                             << ": " << s.message();
+        RANGEFS_LOG(WARNING)
+            << "background write-back of inode " << ino << ": " << s.message();
       }
     }
   }
