@@ -17,6 +17,7 @@
 #define RANGEFS_CLIENT_CLIENT_INTERNAL_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
@@ -28,6 +29,7 @@
 #include "client/page_cache.h"
 #include "client/rangefs.h"
 #include "client/stubs.h"
+#include "common/thread_pool.h"
 
 namespace rangefs::client {
 
@@ -158,6 +160,12 @@ class Client::Impl {
   // `out` (direct I/O; holes and unwritten read as zeros).
   absl::Status ReadBlocksDirect(InodeState& in, uint64_t offset,
                                 uint64_t length, char* out);
+  // Reads the WRITTEN pieces of `maps` (which start at `offset`) into
+  // `out`, zeros elsewhere.
+  absl::Status ReadMapped(const std::vector<Mapping>& maps, uint64_t offset,
+                          char* out);
+  // Runs independent data-server calls, a few at a time; the first error.
+  absl::Status RunParallel(std::vector<std::function<absl::Status()>> calls);
   // Drops pages and cached mappings of `range`.
   uint64_t DropCached(InodeState& in, const ByteRange& range);
   void DropMaps(InodeState& in, const ByteRange& range)
@@ -212,6 +220,7 @@ class Client::Impl {
   LockCache locks_;
   PageCache pages_;
   std::unique_ptr<Hooks> inval_hooks_, inode_hooks_;
+  ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.
 
   absl::Mutex mu_;
   std::map<uint64_t, std::shared_ptr<InodeState>> inodes_ ABSL_GUARDED_BY(mu_);

@@ -183,16 +183,23 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
         return s;
       }
       for (uint64_t p = pos; p < end;) {
+        PageCache::CopyResult r =
+            pages_.CopyOut(in.ino, p, end - p, buf + done + copied, CopyToUser);
+        copied += r.copied;
+        p += r.copied;
+        if (r.short_copy) {
+          short_copy = true;
+          break;
+        }
+        if (p == end) break;
+        // A page reclaimed since the fill (a tiny cache): read it through.
         const uint64_t idx = p / kPageSize;
         const uint64_t in_page = p % kPageSize;
         const uint64_t n = std::min(kPageSize - in_page, end - p);
-        if (!pages_.Read(in.ino, idx, page)) {
-          // Reclaimed since the fill (a tiny cache): read it through.
-          if (absl::Status s =
-                  ReadBlocksDirect(in, idx * kPageSize, kPageSize, page);
-              !s.ok()) {
-            return s;
-          }
+        if (absl::Status s =
+                ReadBlocksDirect(in, idx * kPageSize, kPageSize, page);
+            !s.ok()) {
+          return s;
         }
         size_t c = CopyToUser(buf + done + copied, page + in_page, n);
         copied += c;

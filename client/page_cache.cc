@@ -8,11 +8,7 @@ namespace rangefs::client {
 PageCache::PageCache(uint64_t capacity_bytes)
     : capacity_pages_(std::max<uint64_t>(capacity_bytes / kPageSize, 1)) {}
 
-void PageCache::Touch(uint64_t ino, uint64_t index, Page& p) {
-  if (p.dirty) return;
-  lru_.erase(p.lru);
-  p.lru = lru_.insert(lru_.end(), {ino, index});
-}
+void PageCache::Touch(uint64_t, uint64_t, Page& p) { p.referenced = true; }
 
 void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   if (dirty) p.seq = next_seq_++;
@@ -46,7 +42,13 @@ void PageCache::EvictLocked() {
   while (pages_ > capacity_pages_ && !lru_.empty()) {
     auto [ino, index] = lru_.front();
     PageMap& pages = inodes_[ino];
-    EraseLocked(ino, pages, pages.find(index));
+    auto it = pages.find(index);
+    if (it->second.referenced) {
+      it->second.referenced = false;
+      lru_.splice(lru_.end(), lru_, it->second.lru);
+      continue;
+    }
+    EraseLocked(ino, pages, it);
     ++stats_.evictions;
   }
 }
@@ -65,6 +67,61 @@ bool PageCache::Read(uint64_t ino, uint64_t index, char* out) {
   }
   ++stats_.misses;
   return false;
+}
+
+PageCache::CopyResult PageCache::CopyOut(uint64_t ino, uint64_t offset,
+                                         uint64_t length, char* out,
+                                         CopyFn copy) {
+  CopyResult r;
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) {
+    ++stats_.misses;
+    return r;
+  }
+  PageMap& pages = iit->second;
+  auto pit = pages.find(offset / kPageSize);
+  while (r.copied < length) {
+    const uint64_t pos = offset + r.copied;
+    const uint64_t index = pos / kPageSize;
+    if (pit == pages.end() || pit->first != index) {
+      ++stats_.misses;
+      return r;
+    }
+    const uint64_t in_page = pos % kPageSize;
+    const uint64_t n = std::min(kPageSize - in_page, length - r.copied);
+    size_t c = copy(out + r.copied, pit->second.data.data() + in_page, n);
+    Touch(ino, index, pit->second);
+    ++stats_.hits;
+    r.copied += c;
+    if (c < n) {
+      r.short_copy = true;
+      return r;
+    }
+    ++pit;
+  }
+  return r;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> PageCache::MissingRuns(uint64_t ino,
+                                                                  uint64_t from,
+                                                                  uint64_t to) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) {
+    if (from < to) runs.push_back({from, to});
+    return runs;
+  }
+  const PageMap& pages = iit->second;
+  uint64_t pos = from;
+  for (auto it = pages.lower_bound(from); it != pages.end() && it->first < to;
+       ++it) {
+    if (it->first > pos) runs.push_back({pos, it->first});
+    pos = it->first + 1;
+  }
+  if (pos < to) runs.push_back({pos, to});
+  return runs;
 }
 
 bool PageCache::Contains(uint64_t ino, uint64_t index) {

@@ -1,9 +1,10 @@
 // PageCache: a node's cached file data, 4 KiB pages per inode, with a
 // memory cap. Clean pages are evicted least recently used first when the
-// cap is reached; dirty pages stay until written back. Pure memory: it does
-// not know about locks or servers. The I/O paths (and the INVAL lock hooks)
-// decide when pages may exist: clean pages only under the node's INVAL SH
-// or EX, dirty pages only under EX (DESIGN.md).
+// cap is reached (approximated by second chance: a hit marks the page, and
+// eviction requeues marked pages once); dirty pages stay until written back.
+// Pure memory: it does not know about locks or servers. The I/O paths (and the
+// INVAL lock hooks) decide when pages may exist: clean pages only under the
+// node's INVAL SH or EX, dirty pages only under EX (DESIGN.md).
 //
 // Writeback is race-free through dirty sequence numbers: TakeDirty()
 // returns copies of the dirty pages with the sequence each had, and
@@ -65,6 +66,22 @@ class PageCache {
              uint64_t length);
   bool Contains(uint64_t ino, uint64_t index);
 
+  // Copies bytes [offset, offset + length) of `ino` out of cached pages
+  // with `copy` under one lock acquisition (the copy must never block: the
+  // I/O paths pass their faults-disabled user copy). Stops at the first
+  // page that is not cached, or where `copy` stopped short.
+  using CopyFn = size_t (*)(void* dst, const void* src, size_t n);
+  struct CopyResult {
+    uint64_t copied = 0;
+    bool short_copy = false;  // `copy` stopped; else a page was missing.
+  };
+  CopyResult CopyOut(uint64_t ino, uint64_t offset, uint64_t length, char* out,
+                     CopyFn copy);
+  // The runs [first, end) of page indexes in [from, to) that are not cached.
+  std::vector<std::pair<uint64_t, uint64_t>> MissingRuns(uint64_t ino,
+                                                         uint64_t from,
+                                                         uint64_t to);
+
   // Copies of the dirty pages of `ino` whose bytes overlap `range`, in
   // page order.
   std::vector<DirtyPage> TakeDirty(uint64_t ino, const ByteRange& range);
@@ -88,6 +105,9 @@ class PageCache {
   struct Page {
     std::vector<char> data;
     bool dirty = false;
+    // Used since it was last queued: eviction gives it a second chance
+    // (CLOCK), so a cache hit costs no list operation.
+    bool referenced = false;
     uint64_t seq = 0;
     // Position in lru_ when clean (dirty pages are not on the list).
     std::list<std::pair<uint64_t, uint64_t>>::iterator lru;

@@ -17,6 +17,10 @@ constexpr uint64_t kMapWindow = 64ull << 20;
 constexpr uint64_t kMaxMapLength = 1ull << 30;
 constexpr int kMaxStaleRetries = 16;
 constexpr int kHookRetries = 3;
+// One writeback call: one MapWrite, parallel data writes, one commit.
+constexpr uint64_t kWritebackRun = 32ull << 20;
+// One fill: one mapping lookup, parallel data reads.
+constexpr uint64_t kMaxFill = 16ull << 20;
 
 // The part of `m` inside [start, end), physical offset adjusted.
 Mapping Clip(const Mapping& m, uint64_t start, uint64_t end) {
@@ -137,61 +141,77 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
                                      uint64_t end, uint64_t size,
                                      const ByteRange& locked) {
   end = std::min(end, PageCeil(size) / kPageSize);
-  uint64_t session = locks_.session_id();
   std::vector<char> buf;
-  for (uint64_t idx = first; idx < end;) {
-    if (pages_.Contains(in.ino, idx)) {
-      ++idx;
-      continue;
-    }
-    uint64_t run_end = idx + 1;
-    while (run_end < end && (run_end - idx) * kPageSize < kMaxDataCall &&
-           !pages_.Contains(in.ino, run_end)) {
-      ++run_end;
-    }
-    uint64_t offset = idx * kPageSize;
-    uint64_t length = (run_end - idx) * kPageSize;
-    absl::StatusOr<std::vector<Mapping>> maps =
-        MapRange(in, offset, offset + length, &locked);
-    if (!maps.ok()) return maps.status();
-    buf.assign(length, 0);
-    for (const Mapping& m : *maps) {
-      if (m.state != ExtentState::kWritten) continue;
-      if (absl::Status s =
-              stubs_->ReadData(session, m.device, m.physical, m.length,
-                               buf.data() + (m.offset - offset));
-          !s.ok()) {
+  for (auto [run_start, run_end] : pages_.MissingRuns(in.ino, first, end)) {
+    for (uint64_t idx = run_start; idx < run_end;) {
+      const uint64_t n = std::min(run_end - idx, kMaxFill / kPageSize);
+      const uint64_t offset = idx * kPageSize;
+      const uint64_t length = n * kPageSize;
+      absl::StatusOr<std::vector<Mapping>> maps =
+          MapRange(in, offset, offset + length, &locked);
+      if (!maps.ok()) return maps.status();
+      buf.resize(length);
+      if (absl::Status s = ReadMapped(*maps, offset, buf.data()); !s.ok()) {
         return s;
       }
+      for (uint64_t i = 0; i < n; ++i) {
+        pages_.InsertClean(in.ino, idx + i, buf.data() + i * kPageSize);
+      }
+      idx += n;
     }
-    for (uint64_t i = idx; i < run_end; ++i) {
-      pages_.InsertClean(in.ino, i, buf.data() + (i - idx) * kPageSize);
-    }
-    idx = run_end;
   }
   return absl::OkStatus();
 }
 
+absl::Status Client::Impl::ReadMapped(const std::vector<Mapping>& maps,
+                                      uint64_t offset, char* out) {
+  const uint64_t session = locks_.session_id();
+  std::vector<std::function<absl::Status()>> reads;
+  for (const Mapping& m : maps) {
+    char* dst = out + (m.offset - offset);
+    if (m.state != ExtentState::kWritten) {
+      memset(dst, 0, m.length);
+      continue;
+    }
+    for (uint64_t done = 0; done < m.length; done += kMaxDataCall) {
+      uint64_t n = std::min(kMaxDataCall, m.length - done);
+      uint32_t device = m.device;
+      uint64_t physical = m.physical + done;
+      reads.push_back([this, session, device, physical, n, dst, done] {
+        return stubs_->ReadData(session, device, physical, n, dst + done);
+      });
+    }
+  }
+  if (reads.empty()) return absl::OkStatus();
+  return RunParallel(std::move(reads));
+}
+
 absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
                                             uint64_t length, char* out) {
-  uint64_t session = locks_.session_id();
   absl::StatusOr<std::vector<Mapping>> maps =
       MapRange(in, offset, offset + length, nullptr);
   if (!maps.ok()) return maps.status();
-  memset(out, 0, length);
-  for (const Mapping& m : *maps) {
-    if (m.state != ExtentState::kWritten) continue;
-    for (uint64_t done = 0; done < m.length; done += kMaxDataCall) {
-      uint64_t n = std::min(kMaxDataCall, m.length - done);
-      if (absl::Status s =
-              stubs_->ReadData(session, m.device, m.physical + done, n,
-                               out + (m.offset - offset) + done);
-          !s.ok()) {
-        return s;
-      }
-    }
+  return ReadMapped(*maps, offset, out);
+}
+
+absl::Status Client::Impl::RunParallel(
+    std::vector<std::function<absl::Status()>> calls) {
+  if (calls.size() == 1) return calls[0]();
+  absl::Mutex mu;
+  size_t left = calls.size();
+  absl::Status first;
+  for (auto& call : calls) {
+    io_pool_.Submit([&mu, &left, &first, &call] {
+      absl::Status s = call();
+      absl::MutexLock lock(&mu);
+      if (!s.ok() && first.ok()) first = s;
+      --left;
+    });
   }
-  return absl::OkStatus();
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(
+      +[](size_t* n) { return *n == 0; }, &left));
+  return first;
 }
 
 absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
@@ -208,6 +228,7 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
     if (!r.ok()) return r.status();
     const uint64_t piece_end = std::min(end, r->mappings.back().end());
     if (absl::Status s = FaultPoint("client.after_mapwrite"); !s.ok()) return s;
+    std::vector<std::function<absl::Status()>> writes;
     for (const Mapping& m : r->mappings) {
       if (m.offset >= piece_end) break;
       if (m.state == ExtentState::kHole) {
@@ -216,14 +237,16 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
       uint64_t m_end = std::min(m.end(), piece_end);
       for (uint64_t p = m.offset; p < m_end; p += kMaxDataCall) {
         uint64_t n = std::min(kMaxDataCall, m_end - p);
-        if (absl::Status s = stubs_->WriteData(snap.session, m.device,
-                                               m.physical + (p - m.offset),
-                                               data + (p - offset), n, sync);
-            !s.ok()) {
-          return s;
-        }
+        const char* src = data + (p - offset);
+        uint32_t device = m.device;
+        uint64_t physical = m.physical + (p - m.offset);
+        writes.push_back([this, &snap, device, physical, src, n, sync] {
+          return stubs_->WriteData(snap.session, device, physical, src, n,
+                                   sync);
+        });
       }
     }
+    if (absl::Status s = RunParallel(std::move(writes)); !s.ok()) return s;
     if (absl::Status s = FaultPoint("client.before_commit"); !s.ok()) return s;
     absl::StatusOr<CommitResult> c = stubs_->CommitWrite(
         snap.session, in.ino, {ByteRange{pos, piece_end}}, r->cookie,
@@ -286,7 +309,7 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
   for (size_t i = 0; i < dirty.size();) {
     size_t j = i + 1;
     while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1 &&
-           (j - i) * kPageSize < kMaxDataCall) {
+           (j - i) * kPageSize < kWritebackRun) {
       ++j;
     }
     buf.resize((j - i) * kPageSize);

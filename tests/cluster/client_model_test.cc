@@ -86,7 +86,8 @@ class ModelRun {
         op << "write " << off << " +" << len << " '" << fill << "'";
         Log(op.str());
         std::string data(len, fill);
-        absl::StatusOr<size_t> w = c.Write(node.buffered, data.data(), len, off);
+        absl::StatusOr<size_t> w =
+            c.Write(node.buffered, data.data(), len, off);
         if (!w.ok() || *w != len) return "write failed: " + Why(w.status());
         Apply(off, data);
         break;
@@ -134,14 +135,14 @@ class ModelRun {
         bool punch = Rand(0, 1);
         bool keep = punch || Rand(0, 1);
         uint32_t mode = (punch ? kFallocPunchHole : kFallocZeroRange) |
-                        (keep ? kFallocKeepSize : 0);
+                        (keep ? uint32_t{kFallocKeepSize} : 0u);
         op << (punch ? "punch " : "zero ") << off << " +" << len
            << (keep ? " keep" : "");
         Log(op.str());
         st = c.Fallocate(node.buffered, mode, off, len);
         if (!st.ok()) return "fallocate: " + Why(st);
-        uint64_t end = keep ? std::min<uint64_t>(off + len, model_.size())
-                            : off + len;
+        uint64_t end =
+            keep ? std::min<uint64_t>(off + len, model_.size()) : off + len;
         if (!keep && model_.size() < end) model_.resize(end, '\0');
         for (uint64_t i = off; i < end; ++i) model_[i] = '\0';
         break;
@@ -152,7 +153,8 @@ class ModelRun {
         bool keep = Rand(0, 1);
         op << "allocate " << off << " +" << len << (keep ? " keep" : "");
         Log(op.str());
-        st = c.Fallocate(node.buffered, keep ? kFallocKeepSize : 0, off, len);
+        st = c.Fallocate(node.buffered, keep ? uint32_t{kFallocKeepSize} : 0u,
+                         off, len);
         if (!st.ok()) return "allocate: " + Why(st);
         if (!keep && model_.size() < off + len) model_.resize(off + len, '\0');
         break;
@@ -162,9 +164,9 @@ class ModelRun {
         bool collapse = Rand(0, 1);
         if (blocks < 2) return "";
         uint64_t off = Rand(0, blocks - 2) * kPage;
-        uint64_t len = Rand(1, std::min<uint64_t>(8, (model_.size() - off) /
-                                                         kPage - 1)) *
-                       kPage;
+        uint64_t len =
+            Rand(1, std::min<uint64_t>(8, (model_.size() - off) / kPage - 1)) *
+            kPage;
         if (collapse) {
           op << "collapse " << off << " +" << len;
           Log(op.str());
@@ -208,9 +210,8 @@ class ModelRun {
     std::string buf(len, '\x55');
     absl::StatusOr<size_t> r = c.Read(fh, buf.data(), len, off);
     if (!r.ok()) return "read failed: " + Why(r.status());
-    uint64_t want = off >= model_.size()
-                        ? 0
-                        : std::min<uint64_t>(len, model_.size() - off);
+    uint64_t want =
+        off >= model_.size() ? 0 : std::min<uint64_t>(len, model_.size() - off);
     if (*r != want) {
       return "read " + std::to_string(off) + " +" + std::to_string(len) +
              " returned " + std::to_string(*r) + " bytes, model has " +
@@ -238,8 +239,8 @@ class ModelRun {
              std::to_string(a->size) + ", model " +
              std::to_string(model_.size());
     }
-    std::string err = Compare(*node.client, node.buffered, 0,
-                              model_.size() + kPage);
+    std::string err =
+        Compare(*node.client, node.buffered, 0, model_.size() + kPage);
     return err.empty() ? "" : "check on node " + std::to_string(n) + ": " + err;
   }
 
