@@ -22,9 +22,11 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/rangefs.h"
+#include "proto/data.grpc.pb.h"
 #include "proto/meta.grpc.pb.h"
 #include "rpc/channel.h"
 #include "tests/util/local_cluster.h"
@@ -141,6 +143,32 @@ double PingRate(const std::string& meta, int n) {
   return n / Seconds(Clock::now() - t0);
 }
 
+// The transport floor: 4 MiB DataService writes straight to one data
+// server, four in flight (what a writeback run does), no metadata calls.
+double RawDataWrites(const std::string& address, uint64_t bytes) {
+  auto stub = proto::DataService::NewStub(rpc::MakeChannel(address));
+  std::string chunk(4 * kMiB, 'w');
+  auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t off = t * 4 * kMiB; off < bytes; off += 16 * kMiB) {
+        grpc::ClientContext ctx;
+        proto::WriteRequest req;
+        req.set_session_id(1);
+        req.set_offset(off);
+        req.set_data(chunk);
+        proto::WriteReply rep;
+        if (!stub->Write(&ctx, req, &rep).ok() || rep.error().code() != 0) {
+          Die("raw data write");
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return bytes / Seconds(Clock::now() - t0) / kMiB;
+}
+
 std::unique_ptr<Client> Node(const ClusterConfig& config,
                              const std::string& name, uint64_t min_hold_ms) {
   ClientOptions o;
@@ -167,6 +195,9 @@ int Main(int argc, char** argv) {
   printf("client_bench: %llu MiB files; baselines on the same disk (%s)\n",
          static_cast<unsigned long long>(mib), cluster.dir().c_str());
 
+  // The transport alone (before any file exists: these blocks are not
+  // owned by anything yet).
+  double raw = RawDataWrites(cluster.data_address(0), bytes);
   // Sequential write.
   double local_w = LocalWrite(local, bytes, false);
   auto writer = Node(config, "writer", 10);
@@ -174,6 +205,8 @@ int Main(int argc, char** argv) {
   double w = RangefsWrite(*writer, fw, bytes);
   Report("sequential write 1 MiB + fsync", w, "MiB/s", local_w,
          "local pwrite+fsync", "(target >= 0.5x)");
+  Report("  (same, vs the transport alone)", w, "MiB/s", raw,
+         "raw 4 MiB data writes", "");
 
   // Cold read on a fresh node, then cached re-read.
   double local_cold = LocalRead(local, bytes, true, false);

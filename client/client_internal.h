@@ -209,6 +209,8 @@ class Client::Impl {
   };
   void InstallHooks();
   void Flusher();
+  // Forgets inodes the node no longer needs state for.
+  void TrimInodes();
 
   // Makes the node's open of `in` known to the metadata server under the
   // current session.

@@ -425,6 +425,23 @@ void Client::Impl::InstallHooks() {
 
 // ------------------------------------------------------------- flusher
 
+void Client::Impl::TrimInodes() {
+  // An InodeState nobody else references (no handle, no call in flight,
+  // no hook running: the map's is the only reference, and new ones are
+  // only made under mu_) and with no dirty pages can go; a later call
+  // starts from a fresh one (attributes and mappings are fetched again).
+  std::vector<std::shared_ptr<InodeState>> doomed;
+  absl::MutexLock lock(&mu_);
+  for (auto it = inodes_.begin(); it != inodes_.end();) {
+    if (it->second.use_count() == 1 && !pages_.HasDirty(it->first)) {
+      doomed.push_back(std::move(it->second));
+      it = inodes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void Client::Impl::Flusher() {
   const absl::Duration period = absl::Milliseconds(
       std::max<uint64_t>(10, options_.writeback_interval_ms / 4));
@@ -440,7 +457,10 @@ void Client::Impl::Flusher() {
     bool aged = now - last_full >=
                 static_cast<int64_t>(options_.writeback_interval_ms) * 1000000;
     if (!pressure && !aged) continue;
-    if (aged) last_full = now;
+    if (aged) {
+      last_full = now;
+      TrimInodes();
+    }
     for (uint64_t ino : pages_.DirtyInodes()) {
       std::shared_ptr<InodeState> in = FindInode(ino);
       if (in == nullptr) continue;
