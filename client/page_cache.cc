@@ -25,17 +25,17 @@ void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   p.dirty = dirty;
 }
 
-void PageCache::EraseLocked(uint64_t ino, PageMap& pages,
-                            PageMap::iterator it) {
+PageCache::PageMap::iterator PageCache::EraseLocked(uint64_t ino,
+                                                    PageMap& pages,
+                                                    PageMap::iterator it) {
   if (it->second.dirty) {
     --dirty_;
     if (--dirty_by_inode_[ino] == 0) dirty_by_inode_.erase(ino);
   } else {
     lru_.erase(it->second.lru);
   }
-  pages.erase(it);
   --pages_;
-  if (pages.empty()) inodes_.erase(ino);
+  return pages.erase(it);
 }
 
 void PageCache::EvictLocked() {
@@ -49,6 +49,7 @@ void PageCache::EvictLocked() {
       continue;
     }
     EraseLocked(ino, pages, it);
+    if (pages.empty()) inodes_.erase(ino);
     ++stats_.evictions;
   }
 }
@@ -214,12 +215,9 @@ uint64_t PageCache::Drop(uint64_t ino, const ByteRange& range) {
   for (auto it = pages.lower_bound(first);
        it != pages.end() && it->first <= last;) {
     dirty += it->second.dirty;
-    auto next = std::next(it);
-    bool last_page = pages.size() == 1;
-    EraseLocked(ino, pages, it);
-    if (last_page) break;  // The inode's map is gone.
-    it = next;
+    it = EraseLocked(ino, pages, it);
   }
+  if (pages.empty()) inodes_.erase(iit);
   return dirty;
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/range.h"
 
@@ -112,13 +113,16 @@ class PageCache {
     // Position in lru_ when clean (dirty pages are not on the list).
     std::list<std::pair<uint64_t, uint64_t>>::iterator lru;
   };
-  using PageMap = std::map<uint64_t, Page>;
+  using PageMap = absl::btree_map<uint64_t, Page>;
 
   void Touch(uint64_t ino, uint64_t index, Page& p)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EraseLocked(uint64_t ino, PageMap& pages, PageMap::iterator it)
+  // Erases one page (the caller erases the inode's map once it is empty);
+  // returns the next page.
+  PageMap::iterator EraseLocked(uint64_t ino, PageMap& pages,
+                                PageMap::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
