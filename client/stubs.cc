@@ -2,6 +2,7 @@
 // the generated MetaService / DataService messages.
 #include "client/stubs.h"
 
+#include <atomic>
 #include <chrono>
 
 #include "common/status.h"
@@ -12,6 +13,8 @@
 
 namespace rangefs::client {
 namespace {
+
+constexpr int kDataConnections = 4;
 
 Timespec FromProto(const proto::Timespec& t) { return {t.sec(), t.nsec()}; }
 
@@ -55,9 +58,15 @@ class GrpcStubs : public Stubs {
   GrpcStubs(const ClusterConfig& config, uint64_t timeout_ms)
       : timeout_ms_(timeout_ms),
         meta_(proto::MetaService::NewStub(rpc::MakeChannel(config.meta))) {
+    // Several connections per data server: one HTTP/2 connection carries
+    // one large message at a time, and writeback and fills keep a few in
+    // flight (client_bench: about 2x the throughput of one connection).
     for (const DataServerConfig& d : config.data) {
-      data_[d.device] =
-          proto::DataService::NewStub(rpc::MakeChannel(d.address));
+      auto& stubs = data_[d.device];
+      for (int i = 0; i < kDataConnections; ++i) {
+        stubs.push_back(
+            proto::DataService::NewStub(rpc::MakeChannel(d.address)));
+      }
     }
   }
 
@@ -404,12 +413,13 @@ class GrpcStubs : public Stubs {
                 "data write");
   }
   absl::Status FlushData(uint64_t session) override {
-    for (auto& [device, stub] : data_) {
+    for (auto& [device, stubs] : data_) {
       proto::FlushRequest req;
       req.set_session_id(session);
       proto::FlushReply rep;
-      if (absl::Status s = Call(stub.get(), &proto::DataService::Stub::Flush,
-                                req, &rep, "data flush");
+      if (absl::Status s =
+              Call(stubs[0].get(), &proto::DataService::Stub::Flush, req, &rep,
+                   "data flush");
           !s.ok()) {
         return s;
       }
@@ -451,7 +461,11 @@ class GrpcStubs : public Stubs {
 
   proto::DataService::Stub* DataStub(uint32_t device) {
     auto it = data_.find(device);
-    return it == data_.end() ? nullptr : it->second.get();
+    if (it == data_.end()) return nullptr;
+    return it
+        ->second[next_.fetch_add(1, std::memory_order_relaxed) %
+                 it->second.size()]
+        .get();
   }
   static absl::Status UnknownDevice(uint32_t device) {
     return MakeError(Errc::kIoError,
@@ -461,7 +475,9 @@ class GrpcStubs : public Stubs {
 
   const uint64_t timeout_ms_;
   std::unique_ptr<proto::MetaService::Stub> meta_;
-  std::map<uint32_t, std::unique_ptr<proto::DataService::Stub>> data_;
+  std::map<uint32_t, std::vector<std::unique_ptr<proto::DataService::Stub>>>
+      data_;
+  std::atomic<uint64_t> next_{0};
 };
 
 }  // namespace
