@@ -348,6 +348,72 @@ TEST_F(ClientClusterTest, EvictedNodeReportsEioUntilReopenedAndWritesNothing) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+TEST_F(ClientClusterTest, WriteDelayedPastAnEvictionNeverLands) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('O', 4 * kPage), 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  MustWrite(*a, fa, Fill('N', 4 * kPage), 0);
+  // A's writeback stalls between MapWrite and its data write; meanwhile
+  // lockd evicts A (fencing it at every server first).
+  FaultRegistry::Global().Set("client.after_mapwrite", {1500, Errc::kOk, 1});
+  absl::Status synced;
+  std::thread t([&] { synced = a->Fsync(fa, false); });
+  while (FaultRegistry::Global().Hits("client.after_mapwrite") == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(Evict(a->session_id()).error().code(), proto::OK);
+  t.join();
+  EXPECT_EQ(ErrnoOf(synced), EIO) << synced;
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, 4 * kPage), Fill('O', 4 * kPage)));
+  EXPECT_GE(a->Stats().lost_dirty_pages, 4u);
+  EXPECT_TRUE(Fsck().empty());
+}
+
+TEST_F(ClientClusterTest, BackgroundWritebackReachesTheServersWithoutFsync) {
+  StartCluster();
+  ClientOptions o;
+  o.writeback_interval_ms = 200;
+  auto a = Node("a", o);
+  uint64_t fa = MustOpen(*a, "/bg", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('b', 10000), 0);
+  // Ask the metadata server itself (another node's read would call A back
+  // and make it write back anyway).
+  auto stub =
+      proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
+  uint64_t size = 0;
+  for (int i = 0; i < 100 && size != 10000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    grpc::ClientContext ctx;
+    proto::GetAttrRequest req;
+    req.set_ino(a->InoOf(fa));
+    proto::AttrReply rep;
+    ASSERT_TRUE(stub->GetAttr(&ctx, req, &rep).ok());
+    size = rep.attr().size();
+  }
+  EXPECT_EQ(size, 10000u);
+  EXPECT_EQ(a->Stats().dirty_pages, 0u);
+}
+
+TEST_F(ClientClusterTest, OsyncWriteIsOnTheServersWhenItReturns) {
+  StartCluster();
+  auto a = Node("a");
+  uint64_t fa = MustOpen(*a, "/s", O_RDWR | O_CREAT | O_SYNC);
+  MustWrite(*a, fa, Fill('s', 5000), 0);
+  EXPECT_EQ(a->Stats().dirty_pages, 0u);
+  auto stub =
+      proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
+  grpc::ClientContext ctx;
+  proto::GetAttrRequest req;
+  req.set_ino(a->InoOf(fa));
+  proto::AttrReply rep;
+  ASSERT_TRUE(stub->GetAttr(&ctx, req, &rep).ok());
+  EXPECT_EQ(rep.attr().size(), 5000u);
+}
+
 TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
   StartCluster();
   auto a = Node("a");
