@@ -10,6 +10,11 @@
 
 namespace rangefs::client {
 
+namespace {
+// How long a finished stream reactor is kept before it is freed.
+constexpr absl::Duration kStreamGrace = absl::Milliseconds(500);
+}  // namespace
+
 // One Session stream. Deletes itself after OnDone, having told the client
 // (under the client's mutex, which also guards every Send to it).
 class LockClient::Stream
@@ -66,14 +71,14 @@ class LockClient::Stream
       absl::MutexLock lock(&mu_);
       done_ = true;
     }
-    LockClient* owner = owner_;
-    owner->StreamDone(this);  // No one sends to this stream any more.
-    // Free the call (and its channel reference) before the client may
-    // destroy the channel: the last channel reference must never be
-    // dropped on a gRPC callback thread (grpc/grpc#32584: the callback
-    // completion queue cannot shut itself down).
-    delete this;
-    owner->StreamGone();
+    owner_->StreamDone(this);  // No one sends to this stream any more.
+    // Not `delete this`: gRPC 1.51 may still be finishing a failed
+    // operation's bookkeeping on another thread, reading this ClientContext
+    // (ASAN: heap-use-after-free in RunInterceptorsPostRecv during a
+    // reconnect storm). The client frees the stream a grace period later on
+    // its own event thread, which also keeps the last channel reference
+    // off gRPC's callback threads (grpc/grpc#32584).
+    owner_->Bury(this);
   }
 
  private:
@@ -170,9 +175,22 @@ void LockClient::StreamDone(Stream* s) {
   }
 }
 
-void LockClient::StreamGone() {
+void LockClient::Bury(Stream* s) {
   absl::MutexLock lock(&mu_);
+  graveyard_.push_back({absl::Now(), s});
   --live_streams_;
+}
+
+void LockClient::FreeBuried(absl::Time older_than) {
+  std::vector<Stream*> free;
+  {
+    absl::MutexLock lock(&mu_);
+    while (!graveyard_.empty() && graveyard_.front().first <= older_than) {
+      free.push_back(graveyard_.front().second);
+      graveyard_.pop_front();
+    }
+  }
+  for (Stream* s : free) delete s;
 }
 
 void LockClient::EventLoop() {
@@ -219,6 +237,12 @@ void LockClient::EventLoop() {
       if (stopping_) return;
     }
     absl::Time now = absl::Now();
+    if (!graveyard_.empty() && graveyard_.front().first + kStreamGrace <= now) {
+      mu_.Unlock();
+      FreeBuried(now - kStreamGrace);
+      mu_.Lock();
+      if (stopping_) return;
+    }
     if (reconnect_due()) {
       // The stream broke (or lockd was not up yet): reconnect, resuming the
       // session if it was ever welcomed.
@@ -264,6 +288,13 @@ void LockClient::Stop(bool goodbye) {
     return live_streams_ == 0;
   };
   mu_.Await(absl::Condition(&gone));
+  // Every stream is done; free them once their grace period is over.
+  absl::Time last = graveyard_.empty() ? absl::Now() : graveyard_.back().first;
+  mu_.Unlock();
+  absl::SleepFor(
+      std::max(absl::ZeroDuration(), last + kStreamGrace - absl::Now()));
+  FreeBuried(absl::InfiniteFuture());
+  mu_.Lock();
 }
 
 }  // namespace rangefs::client

@@ -77,7 +77,9 @@ class LockClient {
   // Called from stream reactions.
   void Incoming(Stream* s, const proto::ServerMessage& m);
   void StreamDone(Stream* s);  // The stream takes no more messages.
-  void StreamGone();           // The stream object is destroyed.
+  // OnDone ran: the stream is freed after a grace period (lock_client.cc).
+  void Bury(Stream* s);
+  void FreeBuried(absl::Time older_than);
 
   const LockClientOptions options_;
   LockClientListener* const listener_;
@@ -93,6 +95,8 @@ class LockClient {
   absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int live_streams_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<proto::ServerMessage> inbox_ ABSL_GUARDED_BY(mu_);
+  // Finished streams and when they finished, oldest first.
+  std::deque<std::pair<absl::Time, Stream*>> graveyard_ ABSL_GUARDED_BY(mu_);
   std::thread events_;
 };
 

@@ -197,21 +197,27 @@ absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
 absl::Status Client::Impl::RunParallel(
     std::vector<std::function<absl::Status()>> calls) {
   if (calls.size() == 1) return calls[0]();
-  absl::Mutex mu;
-  size_t left = calls.size();
-  absl::Status first;
+  // Shared with the pool's tasks: the last one to let go frees it, so no
+  // task touches it (not even its mutex, while unlocking) after we return.
+  struct Join {
+    absl::Mutex mu;
+    size_t left = 0;
+    absl::Status first ABSL_GUARDED_BY(mu);
+  };
+  auto join = std::make_shared<Join>();
+  join->left = calls.size();
   for (auto& call : calls) {
-    io_pool_.Submit([&mu, &left, &first, &call] {
+    io_pool_.Submit([join, call = std::move(call)] {
       absl::Status s = call();
-      absl::MutexLock lock(&mu);
-      if (!s.ok() && first.ok()) first = s;
-      --left;
+      absl::MutexLock lock(&join->mu);
+      if (!s.ok() && join->first.ok()) join->first = s;
+      --join->left;
     });
   }
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(
-      +[](size_t* n) { return *n == 0; }, &left));
-  return first;
+  absl::MutexLock lock(&join->mu);
+  join->mu.Await(absl::Condition(
+      +[](size_t* n) { return *n == 0; }, &join->left));
+  return join->first;
 }
 
 absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,

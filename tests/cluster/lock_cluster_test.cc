@@ -429,5 +429,31 @@ TEST_F(LockClusterTest, LockdRestartReplaysAndGrantsNothingConflicting) {
   EXPECT_EQ(ha.lost(), 0);
 }
 
+// Regression: while lockd was down, each failed reconnect attempt freed
+// its stream reactor in OnDone while gRPC could still be finishing the
+// failed hello write on another thread (ASAN: heap-use-after-free in
+// RunInterceptorsPostRecv; without ASAN an occasional crash or heap
+// corruption). Many attempts make the window likely to be hit.
+TEST_F(LockClusterTest, NodeSurvivesAReconnectStormWhileLockdIsDown) {
+  LocalClusterOptions o;
+  o.grace_ms = 500;
+  StartCluster(o);
+  RecordingHooks ha;
+  std::vector<std::unique_ptr<LockCache>> nodes;
+  for (int i = 0; i < 4; ++i)
+    nodes.push_back(Node("n" + std::to_string(i), &ha));
+  cluster_->StopLockd(0, SIGKILL);
+  // About 10 attempts a second per node.
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  cluster_->StartLockd(0);
+  std::string why;
+  ASSERT_TRUE(cluster_->WaitLockd(0, &why)) << why;
+  for (auto& n : nodes) {
+    auto l = n->Lock(Inval(9), {0, kPage}, LockMode::kSh, 1, false, 10000);
+    ASSERT_TRUE(l.ok()) << l.status();
+    n->Unlock(*l);
+  }
+}
+
 }  // namespace
 }  // namespace rangefs::client

@@ -1,0 +1,498 @@
+// FUSE low-level operations over librangefs. Each op_* sends exactly one
+// fuse_reply_*; errors are the POSIX errno the node's status carries.
+#include "client/fuse/fuse_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace rangefs::fuse {
+namespace {
+
+using client::Attr;
+using client::Client;
+
+Client& C(fuse_req_t req) {
+  return *static_cast<Mount*>(fuse_req_userdata(req))->client;
+}
+
+int Err(const absl::Status& s) {
+  int e = ErrnoOf(s);
+  return e == 0 ? EIO : e;
+}
+
+struct stat ToStat(const Attr& a) {
+  struct stat st;
+  memset(&st, 0, sizeof(st));
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_blocks = static_cast<blkcnt_t>(a.blocks);
+  st.st_blksize = a.blksize == 0 ? 4096 : a.blksize;
+  st.st_rdev = a.rdev;
+  st.st_atim = {a.atime.sec, a.atime.nsec};
+  st.st_mtim = {a.mtime.sec, a.mtime.nsec};
+  st.st_ctim = {a.ctime.sec, a.ctime.nsec};
+  return st;
+}
+
+fuse_entry_param ToEntry(const Attr& a) {
+  fuse_entry_param e;
+  memset(&e, 0, sizeof(e));
+  e.ino = a.ino;
+  e.generation = a.generation;
+  e.attr = ToStat(a);
+  // The kernel keeps no names or attributes of its own: the node's caches
+  // are coherent across nodes, the kernel's would not be.
+  e.attr_timeout = 0;
+  e.entry_timeout = 0;
+  return e;
+}
+
+client::Creds CredsOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  client::Creds c;
+  c.uid = ctx->uid;
+  c.gid = ctx->gid;
+  c.umask = ctx->umask;
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < n && i < 64; ++i) c.groups.push_back(groups[i]);
+  return c;
+}
+
+void ReplyEntry(fuse_req_t req, const absl::StatusOr<Attr>& a) {
+  if (!a.ok()) {
+    fuse_reply_err(req, Err(a.status()));
+    return;
+  }
+  fuse_entry_param e = ToEntry(*a);
+  fuse_reply_entry(req, &e);
+}
+
+void ReplyStatus(fuse_req_t req, const absl::Status& s) {
+  fuse_reply_err(req, s.ok() ? 0 : Err(s));
+}
+
+client::Timespec FromTimespec(const struct timespec& t) {
+  return {t.tv_sec, static_cast<uint32_t>(t.tv_nsec)};
+}
+
+void op_init(void*, fuse_conn_info* conn) {
+  conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->max_write = 1 << 20;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, C(req).Lookup(parent, name));
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) {
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  absl::StatusOr<Attr> a = C(req).GetAttr(ino);
+  if (!a.ok()) {
+    fuse_reply_err(req, Err(a.status()));
+    return;
+  }
+  struct stat st = ToStat(*a);
+  fuse_reply_attr(req, &st, 0);
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
+                fuse_file_info*) {
+  client::SetAttrArgs args;
+  if (valid & FUSE_SET_ATTR_MODE) {
+    args.valid |= client::kSetMode;
+    args.mode = attr->st_mode;
+  }
+  if (valid & FUSE_SET_ATTR_UID) {
+    args.valid |= client::kSetUid;
+    args.uid = attr->st_uid;
+  }
+  if (valid & FUSE_SET_ATTR_GID) {
+    args.valid |= client::kSetGid;
+    args.gid = attr->st_gid;
+  }
+  if (valid & FUSE_SET_ATTR_SIZE) {
+    args.valid |= client::kSetSize;
+    args.size = static_cast<uint64_t>(attr->st_size);
+  }
+  if (valid & FUSE_SET_ATTR_ATIME_NOW) {
+    args.valid |= client::kSetAtimeNow;
+  } else if (valid & FUSE_SET_ATTR_ATIME) {
+    args.valid |= client::kSetAtime;
+    args.atime = FromTimespec(attr->st_atim);
+  }
+  if (valid & FUSE_SET_ATTR_MTIME_NOW) {
+    args.valid |= client::kSetMtimeNow;
+  } else if (valid & FUSE_SET_ATTR_MTIME) {
+    args.valid |= client::kSetMtime;
+    args.mtime = FromTimespec(attr->st_mtim);
+  }
+  if (valid & FUSE_SET_ATTR_CTIME) {
+    args.valid |= client::kSetCtime;
+    args.ctime = FromTimespec(attr->st_ctim);
+  }
+  absl::StatusOr<Attr> a = C(req).SetAttr(ino, args);
+  if (!a.ok()) {
+    fuse_reply_err(req, Err(a.status()));
+    return;
+  }
+  struct stat st = ToStat(*a);
+  fuse_reply_attr(req, &st, 0);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  absl::StatusOr<std::string> t = C(req).Readlink(ino);
+  if (!t.ok()) {
+    fuse_reply_err(req, Err(t.status()));
+    return;
+  }
+  fuse_reply_readlink(req, t->c_str());
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name,
+              mode_t mode, dev_t rdev) {
+  ReplyEntry(req, C(req).Mknod(parent, name, mode, rdev, CredsOf(req)));
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name,
+              mode_t mode) {
+  ReplyEntry(req, C(req).Mkdir(parent, name, mode, CredsOf(req)));
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyStatus(req, C(req).Unlink(parent, name));
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyStatus(req, C(req).Rmdir(parent, name));
+}
+
+void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent,
+                const char* name) {
+  ReplyEntry(req, C(req).Symlink(parent, name, link, CredsOf(req)));
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name,
+               fuse_ino_t newparent, const char* newname, unsigned int flags) {
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  ReplyStatus(req, C(req).Rename(parent, name, newparent, newname, flags));
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+             const char* newname) {
+  ReplyEntry(req, C(req).Link(ino, newparent, newname));
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  absl::StatusOr<uint64_t> fh = C(req).Open(ino, fi->flags);
+  if (!fh.ok()) {
+    fuse_reply_err(req, Err(fh.status()));
+    return;
+  }
+  fi->fh = *fh;
+  fi->direct_io = 1;
+  fi->keep_cache = 0;
+  if (fuse_reply_open(req, fi) == -ENOENT) (void)C(req).Close(*fh);
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name,
+               mode_t mode, fuse_file_info* fi) {
+  absl::StatusOr<std::pair<Attr, uint64_t>> r =
+      C(req).Create(parent, name, mode, fi->flags, CredsOf(req));
+  if (!r.ok()) {
+    fuse_reply_err(req, Err(r.status()));
+    return;
+  }
+  fi->fh = r->second;
+  fi->direct_io = 1;
+  fi->keep_cache = 0;
+  fuse_entry_param e = ToEntry(r->first);
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) (void)C(req).Close(fi->fh);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off,
+             fuse_file_info* fi) {
+  std::unique_ptr<char[]> buf(new char[size]);
+  absl::StatusOr<size_t> n =
+      C(req).Read(fi->fh, buf.get(), size, static_cast<uint64_t>(off));
+  if (!n.ok()) {
+    fuse_reply_err(req, Err(n.status()));
+    return;
+  }
+  fuse_reply_buf(req, buf.get(), *n);
+}
+
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size,
+              off_t off, fuse_file_info* fi) {
+  absl::StatusOr<size_t> n =
+      C(req).Write(fi->fh, buf, size, static_cast<uint64_t>(off));
+  if (!n.ok()) {
+    fuse_reply_err(req, Err(n.status()));
+    return;
+  }
+  fuse_reply_write(req, *n);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  fuse_reply_err(req, 0);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  (void)C(req).Close(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  ReplyStatus(req, C(req).Fsync(fi->fh, datasync != 0));
+}
+
+// A directory listing in progress: entries fetched so far, by position.
+struct DirHandle {
+  std::mutex mu;
+  std::vector<client::DirEntry> entries;  // "." and ".." first.
+  bool eof = false;
+};
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  absl::StatusOr<Attr> a = C(req).GetAttr(ino);
+  if (!a.ok()) {
+    fuse_reply_err(req, Err(a.status()));
+    return;
+  }
+  if (!S_ISDIR(a->mode)) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  auto* d = new DirHandle;
+  d->entries.push_back({".", ino, S_IFDIR, {}});
+  d->entries.push_back({"..", ino, S_IFDIR, {}});
+  fi->fh = reinterpret_cast<uint64_t>(d);
+  fuse_reply_open(req, fi);
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+             fuse_file_info* fi, bool plus) {
+  auto* d = reinterpret_cast<DirHandle*>(fi->fh);
+  std::lock_guard<std::mutex> lock(d->mu);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off);;) {
+    if (i >= d->entries.size()) {
+      if (d->eof) break;
+      std::string after =
+          d->entries.size() > 2 ? d->entries.back().name : std::string();
+      absl::StatusOr<client::DirPage> page =
+          C(req).ReadDir(ino, after, 256, plus);
+      if (!page.ok()) {
+        if (used == 0) {
+          fuse_reply_err(req, Err(page.status()));
+          return;
+        }
+        break;
+      }
+      for (auto& e : page->entries) d->entries.push_back(std::move(e));
+      d->eof = page->eof || page->entries.empty();
+      continue;
+    }
+    const client::DirEntry& e = d->entries[i];
+    size_t n;
+    if (plus) {
+      fuse_entry_param p;
+      if (i < 2) {
+        memset(&p, 0, sizeof(p));
+        p.attr.st_ino = e.ino;
+        p.attr.st_mode = S_IFDIR;
+      } else {
+        p = ToEntry(e.attr);
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
+                                 e.name.c_str(), &p,
+                                 static_cast<off_t>(i + 1));
+    } else {
+      struct stat st;
+      memset(&st, 0, sizeof(st));
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      n = fuse_add_direntry(req, buf.data() + used, size - used,
+                            e.name.c_str(), &st, static_cast<off_t>(i + 1));
+    }
+    if (n > size - used) break;
+    used += n;
+    ++i;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    fuse_file_info* fi) {
+  ReadDir(req, ino, size, off, fi, true);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  absl::StatusOr<client::FsStat> s = C(req).StatFs();
+  if (!s.ok()) {
+    fuse_reply_err(req, Err(s.status()));
+    return;
+  }
+  struct statvfs st;
+  memset(&st, 0, sizeof(st));
+  st.f_bsize = s->block_size;
+  st.f_frsize = s->block_size;
+  st.f_blocks = s->total_blocks;
+  st.f_bfree = s->free_blocks;
+  st.f_bavail = s->free_blocks;
+  st.f_files = s->files;
+  st.f_ffree = s->free_files;
+  st.f_favail = s->free_files;
+  st.f_namemax = s->name_max;
+  fuse_reply_statfs(req, &st);
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name,
+                 const char* value, size_t size, int flags) {
+  ReplyStatus(req, C(req).SetXattr(ino, name, std::string(value, size),
+                                   static_cast<uint32_t>(flags)));
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name,
+                 size_t size) {
+  absl::StatusOr<std::string> v = C(req).GetXattr(ino, name);
+  if (!v.ok()) {
+    fuse_reply_err(req, Err(v.status()));
+  } else if (size == 0) {
+    fuse_reply_xattr(req, v->size());
+  } else if (v->size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, v->data(), v->size());
+  }
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  absl::StatusOr<std::vector<std::string>> names = C(req).ListXattr(ino);
+  if (!names.ok()) {
+    fuse_reply_err(req, Err(names.status()));
+    return;
+  }
+  std::string all;
+  for (const std::string& n : *names) {
+    all += n;
+    all.push_back('\0');
+  }
+  if (size == 0) {
+    fuse_reply_xattr(req, all.size());
+  } else if (all.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, all.data(), all.size());
+  }
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  ReplyStatus(req, C(req).RemoveXattr(ino, name));
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset,
+                  off_t length, fuse_file_info* fi) {
+  if (offset < 0 || length <= 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  ReplyStatus(req, C(req).Fallocate(fi->fh, static_cast<uint32_t>(mode),
+                                    static_cast<uint64_t>(offset),
+                                    static_cast<uint64_t>(length)));
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence,
+              fuse_file_info* fi) {
+  if (off < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  absl::StatusOr<uint64_t> r =
+      C(req).Seek(fi->fh, static_cast<uint64_t>(off), whence);
+  if (!r.ok()) {
+    fuse_reply_err(req, Err(r.status()));
+    return;
+  }
+  fuse_reply_lseek(req, static_cast<off_t>(*r));
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  memset(&ops, 0, sizeof(ops));
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.getattr = op_getattr;
+  ops.setattr = op_setattr;
+  ops.readlink = op_readlink;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.symlink = op_symlink;
+  ops.rename = op_rename;
+  ops.link = op_link;
+  ops.open = op_open;
+  ops.create = op_create;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.flush = op_flush;
+  ops.release = op_release;
+  ops.fsync = op_fsync;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.statfs = op_statfs;
+  ops.setxattr = op_setxattr;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.removexattr = op_removexattr;
+  ops.fallocate = op_fallocate;
+  ops.lseek = op_lseek;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& Operations() {
+  static const fuse_lowlevel_ops ops = MakeOps();
+  return ops;
+}
+
+}  // namespace rangefs::fuse

@@ -1,0 +1,217 @@
+// rangefs-fuse: mounts a rangefs cluster; one mount is one client node.
+//
+//   rangefs-fuse CLUSTER MOUNTPOINT [-f] [-d] [-s] [-o OPTION[,OPTION...]]
+//
+// CLUSTER is a cluster configuration file or its text (the same one every
+// rangefs binary reads). Options: FUSE's own (fsname=NAME,
+// default_permissions, allow_other, ...) and rangefs's: node=NAME,
+// cache_mb=N, log=FILE (where a daemonized mount logs; default
+// /dev/null). Without -f the daemon detaches once the mount is up, and the
+// command fails with the reason if the cluster is unreachable or the mount
+// fails. SIGTERM, SIGINT or unmounting stop it cleanly: dirty data is
+// written back, locks are given back, the session is closed.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "client/fuse/fuse_ops.h"
+#include "client/rangefs.h"
+#include "common/cluster_config.h"
+#include "common/log.h"
+
+namespace rangefs::fuse {
+namespace {
+
+struct Options {
+  char* node = nullptr;
+  char* log = nullptr;
+  int cache_mb = 256;
+};
+
+const fuse_opt kOpts[] = {
+    {"node=%s", offsetof(Options, node), 0},
+    {"log=%s", offsetof(Options, log), 0},
+    {"cache_mb=%d", offsetof(Options, cache_mb), 0},
+    FUSE_OPT_END,
+};
+
+struct Positional {
+  std::string cluster;
+  std::string mountpoint;
+};
+
+int TakePositional(void* data, const char* arg, int key, fuse_args*) {
+  if (key != FUSE_OPT_KEY_NONOPT) return 1;  // Keep for libfuse.
+  auto* p = static_cast<Positional*>(data);
+  if (p->cluster.empty()) {
+    p->cluster = arg;
+    return 0;
+  }
+  if (p->mountpoint.empty()) {
+    p->mountpoint = arg;
+    return 1;  // libfuse's own parser takes the mount point.
+  }
+  fprintf(stderr, "rangefs-fuse: unexpected argument %s\n", arg);
+  return -1;
+}
+
+void Usage() {
+  fprintf(stderr,
+          "usage: rangefs-fuse CLUSTER MOUNTPOINT [-f] [-d] [-s] "
+          "[-o node=NAME,cache_mb=N,log=FILE,fsname=NAME,...]\n");
+}
+
+// Tells the waiting parent how the start went ("" = mounted).
+void Report(int fd, const std::string& error) {
+  if (fd < 0) {
+    if (!error.empty()) fprintf(stderr, "rangefs-fuse: %s\n", error.c_str());
+    return;
+  }
+  std::string msg = error.empty() ? "ok" : error;
+  (void)!write(fd, msg.data(), msg.size());
+  close(fd);
+}
+
+int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
+          const fuse_cmdline_opts& cmd, int report_fd) {
+  client::ClientOptions co;
+  co.node_name = opts.node != nullptr ? opts.node : "fuse";
+  co.cache_bytes = static_cast<uint64_t>(opts.cache_mb) << 20;
+  absl::StatusOr<std::unique_ptr<client::Client>> c =
+      client::Client::Connect(config, co);
+  if (!c.ok()) {
+    Report(report_fd, "cannot reach the cluster: " +
+                          std::string(c.status().message()) +
+                          " (is `scripts/up` running, and is the "
+                          "configuration right?)");
+    return 1;
+  }
+  Mount mount{c->get()};
+  fuse_session* se =
+      fuse_session_new(args, &Operations(), sizeof(fuse_lowlevel_ops), &mount);
+  if (se == nullptr) {
+    Report(report_fd, "bad FUSE options");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    Report(report_fd, "cannot install signal handlers");
+    return 1;
+  }
+  if (fuse_session_mount(se, cmd.mountpoint) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    Report(report_fd, std::string("cannot mount on ") + cmd.mountpoint +
+                          " (does it exist, is it busy or already mounted?)");
+    return 1;
+  }
+  RANGEFS_LOG(INFO) << "mounted on " << cmd.mountpoint << " as node "
+                    << co.node_name << ", session " << (*c)->session_id();
+  Report(report_fd, "");
+  int ret;
+  if (cmd.singlethread) {
+    ret = fuse_session_loop(se);
+  } else {
+    fuse_loop_config loop;
+    loop.clone_fd = cmd.clone_fd;
+    loop.max_idle_threads = cmd.max_idle_threads;
+    ret = fuse_session_loop_mt(se, &loop);
+  }
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  c->reset();  // Writes back, gives the locks back, closes the session.
+  RANGEFS_LOG(INFO) << "unmounted " << cmd.mountpoint;
+  return ret == 0 ? 0 : 1;
+}
+
+int Main(int argc, char** argv) {
+  fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  Options opts;
+  Positional pos;
+  if (fuse_opt_parse(&args, &opts, kOpts, nullptr) != 0 ||
+      fuse_opt_parse(&args, &pos, nullptr, TakePositional) != 0) {
+    Usage();
+    return 2;
+  }
+  // Shown as fuse.rangefs in /proc/mounts, so tools that mount by type
+  // (mount -t fuse.rangefs) recognise it.
+  fuse_opt_add_arg(&args, "-osubtype=rangefs");
+  fuse_cmdline_opts cmd;
+  if (fuse_parse_cmdline(&args, &cmd) != 0) {
+    Usage();
+    return 2;
+  }
+  if (cmd.show_help || cmd.show_version) {
+    Usage();
+    return 0;
+  }
+  if (pos.cluster.empty() || cmd.mountpoint == nullptr) {
+    Usage();
+    return 2;
+  }
+  absl::StatusOr<ClusterConfig> config = LoadClusterConfig(pos.cluster);
+  if (!config.ok()) {
+    fprintf(stderr, "rangefs-fuse: cluster configuration %s: %s\n",
+            pos.cluster.c_str(), std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (access("/dev/fuse", R_OK | W_OK) != 0) {
+    fprintf(stderr,
+            "rangefs-fuse: /dev/fuse is missing or not accessible (load the "
+            "fuse module: modprobe fuse; in a container pass --device "
+            "/dev/fuse and CAP_SYS_ADMIN)\n");
+    return 1;
+  }
+  InitLogging("rangefs-fuse");
+  if (cmd.foreground) return Serve(*config, opts, &args, cmd, -1);
+  // Detach before anything starts threads (gRPC does): the parent waits
+  // for the child's report and exits with its verdict, so the command
+  // returns once the mount is up, like other FUSE filesystems.
+  int pipefd[2];
+  if (pipe(pipefd) != 0) {
+    perror("rangefs-fuse: pipe");
+    return 1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("rangefs-fuse: fork");
+    return 1;
+  }
+  if (pid > 0) {
+    close(pipefd[1]);
+    char buf[1024];
+    ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+    if (n <= 0) {
+      fprintf(stderr, "rangefs-fuse: the daemon died while starting\n");
+      return 1;
+    }
+    buf[n] = '\0';
+    if (strcmp(buf, "ok") == 0) return 0;
+    fprintf(stderr, "rangefs-fuse: %s\n", buf);
+    return 1;
+  }
+  close(pipefd[0]);
+  setsid();
+  if (chdir("/") != 0) perror("chdir");
+  int null = open("/dev/null", O_RDWR);
+  int log = opts.log != nullptr
+                ? open(opts.log, O_WRONLY | O_CREAT | O_APPEND, 0644)
+                : null;
+  if (null >= 0) dup2(null, 0);
+  if (log >= 0) {
+    dup2(log, 1);
+    dup2(log, 2);
+  }
+  return Serve(*config, opts, &args, cmd, pipefd[1]);
+}
+
+}  // namespace
+}  // namespace rangefs::fuse
+
+int main(int argc, char** argv) { return rangefs::fuse::Main(argc, argv); }
