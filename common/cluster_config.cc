@@ -72,12 +72,18 @@ absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& text) {
 }
 
 absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& spec) {
+  // Configuration text always has a space ("meta HOST:PORT"); one word is
+  // a file name.
+  const bool one_word = spec.find_first_of(" \t\n;") == std::string::npos;
   std::ifstream in(spec);
-  if (in && spec.find('\n') == std::string::npos &&
-      spec.find(';') == std::string::npos) {
+  if (in && one_word) {
     std::stringstream s;
     s << in.rdbuf();
     return ParseClusterConfig(s.str());
+  }
+  if (one_word) {
+    return MakeError(Errc::kNotFound,
+                     "cannot read cluster configuration file " + spec);
   }
   return ParseClusterConfig(spec);
 }

@@ -22,6 +22,7 @@
 #include "client/fuse/fuse_ops.h"
 #include "client/rangefs.h"
 #include "common/cluster_config.h"
+#include "common/fault_injection.h"
 #include "common/log.h"
 
 namespace rangefs::fuse {
@@ -169,6 +170,12 @@ int Main(int argc, char** argv) {
     return 1;
   }
   InitLogging("rangefs-fuse");
+  // Client-side fault points (docs/client.md) for race tests.
+  if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
+    fprintf(stderr, "rangefs-fuse: RANGEFS_FAULTS: %s\n",
+            std::string(s.message()).c_str());
+    return 2;
+  }
   if (cmd.foreground) return Serve(*config, opts, &args, cmd, -1);
   // Detach before anything starts threads (gRPC does): the parent waits
   // for the child's report and exits with its verdict, so the command

@@ -38,6 +38,15 @@ TEST(ClusterConfigTest, BadEntriesNameTheirLine) {
           .ok());  // Device twice.
 }
 
+// Regression: a configuration file that does not exist was parsed as
+// configuration text and reported as "unknown entry".
+TEST(ClusterConfigTest, MissingFileIsReportedAsAMissingFile) {
+  auto c = LoadClusterConfig("/nonexistent/cluster.conf");
+  EXPECT_EQ(ErrcOf(c.status()), Errc::kNotFound) << c.status();
+  EXPECT_NE(std::string(c.status().message()).find("/nonexistent/cluster.conf"),
+            std::string::npos);
+}
+
 TEST(ClusterConfigTest, ShardsSpreadResources) {
   int counts[3] = {0, 0, 0};
   for (uint64_t ino = 1; ino <= 3000; ++ino) ++counts[ShardOf(ino, 1, 3)];
