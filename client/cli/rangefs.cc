@@ -17,8 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -68,7 +68,8 @@ Cluster Connect(const std::string& spec) {
   if (s.empty()) s = "/tmp/rangefs-local/cluster.conf";
   absl::StatusOr<ClusterConfig> c = LoadClusterConfig(s);
   if (!c.ok()) {
-    Fail("cluster configuration " + s + ": " + std::string(c.status().message()) +
+    Fail("cluster configuration " + s + ": " +
+         std::string(c.status().message()) +
          " (pass --cluster CONF or start one with `rangefs up`)");
   }
   Cluster cl;
@@ -121,11 +122,16 @@ proto::Attr Resolve(Cluster& cl, const std::string& path) {
 
 const char* KindName(proto::LockKind k) {
   switch (k) {
-    case proto::DATA: return "DATA";
-    case proto::INVAL: return "INVAL";
-    case proto::INODE: return "INODE";
-    case proto::POSIX: return "POSIX";
-    default: return "?";
+    case proto::DATA:
+      return "DATA";
+    case proto::INVAL:
+      return "INVAL";
+    case proto::INODE:
+      return "INODE";
+    case proto::POSIX:
+      return "POSIX";
+    default:
+      return "?";
   }
 }
 
@@ -155,8 +161,7 @@ int Status(Cluster& cl) {
              cl.config.meta.c_str(), rep.fs_id().c_str(), rep.block_size());
       for (const proto::Device& d : rep.devices()) {
         printf("         device %u at %s, %llu bytes\n", d.id(),
-               d.address().c_str(),
-               static_cast<unsigned long long>(d.size()));
+               d.address().c_str(), static_cast<unsigned long long>(d.size()));
       }
       if (rep.fenced_sessions_size() > 0) {
         printf("         fenced sessions:");
@@ -180,12 +185,13 @@ int Status(Cluster& cl) {
       ++bad;
       continue;
     }
-    printf("data %u %-22s up, %llu bytes written, %llu read, %llu fenced "
-           "refusals\n",
-           d.device, d.address.c_str(),
-           static_cast<unsigned long long>(rep.bytes_written()),
-           static_cast<unsigned long long>(rep.bytes_read()),
-           static_cast<unsigned long long>(rep.fenced_refusals()));
+    printf(
+        "data %u %-22s up, %llu bytes written, %llu read, %llu fenced "
+        "refusals\n",
+        d.device, d.address.c_str(),
+        static_cast<unsigned long long>(rep.bytes_written()),
+        static_cast<unsigned long long>(rep.bytes_read()),
+        static_cast<unsigned long long>(rep.fenced_refusals()));
   }
   for (size_t i = 0; i < cl.config.lockd.size(); ++i) {
     const std::string& addr = cl.config.lockd[i];
@@ -205,12 +211,13 @@ int Status(Cluster& cl) {
     printf("lockd %u/%u %-19s up, %d sessions\n", rep.shard(),
            rep.shard_count(), addr.c_str(), rep.sessions_size());
     for (const proto::SessionEntry& e : rep.sessions()) {
-      printf("         session %llu node '%s': %llu locks, lease %llu ms, "
-             "heard %llu ms ago\n",
-             static_cast<unsigned long long>(e.session_id()),
-             e.node_name().c_str(), static_cast<unsigned long long>(e.locks()),
-             static_cast<unsigned long long>(e.lease_ms()),
-             static_cast<unsigned long long>(e.last_heard_ms()));
+      printf(
+          "         session %llu node '%s': %llu locks, lease %llu ms, "
+          "heard %llu ms ago\n",
+          static_cast<unsigned long long>(e.session_id()),
+          e.node_name().c_str(), static_cast<unsigned long long>(e.locks()),
+          static_cast<unsigned long long>(e.lease_ms()),
+          static_cast<unsigned long long>(e.last_heard_ms()));
     }
   }
   return bad == 0 ? 0 : 1;
@@ -228,18 +235,18 @@ int Locks(Cluster& cl, uint64_t ino) {
     grpc::Status s = stub->Dump(&ctx, req, &rep);
     if (!s.ok()) Fail(Unreachable("lockd shard " + std::to_string(i), addr, s));
     for (const proto::LockEntry& l : rep.locks()) {
-      printf("ino %-8llu %-5s %-2s %-28s node '%s' session %llu task %llu%s%s\n",
-             static_cast<unsigned long long>(l.resource().ino()),
-             KindName(l.resource().kind()), ModeName(l.mode()),
-             RangeText(l.range()).c_str(), l.node_name().c_str(),
-             static_cast<unsigned long long>(l.owner().session_id()),
-             static_cast<unsigned long long>(l.owner().task()),
-             l.waiting() ? "  WAITING" : "",
-             l.callback_pending()
-                 ? (std::string("  called back, may keep ") +
-                    ModeName(l.callback_keep_mode()))
-                       .c_str()
-                 : "");
+      printf(
+          "ino %-8llu %-5s %-2s %-28s node '%s' session %llu task %llu%s%s\n",
+          static_cast<unsigned long long>(l.resource().ino()),
+          KindName(l.resource().kind()), ModeName(l.mode()),
+          RangeText(l.range()).c_str(), l.node_name().c_str(),
+          static_cast<unsigned long long>(l.owner().session_id()),
+          static_cast<unsigned long long>(l.owner().task()),
+          l.waiting() ? "  WAITING" : "",
+          l.callback_pending() ? (std::string("  called back, may keep ") +
+                                  ModeName(l.callback_keep_mode()))
+                                     .c_str()
+                               : "");
     }
   }
   return 0;
@@ -303,7 +310,8 @@ int Fsck(Cluster& cl) {
          static_cast<unsigned long long>(rep.inodes()),
          static_cast<unsigned long long>(rep.extents()),
          static_cast<unsigned long long>(rep.orphans()));
-  for (const std::string& p : rep.problems()) printf("PROBLEM: %s\n", p.c_str());
+  for (const std::string& p : rep.problems())
+    printf("PROBLEM: %s\n", p.c_str());
   printf("%s\n", rep.problems_size() == 0 ? "clean" : "NOT CLEAN");
   return rep.problems_size() == 0 ? 0 : 1;
 }
@@ -365,14 +373,15 @@ int Inject(Cluster& cl, const std::vector<std::string>& args) {
 }
 
 void Usage() {
-  fprintf(stderr,
-          "usage: rangefs up [--dir DIR] [--nodes N] [--data-servers M] "
-          "[--lockd-shards K] [--detach]\n"
-          "       rangefs down [--dir DIR]\n"
-          "       rangefs status | fsck            [--cluster CONF]\n"
-          "       rangefs locks [PATH | --ino N]   [--cluster CONF]\n"
-          "       rangefs extents PATH             [--cluster CONF]\n"
-          "       rangefs inject POINT=DELAY_MS[:ERROR[:COUNT]]... | --clear\n");
+  fprintf(
+      stderr,
+      "usage: rangefs up [--dir DIR] [--nodes N] [--data-servers M] "
+      "[--lockd-shards K] [--detach]\n"
+      "       rangefs down [--dir DIR]\n"
+      "       rangefs status | fsck            [--cluster CONF]\n"
+      "       rangefs locks [PATH | --ino N]   [--cluster CONF]\n"
+      "       rangefs extents PATH             [--cluster CONF]\n"
+      "       rangefs inject POINT=DELAY_MS[:ERROR[:COUNT]]... | --clear\n");
 }
 
 int Main(int argc, char** argv) {

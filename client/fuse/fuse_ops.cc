@@ -102,9 +102,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   ReplyEntry(req, C(req).Lookup(parent, name));
 }
 
-void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) {
-  fuse_reply_none(req);
-}
+void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   absl::StatusOr<Attr> a = C(req).GetAttr(ino);
@@ -169,8 +167,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_readlink(req, t->c_str());
 }
 
-void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name,
-              mode_t mode, dev_t rdev) {
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              dev_t rdev) {
   ReplyEntry(req, C(req).Mknod(parent, name, mode, rdev, CredsOf(req)));
 }
 
@@ -218,8 +216,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) == -ENOENT) (void)C(req).Close(*fh);
 }
 
-void op_create(fuse_req_t req, fuse_ino_t parent, const char* name,
-               mode_t mode, fuse_file_info* fi) {
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
   absl::StatusOr<std::pair<Attr, uint64_t>> r =
       C(req).Create(parent, name, mode, fi->flags, CredsOf(req));
   if (!r.ok()) {
@@ -329,15 +327,14 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         p = ToEntry(e.attr);
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
-                                 e.name.c_str(), &p,
-                                 static_cast<off_t>(i + 1));
+                                 e.name.c_str(), &p, static_cast<off_t>(i + 1));
     } else {
       struct stat st;
       memset(&st, 0, sizeof(st));
       st.st_ino = e.ino;
       st.st_mode = e.type;
-      n = fuse_add_direntry(req, buf.data() + used, size - used,
-                            e.name.c_str(), &st, static_cast<off_t>(i + 1));
+      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(),
+                            &st, static_cast<off_t>(i + 1));
     }
     if (n > size - used) break;
     used += n;

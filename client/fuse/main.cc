@@ -86,10 +86,10 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   absl::StatusOr<std::unique_ptr<client::Client>> c =
       client::Client::Connect(config, co);
   if (!c.ok()) {
-    Report(report_fd, "cannot reach the cluster: " +
-                          std::string(c.status().message()) +
-                          " (is `scripts/up` running, and is the "
-                          "configuration right?)");
+    Report(report_fd,
+           "cannot reach the cluster: " + std::string(c.status().message()) +
+               " (is `scripts/up` running, and is the "
+               "configuration right?)");
     return 1;
   }
   Mount mount{c->get()};
@@ -159,7 +159,8 @@ int Main(int argc, char** argv) {
   absl::StatusOr<ClusterConfig> config = LoadClusterConfig(pos.cluster);
   if (!config.ok()) {
     fprintf(stderr, "rangefs-fuse: cluster configuration %s: %s\n",
-            pos.cluster.c_str(), std::string(config.status().message()).c_str());
+            pos.cluster.c_str(),
+            std::string(config.status().message()).c_str());
     return 2;
   }
   if (access("/dev/fuse", R_OK | W_OK) != 0) {

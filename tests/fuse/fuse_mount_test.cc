@@ -41,8 +41,8 @@ bool WriteFile(const std::string& path, const std::string& data,
                int flags = O_WRONLY | O_CREAT | O_TRUNC) {
   int fd = open(path.c_str(), flags, 0644);
   if (fd < 0) return false;
-  bool ok = write(fd, data.data(), data.size()) ==
-            static_cast<ssize_t>(data.size());
+  bool ok =
+      write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
   return close(fd) == 0 && ok;
 }
 
@@ -65,14 +65,14 @@ class FuseMountTest : public ::testing::Test {
     mkdir(mnt_[i].c_str(), 0755);
     daemons_[i] = std::make_unique<testing::Subprocess>();
     ASSERT_TRUE(daemons_[i]->Start(
-        {testing::BinDir() + "/client/rangefs-fuse", conf_, mnt_[i], "-f",
-         "-o", "node=node" + std::to_string(i) + ",default_permissions"},
+        {testing::BinDir() + "/client/rangefs-fuse", conf_, mnt_[i], "-f", "-o",
+         "node=node" + std::to_string(i) + ",default_permissions"},
         cluster_->dir() + "/node" + std::to_string(i) + ".log"));
     for (int t = 0; t < 200 && !Mounted(mnt_[i]); ++t) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ASSERT_TRUE(Mounted(mnt_[i])) << cluster_->LogTail("node" +
-                                                       std::to_string(i));
+    ASSERT_TRUE(Mounted(mnt_[i]))
+        << cluster_->LogTail("node" + std::to_string(i));
   }
 
   // SIGTERM: the daemon writes back, unmounts and exits.
@@ -169,9 +169,9 @@ TEST_F(FuseMountTest, DirectIoFallocateAndSeekWork) {
   ASSERT_GE(fd, 0);
   EXPECT_EQ(lseek(fd, 0, SEEK_DATA), 65536);
   EXPECT_EQ(lseek(fd, 65536, SEEK_HOLE), 65536 + 8192);
-  EXPECT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 65536,
-                      4096),
-            0);
+  EXPECT_EQ(
+      fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 65536, 4096),
+      0);
   close(fd);
   all = ReadFile(P(0, "dio"));
   EXPECT_EQ(all.substr(65536, 4096), std::string(4096, '\0'));
