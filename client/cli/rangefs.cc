@@ -34,6 +34,12 @@
 #include "rpc/channel.h"
 #include "rpc/convert.h"
 
+// CMake defines it; a bare compile (scripts/check-thread-safety.sh) does
+// not.
+#ifndef RANGEFS_SOURCE_DIR
+#define RANGEFS_SOURCE_DIR "."
+#endif
+
 namespace rangefs::cli {
 namespace {
 
@@ -144,6 +150,17 @@ std::string RangeText(const proto::Range& r) {
   return "[" + std::to_string(r.start()) + ", " + end + ")";
 }
 
+// lockd's lock table and sessions (ino 0: every inode).
+grpc::Status Dump(const std::string& addr, uint64_t ino,
+                  proto::DumpReply* rep) {
+  auto stub = proto::LockService::NewStub(rpc::MakeChannel(addr));
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  proto::DumpRequest req;
+  req.set_ino(ino);
+  return stub->Dump(&ctx, req, rep);
+}
+
 int Status(Cluster& cl) {
   int bad = 0;
   {
@@ -195,13 +212,9 @@ int Status(Cluster& cl) {
   }
   for (size_t i = 0; i < cl.config.lockd.size(); ++i) {
     const std::string& addr = cl.config.lockd[i];
-    auto stub = proto::LockService::NewStub(rpc::MakeChannel(addr));
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
-    proto::DumpRequest req;
-    req.set_ino(~0ull);  // No inode has this number: sessions only.
     proto::DumpReply rep;
-    grpc::Status s = stub->Dump(&ctx, req, &rep);
+    // No inode has number 2^64-1: sessions only.
+    grpc::Status s = Dump(addr, ~0ull, &rep);
     if (!s.ok()) {
       printf("lockd %zu %-21s DOWN (%s)\n", i, addr.c_str(),
              s.error_message().c_str());
@@ -226,13 +239,8 @@ int Status(Cluster& cl) {
 int Locks(Cluster& cl, uint64_t ino) {
   for (size_t i = 0; i < cl.config.lockd.size(); ++i) {
     const std::string& addr = cl.config.lockd[i];
-    auto stub = proto::LockService::NewStub(rpc::MakeChannel(addr));
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
-    proto::DumpRequest req;
-    req.set_ino(ino);
     proto::DumpReply rep;
-    grpc::Status s = stub->Dump(&ctx, req, &rep);
+    grpc::Status s = Dump(addr, ino, &rep);
     if (!s.ok()) Fail(Unreachable("lockd shard " + std::to_string(i), addr, s));
     for (const proto::LockEntry& l : rep.locks()) {
       printf(
