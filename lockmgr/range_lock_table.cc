@@ -280,6 +280,28 @@ ByteRange RangeLockTable::ExpandedRange(const Resource& r,
   return ByteRange{lo, hi};
 }
 
+// The owner's locks of the same mode inside the new lock's range add
+// nothing: they go, so a node that keeps asking for growing ranges (a
+// sequential reader whose grants expand) holds one lock, not one per
+// request. Locks with a callback demand outstanding stay (their demand is
+// tracked per lock).
+void RangeLockTable::AbsorbCovered(Resource& r, const Lock& l) {
+  auto it = r.by_owner.find(l.owner);
+  if (it == r.by_owner.end()) return;
+  std::vector<uint64_t> covered;
+  it->second.ForEachOverlap(l.range.start, l.range.end,
+                            [&](const IntervalSet::Entry& e) {
+                              const Lock& old = *r.locks.at(e.id);
+                              if (old.mode == l.mode && !old.cb_pending &&
+                                  l.range.Contains(old.range)) {
+                                covered.push_back(e.id);
+                              }
+                              return true;
+                            });
+  for (uint64_t id : covered) EraseLock(r, id);
+  stats_.absorbed += covered.size();
+}
+
 Grant RangeLockTable::GrantRequest(Resource& r, const LockRequest& req,
                                    uint64_t ticket, Collector& out) {
   ByteRange range = ExpandedRange(r, req, ticket);
@@ -293,6 +315,7 @@ Grant RangeLockTable::GrantRequest(Resource& r, const LockRequest& req,
   lock->range = range;
   lock->since_ns = NowNs();
   Lock& l = *lock;
+  AbsorbCovered(r, l);
   InsertLock(r, std::move(lock));
   ++stats_.grants;
 

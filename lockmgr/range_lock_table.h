@@ -117,6 +117,7 @@ struct LockTableStats {
   uint64_t callbacks = 0;
   uint64_t deadlocks = 0;
   uint64_t would_block = 0;
+  uint64_t absorbed = 0;  // Locks absorbed by a covering grant of their owner.
 };
 
 class RangeLockTable {
@@ -183,6 +184,8 @@ class RangeLockTable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   ByteRange ExpandedRange(const Resource& r, const LockRequest& req,
                           uint64_t ticket) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbsorbCovered(Resource& r, const Lock& l)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OwnerBlocks(const Resource& r, const Owner& owner,
                    const LockRequest& req) const

@@ -56,6 +56,28 @@ class RangeLockTableTest : public ::testing::Test {
   RangeLockTable table_;
 };
 
+// A sequential reader asks for growing ranges next to a writer's lock; each
+// grant covers the owner's earlier ones, which must not pile up (seen with
+// `rangefs locks`: one DATA SH entry per read of a node).
+TEST_F(RangeLockTableTest, CoveringGrantAbsorbsTheOwnersLocksInside) {
+  MustAcquire(Req(kA, SH, 0, 100));
+  MustAcquire(Req(kA, SH, 100, 200));
+  MustAcquire(Req(kB, SH, 50, 150));
+  MustAcquire(Req(kA, SH, 0, 300));
+  std::vector<LockInfo> a;
+  for (const LockInfo& i : Granted()) {
+    if (i.owner == kA) a.push_back(i);
+  }
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].range, (ByteRange{0, 300}));
+  EXPECT_EQ(table_.Stats().absorbed, 2u);
+  // Another owner's locks are untouched; releasing part of A's range
+  // splits the one lock as before.
+  EXPECT_EQ(Granted().size(), 2u);
+  MustReduce(kA, 100, 200, UN);
+  EXPECT_EQ(Granted().size(), 3u);
+}
+
 TEST_F(RangeLockTableTest, UncontendedRequestExpandsToWholeSpace) {
   AcquireResult r = MustAcquire(Req(kA, EX, 4096, 8192, /*exact=*/false));
   ASSERT_TRUE(r.granted);
