@@ -476,6 +476,16 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Create(
 
 absl::Status Client::Close(uint64_t fh) { return impl_->Close(fh); }
 
+absl::Status Client::CheckError(uint64_t fh) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  absl::MutexLock lock(&h->inode->mu);
+  if (h->inode->lost != h->lost_seen) {
+    return MakeError(Errc::kIoError, "dirty data of this file was lost", EIO);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<size_t> Client::Read(uint64_t fh, void* buf, size_t len,
                                     uint64_t offset) {
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);

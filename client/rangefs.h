@@ -185,6 +185,9 @@ class Client {
                                                    const Creds& creds);
   // Releases the handle; reports a deferred write-back error (EIO).
   absl::Status Close(uint64_t fh);
+  // EIO if dirty data of the handle's file was lost since it was opened
+  // (what close(2) reports through FUSE's flush); changes nothing.
+  absl::Status CheckError(uint64_t fh);
   absl::StatusOr<size_t> Read(uint64_t fh, void* buf, size_t len,
                               uint64_t offset);
   // With O_APPEND the offset is ignored: the data goes at the end.

@@ -254,8 +254,10 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size,
   fuse_reply_write(req, *n);
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-  fuse_reply_err(req, 0);
+// close(2): data is written back at the node's last close (release) or by
+// the lock protocol; what close must report is data already lost.
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  ReplyStatus(req, C(req).CheckError(fi->fh));
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {

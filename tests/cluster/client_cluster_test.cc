@@ -336,6 +336,7 @@ TEST_F(ClientClusterTest, EvictedNodeReportsEioUntilReopenedAndWritesNothing) {
   EXPECT_EQ(ErrnoOf(a->Fsync(fa, false)), EIO);
   std::string buf(kPage, '\0');
   EXPECT_EQ(ErrnoOf(a->Read(fa, buf.data(), kPage, 0).status()), EIO);
+  EXPECT_EQ(ErrnoOf(a->CheckError(fa)), EIO);
   EXPECT_EQ(ErrnoOf(a->Close(fa)), EIO);
   uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
   EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, kPage), Fill('1', kPage)));
