@@ -564,6 +564,79 @@ absl::StatusOr<uint64_t> Client::OpenPath(const std::string& path, int flags,
   return impl_->Open(a->ino, flags);
 }
 
+namespace {
+
+constexpr uint64_t kFlockStart = 1ull << 63;  // flock's own range space.
+
+LockMode ModeOf(Client::LockType t) {
+  switch (t) {
+    case Client::LockType::kRead:
+      return LockMode::kSh;
+    case Client::LockType::kWrite:
+      return LockMode::kEx;
+    default:
+      return LockMode::kUn;
+  }
+}
+
+absl::Status PosixErrno(const absl::Status& s) {
+  switch (ErrcOf(s)) {
+    case Errc::kOk:
+      return s;
+    case Errc::kWouldBlock:
+      return MakeError(Errc::kWouldBlock, s.message(), EAGAIN);
+    case Errc::kDeadlock:
+      return MakeError(Errc::kDeadlock, s.message(), EDEADLK);
+    default:
+      return s;
+  }
+}
+
+}  // namespace
+
+absl::Status Client::SetLock(uint64_t ino, uint64_t start, uint64_t end,
+                             LockType type, uint64_t owner, bool wait,
+                             bool flock) {
+  ByteRange range = flock ? ByteRange{kFlockStart, kInfinity}
+                          : ByteRange{start, std::min(end, kFlockStart)};
+  if (range.start >= range.end) {
+    return MakeError(Errc::kInvalidArgument, "empty lock range", EINVAL);
+  }
+  return PosixErrno(
+      impl_->locks().PosixLock(ino, range, ModeOf(type), owner, wait));
+}
+
+absl::StatusOr<std::optional<Client::LockConflict>> Client::GetLock(
+    uint64_t ino, uint64_t start, uint64_t end, LockType type, uint64_t owner) {
+  ByteRange range{start, std::min(end, kFlockStart)};
+  if (range.start >= range.end) {
+    return MakeError(Errc::kInvalidArgument, "empty lock range", EINVAL);
+  }
+  auto c = impl_->locks().TestPosix(ino, range, ModeOf(type), owner);
+  if (!c.ok()) return c.status();
+  if (!c->has_value()) return std::optional<LockConflict>();
+  const auto& v = **c;
+  return std::optional<LockConflict>(LockConflict{
+      v.range.start, v.range.end,
+      v.mode == LockMode::kEx ? LockType::kWrite : LockType::kRead});
+}
+
+void Client::CancelLockWait(uint64_t ino, uint64_t owner) {
+  impl_->locks().CancelPosix(ino, owner);
+}
+
+void Client::CancelAllLockWaits() { impl_->locks().CancelAllPosix(); }
+
+void Client::ReleaseLocks(uint64_t ino, uint64_t owner, bool flock) {
+  impl_->locks().CancelPosix(ino, owner);
+  (void)impl_->locks().PosixLock(ino, {0, kFlockStart}, LockMode::kUn, owner,
+                                 false);
+  if (flock) {
+    (void)impl_->locks().PosixLock(ino, {kFlockStart, kInfinity}, LockMode::kUn,
+                                   owner, false);
+  }
+}
+
 ClientStats Client::Stats() { return impl_->Stats(); }
 uint64_t Client::session_id() { return impl_->session_id(); }
 

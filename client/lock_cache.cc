@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "rpc/channel.h"
 #include "rpc/convert.h"
 
 namespace rangefs::client {
@@ -333,6 +334,28 @@ void LockCache::OnMessage(uint32_t, uint64_t session,
       ResourceId res{g.resource().ino(),
                      static_cast<LockKind>(g.resource().kind())};
       auto it = pending_.find(g.request_id());
+      if (res.kind == LockKind::kPosix) {
+        auto cx = cancelled_posix_.find(g.request_id());
+        if (cx != cancelled_posix_.end()) {
+          // Granted before lockd saw our cancel: nobody wants it.
+          SendPosixRelease(cx->second.first, cx->second.second,
+                           rpc::FromProto(g.range()));
+          cancelled_posix_.erase(cx);
+          return;
+        }
+        // Not cached: tracked per owner for replay, nothing else.
+        if (it != pending_.end()) {
+          SetCover(posix_[{res, it->second.posix_owner}],
+                   rpc::FromProto(g.range()), static_cast<LockMode>(g.mode()));
+          if (it->second.replay) {
+            pending_.erase(it);
+          } else {
+            it->second.done = true;
+            it->second.status = absl::OkStatus();
+          }
+        }
+        return;
+      }
       Resource& r = resources_[res];
       SetCover(r, rpc::FromProto(g.range()), static_cast<LockMode>(g.mode()));
       r.granted_ns = NowNs();
@@ -350,7 +373,13 @@ void LockCache::OnMessage(uint32_t, uint64_t session,
       auto it = pending_.find(m.deny().request_id());
       if (it != pending_.end()) {
         absl::Status st = rpc::FromProto(m.deny().error());
-        if (it->second.replay) {
+        if (it->second.replay && it->second.resource.kind == LockKind::kPosix) {
+          ReduceCover(posix_[{it->second.resource, it->second.posix_owner}],
+                      it->second.range, LockMode::kUn);
+          RANGEFS_LOG(ERROR) << "a record lock was not re-established after "
+                             << "a lockd restart";
+          pending_.erase(it);
+        } else if (it->second.replay) {
           // lockd would not re-establish a lock we held: it is lost.
           Resource& r = resources_[it->second.resource];
           ReduceCover(r, it->second.range, LockMode::kUn);
@@ -496,6 +525,25 @@ void LockCache::OnReconnected(uint32_t shard, uint64_t session, bool in_grace) {
       ++stats_.replays;
     }
   }
+  for (const auto& [key, r] : posix_) {
+    const ResourceId& res = key.first;
+    if (ShardOf(res.ino, static_cast<uint8_t>(res.kind), clients_.size()) !=
+        shard) {
+      continue;
+    }
+    for (const auto& [start, p] : r.cover) {
+      uint64_t id = next_request_++;
+      Pending& pd = pending_[id];
+      pd.resource = res;
+      pd.range = ByteRange{start, p.end};
+      pd.mode = p.mode;
+      pd.replay = true;
+      pd.posix_owner = key.second;
+      clients_[shard]->Send(PosixAcquire(id, res, pd.range, p.mode, key.second,
+                                         /*try_only=*/false, /*replay=*/true));
+      ++stats_.replays;
+    }
+  }
 }
 
 void LockCache::OnEvicted(uint32_t shard, uint64_t session,
@@ -518,6 +566,10 @@ void LockCache::LoseSession(const std::string& reason) {
     absl::MutexLock lock(&mu_);
     ++stats_.sessions_lost;
     ++incarnation_;
+    // Record locks die with the session (like NFS locks after a lease
+    // loss); their owners are not told.
+    posix_.clear();
+    cancelled_posix_.clear();
     for (auto& [res, r] : resources_) {
       for (const auto& [start, p] : r.cover) {
         lost.emplace_back(res, ByteRange{start, p.end});
@@ -623,6 +675,153 @@ void LockCache::Stop() {
   for (auto& c : clients) c->Stop(/*goodbye=*/true);
   clients.clear();
   workers_.reset();
+}
+
+proto::NodeMessage LockCache::PosixAcquire(uint64_t id, const ResourceId& res,
+                                           const ByteRange& range,
+                                           LockMode mode, uint64_t owner,
+                                           bool try_only, bool replay) {
+  proto::NodeMessage m;
+  proto::AcquireRequest* a = m.mutable_acquire();
+  a->set_request_id(id);
+  *a->mutable_resource() = ToProto(res);
+  a->mutable_owner()->set_session_id(session_id_);
+  a->mutable_owner()->set_task(owner);
+  a->set_mode(static_cast<proto::LockMode>(mode));
+  a->mutable_range()->set_start(range.start);
+  a->mutable_range()->set_end(range.end);
+  a->set_exact(true);
+  // Replaces what the owner holds in the range (upgrade or downgrade).
+  a->set_convert(!replay);
+  a->set_try_only(try_only);
+  a->set_replay(replay);
+  return m;
+}
+
+absl::Status LockCache::PosixLock(uint64_t ino, const ByteRange& range,
+                                  LockMode mode, uint64_t owner, bool wait) {
+  if (absl::Status s = ValidateRange(range); !s.ok()) return s;
+  const ResourceId res{ino, LockKind::kPosix};
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    if (stopping_) return MakeError(Errc::kUnavailable, "lock cache stopped");
+    if (clients_.empty()) {
+      return MakeError(Errc::kUnavailable, "lock cache not started");
+    }
+    LockClient* c = ClientFor(res);
+    if (mode == LockMode::kUn) {
+      auto it = posix_.find({res, owner});
+      if (it == posix_.end()) return absl::OkStatus();
+      ReduceCover(it->second, range, LockMode::kUn);
+      if (it->second.cover.empty()) posix_.erase(it);
+      SendPosixRelease(res, owner, range);
+      return absl::OkStatus();
+    }
+    if (!c->connected()) {
+      NapLocked(&mu_, &stopping_, absl::Milliseconds(50));
+      continue;
+    }
+    uint64_t id = next_request_++;
+    Pending& p = pending_[id];
+    p.resource = res;
+    p.range = range;
+    p.mode = mode;
+    p.posix_owner = owner;
+    c->Send(PosixAcquire(id, res, range, mode, owner, !wait, false));
+    auto done = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      auto it = pending_.find(id);
+      return stopping_ || it == pending_.end() || it->second.done;
+    };
+    mu_.Await(absl::Condition(&done));
+    auto it = pending_.find(id);
+    if (it == pending_.end() || !it->second.done) {
+      return MakeError(Errc::kUnavailable, "lock cache stopped");
+    }
+    absl::Status st = it->second.status;
+    pending_.erase(it);
+    if (ErrcOf(st) == Errc::kGrace) {
+      NapLocked(&mu_, &stopping_, absl::Milliseconds(100));
+      continue;  // lockd restarted: ask again once its grace is over.
+    }
+    return st;
+  }
+}
+
+void LockCache::SendPosixRelease(const ResourceId& res, uint64_t owner,
+                                 const ByteRange& range) {
+  if (clients_.empty()) return;
+  proto::NodeMessage m;
+  proto::ReleaseRequest* rel = m.mutable_release();
+  *rel->mutable_resource() = ToProto(res);
+  rel->mutable_owner()->set_session_id(session_id_);
+  rel->mutable_owner()->set_task(owner);
+  rel->mutable_range()->set_start(range.start);
+  rel->mutable_range()->set_end(range.end);
+  rel->set_new_mode(proto::UN);
+  ClientFor(res)->Send(m);
+}
+
+void LockCache::CancelPosix(uint64_t ino, uint64_t owner) {
+  CancelPosixWhere([&](const Pending& p) {
+    return p.resource == ResourceId{ino, LockKind::kPosix} &&
+           p.posix_owner == owner;
+  });
+}
+
+void LockCache::CancelAllPosix() {
+  CancelPosixWhere(
+      [](const Pending& p) { return p.resource.kind == LockKind::kPosix; });
+}
+
+void LockCache::CancelPosixWhere(
+    const std::function<bool(const Pending&)>& which) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, p] : pending_) {
+    if (p.resource.kind == LockKind::kPosix && which(p) && !p.done &&
+        !p.replay) {
+      const ResourceId res = p.resource;
+      proto::NodeMessage m;
+      m.mutable_cancel()->set_request_id(id);
+      if (!clients_.empty()) ClientFor(res)->Send(m);
+      cancelled_posix_[id] = {res, p.posix_owner};
+      p.done = true;
+      p.status =
+          MakeError(Errc::kTimedOut, "record lock request cancelled", EINTR);
+    }
+  }
+}
+
+absl::StatusOr<std::optional<LockCache::PosixConflict>> LockCache::TestPosix(
+    uint64_t ino, const ByteRange& range, LockMode mode, uint64_t owner) {
+  const ResourceId res{ino, LockKind::kPosix};
+  uint64_t session = session_id_.load();
+  std::string address = config_.lockd[ShardOf(
+      ino, static_cast<uint8_t>(LockKind::kPosix), config_.lockd.size())];
+  auto stub = proto::LockService::NewStub(rpc::MakeChannel(address));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  proto::DumpRequest req;
+  req.set_ino(ino);
+  proto::DumpReply rep;
+  grpc::Status s = stub->Dump(&ctx, req, &rep);
+  if (!s.ok()) {
+    return MakeError(Errc::kUnavailable,
+                     "lock manager not reachable at " + address);
+  }
+  for (const proto::LockEntry& e : rep.locks()) {
+    if (e.waiting() || e.resource().kind() != proto::POSIX) continue;
+    if (e.owner().session_id() == session && e.owner().task() == owner) {
+      continue;
+    }
+    ByteRange r = rpc::FromProto(e.range());
+    LockMode m = static_cast<LockMode>(e.mode());
+    if (r.Overlaps(range) && !lockmgr::Compatible(m, mode)) {
+      return std::optional<PosixConflict>(
+          PosixConflict{r, m, e.owner().session_id(), e.owner().task()});
+    }
+  }
+  (void)res;
+  return std::optional<PosixConflict>();
 }
 
 bool LockCache::Covered(const ResourceId& res, const ByteRange& range,

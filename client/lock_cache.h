@@ -35,8 +35,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -131,6 +133,34 @@ class LockCache : public LockClientListener {
                                  uint64_t timeout_ms = 0);
   void Unlock(const LocalLock& lock);
 
+  // POSIX record locks (fcntl, flock) of local lock owner `owner` on
+  // resource (ino, POSIX): held at lockd by (session, owner), never cached
+  // and never called back (lockd sends no callbacks for them: a waiter
+  // waits until the holder unlocks or its node is evicted). SH/EX replace
+  // the owner's locks in `range` (upgrade, downgrade, split); UN unlocks.
+  // wait=false: WOULD_BLOCK if another owner conflicts. DEADLOCK when
+  // waiting would close a cycle; INTERRUPTED-style CANCELLED (kTimedOut)
+  // if CancelPosix ran for the owner meanwhile.
+  absl::Status PosixLock(uint64_t ino, const ByteRange& range, LockMode mode,
+                         uint64_t owner, bool wait);
+  // Makes the owner's queued PosixLock calls on `ino` give up (the owner's
+  // process is gone: its file was closed).
+  void CancelPosix(uint64_t ino, uint64_t owner);
+  // Every queued PosixLock call gives up (the mount is going away).
+  void CancelAllPosix();
+  struct PosixConflict {
+    ByteRange range;
+    LockMode mode = LockMode::kUn;
+    uint64_t session = 0;
+    uint64_t owner = 0;
+  };
+  // A lock of another owner that conflicts with `mode` on `range`
+  // (F_GETLK), asked from lockd; nullopt if none.
+  absl::StatusOr<std::optional<PosixConflict>> TestPosix(uint64_t ino,
+                                                         const ByteRange& range,
+                                                         LockMode mode,
+                                                         uint64_t owner);
+
   // The session id this node uses now (it changes after an eviction).
   uint64_t session_id() const { return session_id_.load(); }
   // Bumped each time the session is lost; I/O paths compare it.
@@ -175,6 +205,7 @@ class LockCache : public LockClientListener {
     bool done = false;
     bool replay = false;
     absl::Status status;
+    uint64_t posix_owner = 0;  // For POSIX resources: the lock owner.
   };
 
   static bool Covers(const Resource& r, const ByteRange& range, LockMode mode);
@@ -183,6 +214,11 @@ class LockCache : public LockClientListener {
   void ReduceCover(Resource& r, const ByteRange& range, LockMode keep)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   LockClient* ClientFor(const ResourceId& res)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelPosixWhere(const std::function<bool(const Pending&)>& which);
+  proto::NodeMessage PosixAcquire(uint64_t id, const ResourceId& res,
+                                  const ByteRange& range, LockMode mode,
+                                  uint64_t owner, bool try_only, bool replay)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status EnsureCovered(const ResourceId& res, const ByteRange& range,
@@ -213,6 +249,18 @@ class LockCache : public LockClientListener {
   std::vector<std::unique_ptr<LockClient>> clients_ ABSL_GUARDED_BY(mu_);
   std::map<ResourceId, Resource> resources_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);  // By request id.
+  // POSIX locks held at lockd, per (resource, owner), for replay after a
+  // lockd restart.
+  std::map<std::pair<ResourceId, uint64_t>, Resource> posix_
+      ABSL_GUARDED_BY(mu_);
+  // Record lock requests given up by their caller: a grant that raced
+  // with the cancel is given back at once. By request id: (resource,
+  // owner).
+  std::map<uint64_t, std::pair<ResourceId, uint64_t>> cancelled_posix_
+      ABSL_GUARDED_BY(mu_);
+  void SendPosixRelease(const ResourceId& res, uint64_t owner,
+                        const ByteRange& range)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::set<uint64_t> local_granted_ ABSL_GUARDED_BY(mu_);
   std::map<LockKind, LockHooks*> hooks_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;

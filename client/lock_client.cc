@@ -12,7 +12,7 @@ namespace rangefs::client {
 
 namespace {
 // How long a finished stream reactor is kept before it is freed.
-constexpr absl::Duration kStreamGrace = absl::Milliseconds(500);
+constexpr absl::Duration kStreamGrace = absl::Milliseconds(200);
 }  // namespace
 
 // One Session stream. Deletes itself after OnDone, having told the client

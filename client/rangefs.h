@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -200,6 +201,34 @@ class Client {
   absl::StatusOr<uint64_t> Seek(uint64_t fh, uint64_t offset, int whence);
   absl::StatusOr<Attr> FileAttr(uint64_t fh);
   uint64_t InoOf(uint64_t fh);
+
+  // ---- record locks (fcntl and flock), cluster-wide through lockd. An
+  // owner is what the kernel calls the lock owner (FUSE's lock_owner).
+  // fcntl ranges are [start, end) below 2^63 (end kInfinity: to EOF and
+  // beyond); flock locks the whole file in a space of its own.
+  enum class LockType { kRead, kWrite, kUnlock };
+  struct LockConflict {
+    uint64_t start = 0, end = 0;
+    LockType type = LockType::kUnlock;
+  };
+  // wait=false: EAGAIN if another owner holds a conflicting lock; EDEADLK
+  // if waiting would deadlock; EINTR if ReleaseLocks cancelled the wait.
+  absl::Status SetLock(uint64_t ino, uint64_t start, uint64_t end,
+                       LockType type, uint64_t owner, bool wait, bool flock);
+  // F_GETLK: a conflicting lock of another owner, if any.
+  absl::StatusOr<std::optional<LockConflict>> GetLock(uint64_t ino,
+                                                      uint64_t start,
+                                                      uint64_t end,
+                                                      LockType type,
+                                                      uint64_t owner);
+  // Makes the owner's waiting SetLock calls on `ino` return EINTR (its
+  // process got a signal).
+  void CancelLockWait(uint64_t ino, uint64_t owner);
+  // Every waiting SetLock returns EINTR (the mount is going away).
+  void CancelAllLockWaits();
+  // The owner closed the file: drop its fcntl locks on `ino` (and with
+  // `flock` its flock) and cancel its waits.
+  void ReleaseLocks(uint64_t ino, uint64_t owner, bool flock);
 
   // ---- path helpers ("/a/b" from the root; no symlinks followed).
   absl::StatusOr<Attr> Resolve(const std::string& path);

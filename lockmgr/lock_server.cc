@@ -306,6 +306,9 @@ void LockServer::Deliver(const Effects& e) {
     SendTo(session, GrantMessage(g, g.tag));
   }
   for (const Callback& cb : e.callbacks) {
+    // Record locks (fcntl, flock) are held as long as their owner wants:
+    // no callback, no deadline, no eviction; waiters wait.
+    if (cb.resource.kind == LockKind::kPosix) continue;
     PendingCallback p;
     p.id = next_callback_id_++;
     p.cb = cb;

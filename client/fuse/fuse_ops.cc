@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/range.h"
 #include "common/status.h"
 
 namespace rangefs::fuse {
@@ -93,6 +95,9 @@ client::Timespec FromTimespec(const struct timespec& t) {
 
 void op_init(void*, fuse_conn_info* conn) {
   conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  // Record locks are cluster-wide (lockd), not per mount.
+  if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
+  if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   conn->max_write = 1 << 20;
@@ -255,12 +260,15 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size,
 }
 
 // close(2): data is written back at the node's last close (release) or by
-// the lock protocol; what close must report is data already lost.
-void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+// the lock protocol; what close must report is data already lost. A close
+// also drops the closing process's fcntl locks on the file (POSIX).
+void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  C(req).ReleaseLocks(ino, fi->lock_owner, /*flock=*/false);
   ReplyStatus(req, C(req).CheckError(fi->fh));
 }
 
-void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (fi->flock_release) C(req).ReleaseLocks(ino, fi->lock_owner, true);
   (void)C(req).Close(fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -450,6 +458,84 @@ void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence,
   fuse_reply_lseek(req, static_cast<off_t>(*r));
 }
 
+// ---- record locks
+
+uint64_t LockEnd(const struct flock& l) {
+  return l.l_len == 0 ? kInfinity
+                      : static_cast<uint64_t>(l.l_start) +
+                            static_cast<uint64_t>(l.l_len);
+}
+
+Client::LockType TypeOf(short t) {
+  return t == F_RDLCK   ? Client::LockType::kRead
+         : t == F_WRLCK ? Client::LockType::kWrite
+                        : Client::LockType::kUnlock;
+}
+
+void op_getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
+              struct flock* lock) {
+  if (lock->l_start < 0 || lock->l_len < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  auto c = C(req).GetLock(ino, static_cast<uint64_t>(lock->l_start),
+                          LockEnd(*lock), TypeOf(lock->l_type), fi->lock_owner);
+  if (!c.ok()) {
+    fuse_reply_err(req, Err(c.status()));
+    return;
+  }
+  if (!c->has_value()) {
+    lock->l_type = F_UNLCK;
+  } else {
+    const Client::LockConflict& v = **c;
+    lock->l_type = v.type == Client::LockType::kWrite ? F_WRLCK : F_RDLCK;
+    lock->l_whence = SEEK_SET;
+    lock->l_start = static_cast<off_t>(v.start);
+    lock->l_len =
+        v.end >= (1ull << 63) ? 0 : static_cast<off_t>(v.end - v.start);
+    lock->l_pid = 0;  // Held by a process of another node (or owner).
+  }
+  fuse_reply_lock(req, lock);
+}
+
+// A waiting lock request whose process got a signal: make the wait give up.
+struct LockWait {
+  Client* client;
+  fuse_ino_t ino;
+  uint64_t owner;
+};
+
+void InterruptLockWait(fuse_req_t, void* data) {
+  auto* w = static_cast<LockWait*>(data);
+  w->client->CancelLockWait(w->ino, w->owner);
+}
+
+void SetLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t start,
+             uint64_t end, Client::LockType type, bool wait, bool flock) {
+  LockWait w{&C(req), ino, owner};
+  if (wait) fuse_req_interrupt_func(req, InterruptLockWait, &w);
+  absl::Status s = C(req).SetLock(ino, start, end, type, owner, wait, flock);
+  if (wait) fuse_req_interrupt_func(req, nullptr, nullptr);
+  ReplyStatus(req, s);
+}
+
+void op_setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
+              struct flock* lock, int sleep) {
+  if (lock->l_start < 0 || lock->l_len < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  SetLock(req, ino, fi->lock_owner, static_cast<uint64_t>(lock->l_start),
+          LockEnd(*lock), TypeOf(lock->l_type), sleep != 0, false);
+}
+
+void op_flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  Client::LockType type = (op & LOCK_SH)   ? Client::LockType::kRead
+                          : (op & LOCK_EX) ? Client::LockType::kWrite
+                                           : Client::LockType::kUnlock;
+  SetLock(req, ino, fi->lock_owner, 0, kInfinity, type, !(op & LOCK_NB), true);
+}
+
 fuse_lowlevel_ops MakeOps() {
   fuse_lowlevel_ops ops;
   memset(&ops, 0, sizeof(ops));
@@ -484,6 +570,9 @@ fuse_lowlevel_ops MakeOps() {
   ops.removexattr = op_removexattr;
   ops.fallocate = op_fallocate;
   ops.lseek = op_lseek;
+  ops.getlk = op_getlk;
+  ops.setlk = op_setlk;
+  ops.flock = op_flock;
   return ops;
 }
 

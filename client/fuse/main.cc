@@ -14,10 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "client/fuse/fuse_ops.h"
 #include "client/rangefs.h"
@@ -114,6 +117,15 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   RANGEFS_LOG(INFO) << "mounted on " << cmd.mountpoint << " as node "
                     << co.node_name << ", session " << (*c)->session_id();
   Report(report_fd, "");
+  // Once the session ends (signal, unmount), a worker blocked in a record
+  // lock wait must give up, or the loop would wait for it forever.
+  std::atomic<bool> looping{true};
+  std::thread watchdog([&] {
+    while (looping && !fuse_session_exited(se)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    (*c)->CancelAllLockWaits();
+  });
   int ret;
   if (cmd.singlethread) {
     ret = fuse_session_loop(se);
@@ -123,6 +135,8 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
     loop.max_idle_threads = cmd.max_idle_threads;
     ret = fuse_session_loop_mt(se, &loop);
   }
+  looping = false;
+  watchdog.join();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

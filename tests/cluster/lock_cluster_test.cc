@@ -455,5 +455,74 @@ TEST_F(LockClusterTest, NodeSurvivesAReconnectStormWhileLockdIsDown) {
   }
 }
 
+TEST_F(LockClusterTest, RecordLocksAreClusterWideAndNeverCalledBack) {
+  LocalClusterOptions o;
+  o.callback_timeout_ms = 300;
+  o.grace_ms = 800;
+  StartCluster(o);
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  const uint64_t ino = 11;
+  ASSERT_TRUE(a->PosixLock(ino, {0, 100}, LockMode::kEx, 1, true).ok());
+  // Another owner on another node: refused without waiting, and told who.
+  EXPECT_EQ(ErrcOf(b->PosixLock(ino, {50, 60}, LockMode::kSh, 7, false)),
+            Errc::kWouldBlock);
+  auto conflict = b->TestPosix(ino, {50, 60}, LockMode::kSh, 7);
+  ASSERT_TRUE(conflict.ok() && conflict->has_value());
+  EXPECT_EQ((*conflict)->range, (ByteRange{0, 100}));
+  EXPECT_EQ((*conflict)->mode, LockMode::kEx);
+  // A waiter waits far past the callback timeout: the holder is not
+  // evicted, the waiter gets the lock when the holder unlocks.
+  std::atomic<bool> got{false};
+  std::thread t([&] {
+    EXPECT_TRUE(b->PosixLock(ino, {50, 60}, LockMode::kSh, 7, true).ok());
+    got = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_FALSE(got);
+  EXPECT_EQ(a->Stats().sessions_lost, 0u);
+  // The holder unlocks: the waiter is granted.
+  ASSERT_TRUE(a->PosixLock(ino, {0, 100}, LockMode::kUn, 1, true).ok());
+  t.join();
+  EXPECT_TRUE(got);
+  auto none = a->TestPosix(ino, {0, 40}, LockMode::kEx, 1);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  // The same node's other owners conflict too.
+  ASSERT_TRUE(b->PosixLock(ino, {200, 300}, LockMode::kEx, 7, true).ok());
+  EXPECT_EQ(ErrcOf(b->PosixLock(ino, {250, 260}, LockMode::kEx, 8, false)),
+            Errc::kWouldBlock);
+  // A lockd restart keeps them (replay).
+  cluster_->StopLockd(0, SIGKILL);
+  cluster_->StartLockd(0);
+  std::string why;
+  ASSERT_TRUE(cluster_->WaitLockd(0, &why)) << why;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(ErrcOf(a->PosixLock(ino, {250, 260}, LockMode::kSh, 1, false)),
+            Errc::kWouldBlock);
+  EXPECT_EQ(ErrcOf(a->PosixLock(ino, {55, 56}, LockMode::kEx, 1, false)),
+            Errc::kWouldBlock);
+}
+
+TEST_F(LockClusterTest, CancelledRecordLockWaitGivesUp) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  ASSERT_TRUE(a->PosixLock(12, {0, 10}, LockMode::kEx, 1, true).ok());
+  absl::Status st;
+  std::thread t([&] {
+    st = b->PosixLock(12, {0, 10}, LockMode::kEx, 2, true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  b->CancelPosix(12, 2);
+  t.join();
+  EXPECT_EQ(ErrnoOf(st), EINTR) << st;
+  // The cancelled request is gone at lockd: A's unlock grants nothing to B.
+  ASSERT_TRUE(a->PosixLock(12, {0, 10}, LockMode::kUn, 1, true).ok());
+  ASSERT_TRUE(a->PosixLock(12, {0, 10}, LockMode::kEx, 3, false).ok());
+}
+
 }  // namespace
 }  // namespace rangefs::client

@@ -3,14 +3,17 @@
 // system calls. Skipped when /dev/fuse is not usable.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -189,6 +192,101 @@ TEST_F(FuseMountTest, ExtendedAttributesRoundTrip) {
   EXPECT_EQ(errno, ERANGE);
   EXPECT_EQ(getxattr(P(1, "x").c_str(), "user.none", v, sizeof(v)), -1);
   EXPECT_EQ(errno, ENODATA);
+}
+
+TEST_F(FuseMountTest, RecordLocksConflictAcrossMounts) {
+  ASSERT_TRUE(WriteFile(P(0, "lk"), std::string(100, 'l')));
+  int fa = open(P(0, "lk").c_str(), O_RDWR);
+  int fb = open(P(1, "lk").c_str(), O_RDWR);
+  ASSERT_GE(fa, 0);
+  ASSERT_GE(fb, 0);
+  struct flock l = {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  l.l_start = 10;
+  l.l_len = 20;
+  ASSERT_EQ(fcntl(fa, F_SETLK, &l), 0) << strerror(errno);
+  struct flock t = {};
+  t.l_type = F_RDLCK;
+  t.l_whence = SEEK_SET;
+  t.l_start = 15;
+  t.l_len = 1;
+  EXPECT_EQ(fcntl(fb, F_SETLK, &t), -1);
+  EXPECT_TRUE(errno == EAGAIN || errno == EACCES) << strerror(errno);
+  ASSERT_EQ(fcntl(fb, F_GETLK, &t), 0);
+  EXPECT_EQ(t.l_type, F_WRLCK);
+  EXPECT_EQ(t.l_start, 10);
+  EXPECT_EQ(t.l_len, 20);
+  // Outside the range: free.
+  t.l_type = F_WRLCK;
+  t.l_start = 50;
+  t.l_len = 5;
+  EXPECT_EQ(fcntl(fb, F_SETLK, &t), 0) << strerror(errno);
+  // Closing any descriptor of the file drops the process's locks on it.
+  close(fa);
+  t.l_start = 15;
+  t.l_len = 1;
+  EXPECT_EQ(fcntl(fb, F_SETLK, &t), 0) << strerror(errno);
+  // flock: exclusive on one mount keeps the other out.
+  int ga = open(P(0, "lk").c_str(), O_RDWR);
+  ASSERT_GE(ga, 0);
+  ASSERT_EQ(flock(ga, LOCK_EX), 0);
+  EXPECT_EQ(flock(fb, LOCK_EX | LOCK_NB), -1);
+  EXPECT_EQ(errno, EWOULDBLOCK);
+  ASSERT_EQ(flock(ga, LOCK_UN), 0);
+  EXPECT_EQ(flock(fb, LOCK_EX | LOCK_NB), 0) << strerror(errno);
+  close(ga);
+  close(fb);
+}
+
+void OnAlarm(int) {}
+
+TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
+  ASSERT_TRUE(WriteFile(P(0, "w"), "w"));
+  int fa = open(P(0, "w").c_str(), O_RDWR);
+  ASSERT_GE(fa, 0);
+  struct flock l = {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fa, F_SETLK, &l), 0);
+  std::string path = P(1, "w");
+  pid_t child = fork();
+  if (child == 0) {
+    struct sigaction sa = {};
+    sa.sa_handler = OnAlarm;  // No SA_RESTART: the wait ends with EINTR.
+    sigaction(SIGALRM, &sa, nullptr);
+    int fb = open(path.c_str(), O_RDWR);
+    struct flock w = {};
+    w.l_type = F_WRLCK;
+    w.l_whence = SEEK_SET;
+    alarm(1);
+    int r = fcntl(fb, F_SETLKW, &w);
+    _exit(r == -1 && errno == EINTR ? 0 : 1);
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 200 && done == 0; ++i) {  // At most 10 s.
+    done = waitpid(child, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (done == 0) {
+    // A FUSE request the daemon never answers cannot even be killed; the
+    // unmount in TearDown ends it (the daemon gives up lock waits then).
+    kill(child, SIGKILL);
+    FAIL() << "the interrupted lock wait did not end";
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The cancelled wait left nothing behind: after the unlock the file is
+  // free for anyone.
+  l.l_type = F_UNLCK;
+  ASSERT_EQ(fcntl(fa, F_SETLK, &l), 0);
+  int fb = open(path.c_str(), O_RDWR);
+  struct flock w = {};
+  w.l_type = F_WRLCK;
+  w.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fb, F_SETLK, &w), 0) << strerror(errno);
+  close(fb);
+  close(fa);
 }
 
 TEST_F(FuseMountTest, CleanShutdownWritesDirtyDataBack) {
