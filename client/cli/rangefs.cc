@@ -8,6 +8,10 @@
 //   rangefs fsck                       metadata consistency check
 //   rangefs inject POINT=DELAY_MS[:ERROR[:COUNT]] | --clear
 //                                      fault injection at every server
+//   rangefs CLUSTER MOUNTPOINT [-o OPTIONS]
+//                                      mount (what `mount -t fuse.rangefs
+//                                      CLUSTER MOUNTPOINT` runs through
+//                                      mount.fuse3): rangefs-fuse does it
 //
 // Every command but up/down reads the cluster configuration from
 // --cluster CONF, else $RANGEFS_CLUSTER, else the one `rangefs up` wrote
@@ -398,6 +402,27 @@ int Main(int argc, char** argv) {
     return 2;
   }
   std::string cmd = argv[1];
+  static const char* const kCommands[] = {"up",      "down", "status", "locks",
+                                          "extents", "fsck", "inject", "help",
+                                          "--help",  "-h"};
+  bool known = false;
+  for (const char* k : kCommands) known |= cmd == k;
+  if (!known && argc >= 3 && argv[2][0] != '-') {
+    // mount.fuse3 runs `TYPE SOURCE MOUNTPOINT -o OPTIONS` for a
+    // fuse.rangefs mount: hand it to rangefs-fuse, which sits beside us.
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    std::string dir = n > 0 ? std::string(self, n) : std::string();
+    dir = dir.substr(0, dir.find_last_of('/') + 1);
+    std::string fuse = dir + "rangefs-fuse";
+    std::vector<char*> args;
+    args.push_back(const_cast<char*>(fuse.c_str()));
+    for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+    args.push_back(nullptr);
+    execv(fuse.c_str(), args.data());
+    execvp("rangefs-fuse", args.data());  // Installed elsewhere on PATH.
+    Fail("cannot run rangefs-fuse (" + fuse + "): " + strerror(errno));
+  }
   if (cmd == "up" || cmd == "down") {
     // The local cluster lives in scripts/up (the same steps on any
     // machine); `rangefs up` is its front door.

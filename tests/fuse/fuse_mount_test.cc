@@ -289,6 +289,41 @@ TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
   close(fa);
 }
 
+// What `mount -t fuse.rangefs CLUSTER DIR -o ...` runs through mount.fuse3:
+// `rangefs CLUSTER DIR -o ...`, which returns once the detached daemon
+// has mounted; the mount shows its type and source; unmounting ends the
+// daemon.
+TEST_F(FuseMountTest, MountHelperFormMountsInTheBackground) {
+  std::string dir = cluster_->dir() + "/helper";
+  mkdir(dir.c_str(), 0755);
+  testing::Subprocess mount;
+  ASSERT_TRUE(mount.Start({testing::BinDir() + "/client/rangefs", conf_, dir,
+                           "-o", "node=helper,fsname=myfs"},
+                          cluster_->dir() + "/helper.log"));
+  int status = mount.Stop(0);  // Waits: it returns once mounted.
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << cluster_->LogTail("helper");
+  ASSERT_TRUE(Mounted(dir));
+  std::string mounts = ReadFile("/proc/mounts");
+  EXPECT_NE(mounts.find("myfs " + dir + " fuse.rangefs"), std::string::npos)
+      << mounts;
+  ASSERT_TRUE(WriteFile(dir + "/h", "via helper"));
+  EXPECT_EQ(ReadFile(P(1, "h")), "via helper");
+  std::string cmd = "fusermount3 -u " + dir;
+  ASSERT_EQ(system(cmd.c_str()), 0);
+  EXPECT_FALSE(Mounted(dir));
+  // A bad mount point fails with the cause, before detaching.
+  testing::Subprocess bad;
+  ASSERT_TRUE(bad.Start({testing::BinDir() + "/client/rangefs", conf_,
+                         cluster_->dir() + "/no/such/dir"},
+                        cluster_->dir() + "/bad.log"));
+  status = bad.Stop(0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  EXPECT_NE(ReadFile(cluster_->dir() + "/bad.log").find("mount point"),
+            std::string::npos)
+      << ReadFile(cluster_->dir() + "/bad.log");
+}
+
 TEST_F(FuseMountTest, CleanShutdownWritesDirtyDataBack) {
   ASSERT_TRUE(WriteFile(P(0, "late"), std::string(300000, 'L')));
   Unmount(0);
