@@ -499,50 +499,27 @@ void LockCache::OnReconnected(uint32_t shard, uint64_t session, bool in_grace) {
       p.status = MakeError(Errc::kGrace, "lockd restarted");
     }
   }
-  for (const auto& [res, r] : resources_) {
-    if (ShardOf(res.ino, static_cast<uint8_t>(res.kind), clients_.size()) !=
-        shard) {
-      continue;
-    }
-    for (const auto& [start, p] : r.cover) {
-      uint64_t id = next_request_++;
-      Pending& pd = pending_[id];
-      pd.resource = res;
-      pd.range = ByteRange{start, p.end};
-      pd.mode = p.mode;
-      pd.replay = true;
-      proto::NodeMessage m;
-      proto::AcquireRequest* a = m.mutable_acquire();
-      a->set_request_id(id);
-      *a->mutable_resource() = ToProto(res);
-      a->mutable_owner()->set_session_id(session_id_);
-      a->set_mode(static_cast<proto::LockMode>(p.mode));
-      a->mutable_range()->set_start(start);
-      a->mutable_range()->set_end(p.end);
-      a->set_exact(true);
-      a->set_replay(true);
-      clients_[shard]->Send(m);
-      ++stats_.replays;
-    }
+  for (const auto& [res, r] : resources_) Replay(shard, res, r, 0);
+  for (const auto& [key, r] : posix_) Replay(shard, key.first, r, key.second);
+}
+
+void LockCache::Replay(uint32_t shard, const ResourceId& res, const Resource& r,
+                       uint64_t task) {
+  if (ShardOf(res.ino, static_cast<uint8_t>(res.kind), clients_.size()) !=
+      shard) {
+    return;
   }
-  for (const auto& [key, r] : posix_) {
-    const ResourceId& res = key.first;
-    if (ShardOf(res.ino, static_cast<uint8_t>(res.kind), clients_.size()) !=
-        shard) {
-      continue;
-    }
-    for (const auto& [start, p] : r.cover) {
-      uint64_t id = next_request_++;
-      Pending& pd = pending_[id];
-      pd.resource = res;
-      pd.range = ByteRange{start, p.end};
-      pd.mode = p.mode;
-      pd.replay = true;
-      pd.posix_owner = key.second;
-      clients_[shard]->Send(PosixAcquire(id, res, pd.range, p.mode, key.second,
+  for (const auto& [start, p] : r.cover) {
+    uint64_t id = next_request_++;
+    Pending& pd = pending_[id];
+    pd.resource = res;
+    pd.range = ByteRange{start, p.end};
+    pd.mode = p.mode;
+    pd.replay = true;
+    pd.posix_owner = task;
+    clients_[shard]->Send(AcquireMessage(id, res, pd.range, p.mode, task,
                                          /*try_only=*/false, /*replay=*/true));
-      ++stats_.replays;
-    }
+    ++stats_.replays;
   }
 }
 
@@ -677,22 +654,23 @@ void LockCache::Stop() {
   workers_.reset();
 }
 
-proto::NodeMessage LockCache::PosixAcquire(uint64_t id, const ResourceId& res,
-                                           const ByteRange& range,
-                                           LockMode mode, uint64_t owner,
-                                           bool try_only, bool replay) {
+// An exact acquire for `task` (0: the node itself); a POSIX request that is
+// not a replay is a conversion (it replaces the owner's locks in range).
+proto::NodeMessage LockCache::AcquireMessage(uint64_t id, const ResourceId& res,
+                                             const ByteRange& range,
+                                             LockMode mode, uint64_t task,
+                                             bool try_only, bool replay) {
   proto::NodeMessage m;
   proto::AcquireRequest* a = m.mutable_acquire();
   a->set_request_id(id);
   *a->mutable_resource() = ToProto(res);
   a->mutable_owner()->set_session_id(session_id_);
-  a->mutable_owner()->set_task(owner);
+  a->mutable_owner()->set_task(task);
   a->set_mode(static_cast<proto::LockMode>(mode));
   a->mutable_range()->set_start(range.start);
   a->mutable_range()->set_end(range.end);
   a->set_exact(true);
-  // Replaces what the owner holds in the range (upgrade or downgrade).
-  a->set_convert(!replay);
+  a->set_convert(!replay && res.kind == LockKind::kPosix);
   a->set_try_only(try_only);
   a->set_replay(replay);
   return m;
@@ -727,7 +705,7 @@ absl::Status LockCache::PosixLock(uint64_t ino, const ByteRange& range,
     p.range = range;
     p.mode = mode;
     p.posix_owner = owner;
-    c->Send(PosixAcquire(id, res, range, mode, owner, !wait, false));
+    c->Send(AcquireMessage(id, res, range, mode, owner, !wait, false));
     auto done = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       auto it = pending_.find(id);
       return stopping_ || it == pending_.end() || it->second.done;

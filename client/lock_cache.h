@@ -216,10 +216,13 @@ class LockCache : public LockClientListener {
   LockClient* ClientFor(const ResourceId& res)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelPosixWhere(const std::function<bool(const Pending&)>& which);
-  proto::NodeMessage PosixAcquire(uint64_t id, const ResourceId& res,
-                                  const ByteRange& range, LockMode mode,
-                                  uint64_t owner, bool try_only, bool replay)
+  proto::NodeMessage AcquireMessage(uint64_t id, const ResourceId& res,
+                                    const ByteRange& range, LockMode mode,
+                                    uint64_t task, bool try_only, bool replay)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-establishes `r`'s locks at a restarted lockd shard.
+  void Replay(uint32_t shard, const ResourceId& res, const Resource& r,
+              uint64_t task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status EnsureCovered(const ResourceId& res, const ByteRange& range,
                              LockMode mode, bool try_only, absl::Time deadline)
