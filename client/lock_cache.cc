@@ -329,6 +329,10 @@ void LockCache::OnMessage(uint32_t, uint64_t session,
     absl::MutexLock lock(&mu_);
     // A late message of a session this node already lost grants nothing.
     if (session != session_id_ || stopping_) return;
+    if (m.has_heartbeat_ack()) {
+      barriers_done_.insert(m.heartbeat_ack().sequence());
+      return;
+    }
     if (m.has_grant()) {
       const proto::Grant& g = m.grant();
       ResourceId res{g.resource().ino(),
@@ -547,6 +551,7 @@ void LockCache::LoseSession(const std::string& reason) {
     // loss); their owners are not told.
     posix_.clear();
     cancelled_posix_.clear();
+    barriers_done_.clear();
     for (auto& [res, r] : resources_) {
       for (const auto& [start, p] : r.cover) {
         lost.emplace_back(res, ByteRange{start, p.end});
@@ -693,7 +698,10 @@ absl::Status LockCache::PosixLock(uint64_t ino, const ByteRange& range,
       ReduceCover(it->second, range, LockMode::kUn);
       if (it->second.cover.empty()) posix_.erase(it);
       SendPosixRelease(res, owner, range);
-      return absl::OkStatus();
+      // unlock(2) returns once the lock is gone at lockd: another node's
+      // request that follows must find it free (the release itself has no
+      // reply; a heartbeat behind it on the same stream does).
+      return BarrierLocked(c);
     }
     if (!c->connected()) {
       NapLocked(&mu_, &stopping_, absl::Milliseconds(50));
@@ -723,6 +731,23 @@ absl::Status LockCache::PosixLock(uint64_t ino, const ByteRange& range,
     }
     return st;
   }
+}
+
+absl::Status LockCache::BarrierLocked(LockClient* c) {
+  const uint64_t seq = (1ull << 63) | next_barrier_++;
+  proto::NodeMessage m;
+  m.mutable_heartbeat()->set_sequence(seq);
+  c->Send(m);
+  auto done = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || barriers_done_.count(seq) != 0;
+  };
+  bool ok = mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(10));
+  barriers_done_.erase(seq);
+  if (!ok || stopping_) {
+    return MakeError(Errc::kUnavailable,
+                     "lock manager did not confirm the unlock");
+  }
+  return absl::OkStatus();
 }
 
 void LockCache::SendPosixRelease(const ResourceId& res, uint64_t owner,

@@ -264,6 +264,10 @@ class LockCache : public LockClientListener {
   void SendPosixRelease(const ResourceId& res, uint64_t owner,
                         const ByteRange& range)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until lockd has handled everything sent before on `c`'s stream.
+  absl::Status BarrierLocked(LockClient* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t next_barrier_ ABSL_GUARDED_BY(mu_) = 1;
+  std::set<uint64_t> barriers_done_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> local_granted_ ABSL_GUARDED_BY(mu_);
   std::map<LockKind, LockHooks*> hooks_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;

@@ -162,7 +162,9 @@ void LockClient::Incoming(Stream* s, const proto::ServerMessage& m) {
   // Grants, denials and callbacks go straight to the listener, in stream
   // order (reads are sequential): one thread hop less per lock request.
   // The listener only takes short locks and queues real work elsewhere.
-  if (!m.has_heartbeat_ack()) {
+  // Acks of the client's own timer heartbeats are dropped; acks of
+  // barrier heartbeats (top bit set, sent by the listener) go through.
+  if (!m.has_heartbeat_ack() || (m.heartbeat_ack().sequence() >> 63) != 0) {
     listener_->OnMessage(options_.shard, options_.session_id, m);
   }
 }

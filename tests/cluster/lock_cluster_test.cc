@@ -505,6 +505,22 @@ TEST_F(LockClusterTest, RecordLocksAreClusterWideAndNeverCalledBack) {
             Errc::kWouldBlock);
 }
 
+// Regression (seen under ASAN through two FUSE mounts): an unlock returned
+// before lockd had the release, so another node's lock request right
+// after it still found the lock held.
+TEST_F(LockClusterTest, RecordUnlockIsDoneAtLockdWhenItReturns) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(a->PosixLock(13, {0, 10}, LockMode::kEx, 1, false).ok()) << i;
+    ASSERT_TRUE(a->PosixLock(13, {0, 10}, LockMode::kUn, 1, false).ok());
+    ASSERT_TRUE(b->PosixLock(13, {0, 10}, LockMode::kEx, 2, false).ok()) << i;
+    ASSERT_TRUE(b->PosixLock(13, {0, 10}, LockMode::kUn, 2, false).ok());
+  }
+}
+
 TEST_F(LockClusterTest, CancelledRecordLockWaitGivesUp) {
   StartCluster();
   RecordingHooks ha, hb;
