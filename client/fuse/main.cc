@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -149,6 +150,19 @@ int Main(int argc, char** argv) {
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   Options opts;
   Positional pos;
+  fuse_cmdline_opts cmd = {};
+  // libfuse's option parsing allocates; give it back on every way out.
+  struct Cleanup {
+    fuse_args* args;
+    Options* opts;
+    fuse_cmdline_opts* cmd;
+    ~Cleanup() {
+      fuse_opt_free_args(args);
+      free(opts->node);
+      free(opts->log);
+      free(cmd->mountpoint);
+    }
+  } cleanup{&args, &opts, &cmd};
   if (fuse_opt_parse(&args, &opts, kOpts, nullptr) != 0 ||
       fuse_opt_parse(&args, &pos, nullptr, TakePositional) != 0) {
     Usage();
@@ -157,7 +171,6 @@ int Main(int argc, char** argv) {
   // Shown as fuse.rangefs in /proc/mounts, so tools that mount by type
   // (mount -t fuse.rangefs) recognise it.
   fuse_opt_add_arg(&args, "-osubtype=rangefs");
-  fuse_cmdline_opts cmd;
   if (fuse_parse_cmdline(&args, &cmd) != 0) {
     Usage();
     return 2;
