@@ -42,6 +42,25 @@ absl::Status CheckDirectAlignment(uint64_t offset, uint64_t length) {
   return absl::OkStatus();
 }
 
+// Copies that stop short (the caller's buffer is not resident) are retried
+// after unlocking; this many in a row that made no progress end the call.
+class ShortCopyBudget {
+ public:
+  // After a copy that stopped short having copied `copied` bytes: true to
+  // unlock, prefault and retry, false to give up.
+  bool Retry(size_t copied) {
+    if (copied > 0) fruitless_ = 0;
+    return copied > 0 || ++fruitless_ <= kMaxFruitlessRetries;
+  }
+
+ private:
+  int fruitless_ = 0;
+};
+
+absl::Status BadBuffer() {
+  return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+}
+
 absl::Status CheckLost(InodeState& in, const Handle& h) {
   absl::MutexLock lock(&in.mu);
   if (in.lost != h.lost_seen) {
@@ -116,7 +135,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     if (absl::Status s = CheckDirectAlignment(offset, len); !s.ok()) return s;
   }
   size_t done = 0;
-  int fruitless = 0;
+  ShortCopyBudget budget;
   std::vector<char> bounce;
   char page[kPageSize];
   while (done < len) {
@@ -215,9 +234,9 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     done += copied;
     if (short_copy) {
       ++counters.short_copies;
-      if (copied == 0 && ++fruitless > kMaxFruitlessRetries) {
+      if (!budget.Retry(copied)) {
         if (done > 0) break;
-        return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+        return BadBuffer();
       }
       continue;  // Unlock, prefault, retry from where the copy stopped.
     }
@@ -242,7 +261,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     if (absl::Status s = CheckDirectAlignment(offset, len); !s.ok()) return s;
   }
   size_t done = 0;
-  int fruitless = 0;
+  ShortCopyBudget budget;
   uint64_t first_pos = offset;
   std::vector<char> bounce;
   char page[kPageSize];
@@ -321,9 +340,9 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       done += copied;
       if (copied < want) {
         ++counters.short_copies;
-        if (copied == 0 && ++fruitless > kMaxFruitlessRetries) {
+        if (!budget.Retry(copied)) {
           if (done > 0) break;
-          return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+          return BadBuffer();
         }
       }
       continue;
@@ -390,9 +409,9 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     held.Release();
     if (short_copy) {
       ++counters.short_copies;
-      if (copied == 0 && ++fruitless > kMaxFruitlessRetries) {
+      if (!budget.Retry(copied)) {
         if (done > 0) break;
-        return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
+        return BadBuffer();
       }
       continue;
     }

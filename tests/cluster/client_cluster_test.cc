@@ -99,6 +99,18 @@ class ClientClusterTest : public ::testing::Test {
     EXPECT_TRUE(stub->Evict(&ctx, req, &rep).ok());
     return rep;
   }
+  // The size the metadata server itself has (asking another node would
+  // call the writer back and make it write back).
+  uint64_t ServerSize(uint64_t ino) {
+    auto stub =
+        proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
+    grpc::ClientContext ctx;
+    proto::GetAttrRequest req;
+    req.set_ino(ino);
+    proto::AttrReply rep;
+    EXPECT_TRUE(stub->GetAttr(&ctx, req, &rep).ok());
+    return rep.attr().size();
+  }
   std::vector<std::string> Fsck() {
     auto stub =
         proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
@@ -381,19 +393,10 @@ TEST_F(ClientClusterTest, BackgroundWritebackReachesTheServersWithoutFsync) {
   auto a = Node("a", o);
   uint64_t fa = MustOpen(*a, "/bg", O_RDWR | O_CREAT);
   MustWrite(*a, fa, Fill('b', 10000), 0);
-  // Ask the metadata server itself (another node's read would call A back
-  // and make it write back anyway).
-  auto stub =
-      proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
   uint64_t size = 0;
   for (int i = 0; i < 100 && size != 10000; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    grpc::ClientContext ctx;
-    proto::GetAttrRequest req;
-    req.set_ino(a->InoOf(fa));
-    proto::AttrReply rep;
-    ASSERT_TRUE(stub->GetAttr(&ctx, req, &rep).ok());
-    size = rep.attr().size();
+    size = ServerSize(a->InoOf(fa));
   }
   EXPECT_EQ(size, 10000u);
   EXPECT_EQ(a->Stats().dirty_pages, 0u);
@@ -405,14 +408,7 @@ TEST_F(ClientClusterTest, OsyncWriteIsOnTheServersWhenItReturns) {
   uint64_t fa = MustOpen(*a, "/s", O_RDWR | O_CREAT | O_SYNC);
   MustWrite(*a, fa, Fill('s', 5000), 0);
   EXPECT_EQ(a->Stats().dirty_pages, 0u);
-  auto stub =
-      proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
-  grpc::ClientContext ctx;
-  proto::GetAttrRequest req;
-  req.set_ino(a->InoOf(fa));
-  proto::AttrReply rep;
-  ASSERT_TRUE(stub->GetAttr(&ctx, req, &rep).ok());
-  EXPECT_EQ(rep.attr().size(), 5000u);
+  EXPECT_EQ(ServerSize(a->InoOf(fa)), 5000u);
 }
 
 TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
