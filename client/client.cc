@@ -1,6 +1,7 @@
 // Client setup, namespace and attribute calls, open/close, and the public
 // Client wrapper.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -41,7 +42,8 @@ Client::Impl::Impl(const ClusterConfig& config, const ClientOptions& options,
       options_(options),
       stubs_(std::move(stubs)),
       locks_(config, LockOptions(options)),
-      pages_(options.cache_bytes) {
+      pages_(options.cache_bytes),
+      mmaps_(std::make_unique<MmapTable>(this)) {
   InstallHooks();
 }
 
@@ -68,6 +70,7 @@ void Client::Impl::Stop() {
     stopping_ = true;
   }
   if (flusher_.joinable()) flusher_.join();
+  mmaps_->Stop();  // Dirty mapped pages go to the page cache.
   std::vector<uint64_t> fhs;
   {
     absl::MutexLock lock(&mu_);
@@ -371,6 +374,16 @@ ClientStats Client::Impl::Stats() {
   s.inode_demotes = counters.inode_demotes;
   s.pages_dropped = counters.pages_dropped;
   s.lost_dirty_pages = counters.lost_dirty_pages;
+  s.direct_fallbacks = counters.direct_fallbacks;
+  MmapStats m = mmaps_->Stats();
+  s.read_faults = m.read_faults;
+  s.write_faults = m.write_faults;
+  s.private_faults = m.private_faults;
+  s.refused_faults = m.refused_faults;
+  s.deadlock_faults = m.deadlock_faults;
+  s.sigbus_faults = m.sigbus_faults;
+  s.mapped_pages_collected = m.pages_collected;
+  s.mapped_pages_zapped = m.pages_zapped;
   LockCacheStats l = locks_.Stats();
   s.lock_local_hits = l.local_hits;
   s.lock_requests = l.cluster_requests;
@@ -524,6 +537,27 @@ absl::StatusOr<uint64_t> Client::Seek(uint64_t fh, uint64_t offset,
                      EINVAL);
   }
   return impl_->Seek(*h, offset, whence == SEEK_DATA);
+}
+
+absl::StatusOr<void*> Client::Mmap(uint64_t fh, uint64_t offset, size_t length,
+                                   int prot, int flags) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  const int acc = h->flags & O_ACCMODE;
+  if (((prot & PROT_READ) && acc == O_WRONLY) ||
+      ((flags & MAP_SHARED) && (prot & PROT_WRITE) && acc != O_RDWR)) {
+    return MakeError(Errc::kPermission,
+                     "mmap: the file is not open for this access", EACCES);
+  }
+  return impl_->mmaps().Map(h->inode, offset, length, prot, flags);
+}
+
+absl::Status Client::Msync(void* addr, size_t length, int flags) {
+  return impl_->mmaps().Sync(addr, length, flags);
+}
+
+absl::Status Client::Munmap(void* addr, size_t length) {
+  return impl_->mmaps().Unmap(addr, length);
 }
 
 absl::StatusOr<Attr> Client::FileAttr(uint64_t fh) {

@@ -26,6 +26,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "client/lock_cache.h"
+#include "client/mmap.h"
 #include "client/page_cache.h"
 #include "client/rangefs.h"
 #include "client/stubs.h"
@@ -79,6 +80,8 @@ struct InodeState {
   // under.
   int opens ABSL_GUARDED_BY(mu) = 0;
   uint64_t open_session ABSL_GUARDED_BY(mu) = 0;
+  // Memory mappings of the inode on this node (MmapTable's fast path).
+  std::atomic<int> mmaps{0};
 };
 
 struct Handle {
@@ -185,12 +188,13 @@ class Client::Impl {
 
   LockCache& locks() { return locks_; }
   PageCache& pages() { return pages_; }
+  MmapTable& mmaps() { return *mmaps_; }
   const ClientOptions& options() const { return options_; }
 
   struct Counters {
     std::atomic<uint64_t> map_cache_hits{0}, map_calls{0}, writeback_pages{0},
         stale_retries{0}, short_copies{0}, inval_demotes{0}, inode_demotes{0},
-        pages_dropped{0}, lost_dirty_pages{0};
+        pages_dropped{0}, lost_dirty_pages{0}, direct_fallbacks{0};
   };
   Counters counters;
 
@@ -222,6 +226,7 @@ class Client::Impl {
   LockCache locks_;
   PageCache pages_;
   std::unique_ptr<Hooks> inval_hooks_, inode_hooks_;
+  std::unique_ptr<MmapTable> mmaps_;
   ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.
 
   absl::Mutex mu_;

@@ -12,6 +12,7 @@
 
 #include "client/client_internal.h"
 #include "client/user_copy.h"
+#include "common/fault_injection.h"
 #include "common/status.h"
 
 namespace rangefs::client {
@@ -57,7 +58,20 @@ class ShortCopyBudget {
   int fruitless_ = 0;
 };
 
+// Before locking. A test switch skips it, so that a copy under the locks
+// meets pages that were never faulted in (the EDEADLK path, docs/mmap.md).
+void Prefault(void* buf, size_t n, bool for_write) {
+  if (FaultPoint("client.skip_prefault").ok()) PrefaultUser(buf, n, for_write);
+}
+
+// The call gives up on a buffer it could not copy (after the retries).
 absl::Status BadBuffer() {
+  if (LastCopyStop() == CopyStop::kDeadlock) {
+    return MakeError(Errc::kDeadlock,
+                     "the buffer maps the range this call locks, and its "
+                     "pages could not be kept resident",
+                     EDEADLK);
+  }
   return MakeError(Errc::kInvalidArgument, "bad user buffer", EFAULT);
 }
 
@@ -130,7 +144,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
   }
   if (offset >= kMaxFileSize || len == 0) return 0;
   len = std::min<uint64_t>(len, kMaxFileSize - offset);
-  const bool direct = h.flags & O_DIRECT;
+  bool direct = h.flags & O_DIRECT;
   if (direct) {
     if (absl::Status s = CheckDirectAlignment(offset, len); !s.ok()) return s;
   }
@@ -141,7 +155,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
   while (done < len) {
     const uint64_t pos = offset + done;
     const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
-    PrefaultUser(buf + done, want, /*for_write=*/true);
+    Prefault(buf + done, want, /*for_write=*/true);
     uint64_t ra = 0;
     if (!direct) {
       absl::MutexLock lock(&in.mu);
@@ -235,6 +249,14 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     if (short_copy) {
       ++counters.short_copies;
       if (!budget.Retry(copied)) {
+        if (direct && options_.direct_io_buffered_fallback) {
+          // The buffer keeps losing its pages to our own INVAL DF: it maps
+          // the range being read. A buffered read makes progress.
+          ++counters.direct_fallbacks;
+          direct = false;
+          budget = ShortCopyBudget();
+          continue;
+        }
         if (done > 0) break;
         return BadBuffer();
       }
@@ -254,7 +276,8 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     return MakeError(Errc::kInvalidArgument, "not open for writing", EBADF);
   }
   if (len == 0) return 0;
-  const bool direct = h.flags & O_DIRECT;
+  bool direct = h.flags & O_DIRECT;
+  bool fell_back = false;
   const bool append = h.flags & O_APPEND;
   const bool sync = h.flags & (O_SYNC | O_DSYNC);
   if (direct && !append) {
@@ -268,7 +291,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
   while (done < len) {
     uint64_t pos = offset + done;
     const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
-    PrefaultUser(const_cast<char*>(buf + done), want, /*for_write=*/false);
+    Prefault(const_cast<char*>(buf + done), want, /*for_write=*/false);
     const LockCache::SessionSnapshot snap = locks_.Snapshot();
     HeldLocks held(&locks_);
     if (append) {
@@ -341,6 +364,16 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       if (copied < want) {
         ++counters.short_copies;
         if (!budget.Retry(copied)) {
+          if (options_.direct_io_buffered_fallback) {
+            // The buffer maps the very range being written (generic/729):
+            // our INVAL DF zaps it on every retry. Write the rest buffered
+            // and write it back before returning (GFS2's fa58cc888d67).
+            ++counters.direct_fallbacks;
+            direct = false;
+            fell_back = true;
+            budget = ShortCopyBudget();
+            continue;
+          }
           if (done > 0) break;
           return BadBuffer();
         }
@@ -355,6 +388,9 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     absl::StatusOr<Attr> attr = CachedAttr(in);
     if (!attr.ok()) return attr.status();
     const uint64_t size = attr->size;
+    // Stores made through mappings of the range come first; the pages the
+    // copy changes are copied into those mappings after it.
+    mmaps_->Collect(in, PageCover(pos, want));
     size_t copied = 0;
     bool short_copy = false;
     for (uint64_t p = pos; p < pos + want;) {
@@ -394,6 +430,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
         break;
       }
     }
+    if (copied > 0) mmaps_->Refresh(in, PageCover(pos, copied));
     {
       absl::MutexLock lock(&in.mu);
       in.attr.size = std::max(in.attr.size, pos + copied);
@@ -418,6 +455,12 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     if (pages_.dirty_bytes() > options_.dirty_limit_bytes) {
       // Throttle: the writer pays for its own dirty data.
       if (absl::Status s = Writeback(in, WholeFile()); !s.ok()) return s;
+    }
+  }
+  if (fell_back && done > 0) {
+    // O_DIRECT's promise: the data is on the data servers on return.
+    if (absl::Status s = Writeback(in, PageCover(first_pos, done)); !s.ok()) {
+      return s;
     }
   }
   if (sync && !direct && done > 0) {
@@ -456,6 +499,7 @@ absl::Status Client::Impl::Truncate(InodeState& in, uint64_t size) {
   if (!attr.ok()) return attr.status();
   const uint64_t old = attr->size;
   absl::MutexLock wb(&in.wb_mu);
+  mmaps_->Collect(in, cut);
   if (size < old && size % kPageSize != 0) {
     // Bytes past EOF on disk are always zero: zero the tail of the new
     // last block and write it (docs/metadata-server.md).
@@ -475,6 +519,7 @@ absl::Status Client::Impl::Truncate(InodeState& in, uint64_t size) {
       memset(full + in_page, 0, kPageSize - in_page);
       pages_.Insert(in.ino, idx, full, /*dirty=*/true);
     }
+    mmaps_->Refresh(in, {idx * kPageSize, (idx + 1) * kPageSize});
     {
       absl::MutexLock lock(&in.mu);
       in.dirty_incarnation = locks_.incarnation();

@@ -834,6 +834,11 @@ bool LockCache::Covered(const ResourceId& res, const ByteRange& range,
   return it != resources_.end() && Covers(it->second, range, mode);
 }
 
+bool LockCache::TaskConflicts(const ResourceId& res, const ByteRange& range,
+                              LockMode mode, uint64_t task) {
+  return local_.HoldsConflicting(res, lockmgr::Owner{0, task}, range, mode);
+}
+
 LockCache::SessionSnapshot LockCache::Snapshot() {
   absl::MutexLock lock(&mu_);
   return {session_id_.load(), incarnation_.load()};

@@ -176,6 +176,12 @@ class LockCache : public LockClientListener {
   // (a hint that stays true only while a local lock pins it, or until the
   // kind's hooks are called for the range).
   bool Covered(const ResourceId& res, const ByteRange& range, LockMode mode);
+  // Whether local task `task` holds a lock on `range` of `res` that a
+  // request for `mode` by any other task would wait for (the page-fault
+  // handler asks this about the faulting thread: serving the fault would
+  // wait on that very thread).
+  bool TaskConflicts(const ResourceId& res, const ByteRange& range,
+                     LockMode mode, uint64_t task);
   LockCacheStats Stats();
 
   // LockClientListener: OnMessage on a stream reaction (short locks only),

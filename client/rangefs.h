@@ -119,6 +119,10 @@ struct ClientOptions {
   uint64_t min_hold_ms = 10;  // See LockCacheOptions.
   uint64_t idle_release_ms = 30000;
   uint64_t rpc_timeout_ms = 30000;  // One server call, waiting for it to be up.
+  // A direct read or write whose buffer keeps faulting (it maps the very
+  // range the call locks) finishes as a buffered one after 8 fruitless
+  // retries (written back before returning); false: EDEADLK instead.
+  bool direct_io_buffered_fallback = true;
 };
 
 // Counters of what a node did (tests and benchmarks read them).
@@ -127,7 +131,13 @@ struct ClientStats {
   uint64_t map_cache_hits = 0, map_calls = 0;
   uint64_t writeback_pages = 0, stale_retries = 0, short_copies = 0;
   uint64_t inval_demotes = 0, inode_demotes = 0, pages_dropped = 0;
-  uint64_t lost_dirty_pages = 0;
+  uint64_t lost_dirty_pages = 0, direct_fallbacks = 0;
+  // Memory mappings (Mmap): faults served, faults refused because the
+  // thread was copying under locks (its copy stopped short) or would have
+  // waited on its own lock, SIGBUS sent (past EOF, I/O error), pages moved.
+  uint64_t read_faults = 0, write_faults = 0, private_faults = 0;
+  uint64_t refused_faults = 0, deadlock_faults = 0, sigbus_faults = 0;
+  uint64_t mapped_pages_collected = 0, mapped_pages_zapped = 0;
   uint64_t lock_local_hits = 0, lock_requests = 0, lock_callbacks = 0;
   uint64_t session_id = 0, sessions_lost = 0;
 };
@@ -201,6 +211,18 @@ class Client {
   absl::StatusOr<uint64_t> Seek(uint64_t fh, uint64_t offset, int whence);
   absl::StatusOr<Attr> FileAttr(uint64_t fh);
   uint64_t InoOf(uint64_t fh);
+
+  // ---- memory mappings (docs/mmap.md). Mmap returns ordinary memory
+  // whose pages fault through the node (userfaultfd): reads and stores are
+  // coherent with every node under the INVAL locks, as read/write are.
+  // flags: MAP_SHARED or MAP_PRIVATE; offset page-aligned; access past EOF
+  // gets SIGBUS. The mapping outlives the handle. Munmap takes the whole
+  // mapping; its dirty pages go to the page cache (written back later, or
+  // by Msync(MS_SYNC) / Fsync before it).
+  absl::StatusOr<void*> Mmap(uint64_t fh, uint64_t offset, size_t length,
+                             int prot, int flags);
+  absl::Status Msync(void* addr, size_t length, int flags);
+  absl::Status Munmap(void* addr, size_t length);
 
   // ---- record locks (fcntl and flock), cluster-wide through lockd. An
   // owner is what the kernel calls the lock owner (FUSE's lock_owner).

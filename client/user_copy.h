@@ -1,5 +1,6 @@
 // The one routine that moves bytes between the node's buffers and a
-// caller's buffer while the caller holds cluster locks.
+// caller's buffer while the caller holds cluster locks, with page faults
+// on rangefs mappings disabled (docs/mmap.md).
 //
 // DESIGN.md's rule: no thread takes a page fault while it holds cluster
 // locks, because the fault may need a lock that this thread (a direct
@@ -9,49 +10,62 @@
 // locked, and treat a short copy as "the buffer is not resident": keep the
 // bytes done, release the locks, prefault again and retry from there.
 //
-// Today the copies are plain memcpy and cannot stop short: rangefs's own
-// mappings do not fault through the node yet. The mmap issue (userfaultfd
-// mappings) makes them stop at a page whose fault would need a cluster
-// lock; every I/O path already handles the short copy.
+// How a copy stops short: once any rangefs mapping exists in the process
+// (EnableCopyStops), each copy runs in a "copy section" published in a
+// per-thread record. The userfaultfd handler (client/mmap.cc) learns the
+// faulting thread's id from the kernel; when that thread is in a copy
+// section it does not serve the fault but calls StopCopy(), which records
+// why and sends the thread kCopyStopSignal. The thread is woken out of its
+// fault wait, the signal handler siglongjmps back into the copy routine,
+// and the copy returns the bytes done up to the faulting page. Faults on
+// ordinary memory are served by the kernel as always.
 #ifndef RANGEFS_CLIENT_USER_COPY_H_
 #define RANGEFS_CLIENT_USER_COPY_H_
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 namespace rangefs::client {
 
+// Why the calling thread's last copy stopped short.
+enum class CopyStop : int {
+  kNone = 0,
+  // The buffer has a page that is not resident; prefaulting it after
+  // unlocking fixes that.
+  kNotResident = 1,
+  // Serving the fault would wait on a cluster lock this thread holds (it
+  // copies to or from a mapping of the range it has locked).
+  kDeadlock = 2,
+};
+
 // Returns the bytes copied, from the start; fewer than `n` means the copy
-// stopped at a non-resident page of the user buffer.
-inline size_t CopyToUser(void* user_dst, const void* src, size_t n) {
-  memcpy(user_dst, src, n);
-  return n;
-}
-inline size_t CopyFromUser(void* dst, const void* user_src, size_t n) {
-  memcpy(dst, user_src, n);
-  return n;
-}
+// stopped at a page of the user buffer that could not be touched without a
+// fault (LastCopyStop() says why).
+size_t CopyToUser(void* user_dst, const void* src, size_t n);
+size_t CopyFromUser(void* dst, const void* user_src, size_t n);
+CopyStop LastCopyStop();
+
 // Makes a window of a user buffer resident before locks are taken, as
-// Linux's fault_in_readable / fault_in_writeable: touches one byte of every
-// page (for a buffer the call will fill, by writing a zero into it, which
-// the call overwrites anyway).
-inline void PrefaultUser(void* user_buf, size_t n, bool for_write) {
-  constexpr uintptr_t kPage = 4096;
-  if (n == 0) return;
-  volatile char* p = static_cast<volatile char*>(user_buf);
-  uintptr_t first = reinterpret_cast<uintptr_t>(user_buf);
-  uintptr_t last = first + n - 1;
-  for (uintptr_t a = first; a <= last; a = (a | (kPage - 1)) + 1) {
-    volatile char* c = p + (a - first);
-    if (for_write) {
-      *c = 0;
-    } else {
-      (void)*c;
-    }
-    if ((a | (kPage - 1)) >= last) break;
-  }
-}
+// Linux's fault_in_readable / fault_in_safe_writeable: touches every page;
+// for a buffer the call will fill, with an atomic add of zero (a write
+// access that changes nothing, so a short call leaves the buffer as it
+// was).
+void PrefaultUser(void* user_buf, size_t n, bool for_write);
+
+// ---- for the page-fault handler (client/mmap.cc)
+
+// Installs the signal handler; from then on copies are stoppable. Idempotent.
+void EnableCopyStops();
+// If thread `tid` of this process is in a copy section, makes its copy
+// stop with `why` and returns true.
+bool StopCopy(pid_t tid, CopyStop why);
+// Whether thread `tid` is in a copy section now.
+bool InCopySection(pid_t tid);
+// The signal that stops a copy (a real-time signal; the handler ignores it
+// outside a copy section).
+int CopyStopSignal();
 
 }  // namespace rangefs::client
 

@@ -124,7 +124,8 @@ void Client::Impl::DropMapsKeepEpoch(InodeState& in, const ByteRange& range) {
 
 uint64_t Client::Impl::DropCached(InodeState& in, const ByteRange& range) {
   uint64_t before = pages_.Stats().pages;
-  uint64_t dirty = pages_.Drop(in.ino, range);
+  uint64_t dirty = mmaps_->Zap(in, range);
+  dirty += pages_.Drop(in.ino, range);
   counters.pages_dropped += before - std::min(before, pages_.Stats().pages);
   absl::MutexLock lock(&in.mu);
   DropMaps(in, range);
@@ -285,6 +286,7 @@ absl::Status Client::Impl::Writeback(InodeState& in, const ByteRange& range) {
 absl::Status Client::Impl::WritebackLocked(InodeState& in,
                                            const ByteRange& range) {
   LockCache::SessionSnapshot snap = locks_.Snapshot();
+  mmaps_->Collect(in, range);  // Stores through mappings join the pages.
   std::vector<DirtyPage> dirty = pages_.TakeDirty(in.ino, range);
   if (dirty.empty()) return absl::OkStatus();
   uint64_t size = 0;
@@ -370,6 +372,7 @@ void Client::Impl::InvalLost(uint64_t ino, const ByteRange& range) {
   std::shared_ptr<InodeState> in = FindInode(ino);
   uint64_t dirty = pages_.Drop(ino, range);
   if (in == nullptr) return;
+  dirty += mmaps_->Zap(*in, range);
   {
     absl::MutexLock lock(&in->mu);
     DropMaps(*in, range);
@@ -467,7 +470,9 @@ void Client::Impl::Flusher() {
       last_full = now;
       TrimInodes();
     }
-    for (uint64_t ino : pages_.DirtyInodes()) {
+    std::vector<uint64_t> inos = pages_.DirtyInodes();
+    for (uint64_t ino : mmaps_->DirtyInodes()) inos.push_back(ino);
+    for (uint64_t ino : inos) {
       std::shared_ptr<InodeState> in = FindInode(ino);
       if (in == nullptr) continue;
       if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) {

@@ -554,6 +554,22 @@ bool RangeLockTable::Exceeds(const ResourceId& resource, const Owner& owner,
                                      });
 }
 
+bool RangeLockTable::HoldsConflicting(const ResourceId& resource,
+                                      const Owner& owner,
+                                      const ByteRange& range,
+                                      LockMode mode) const {
+  absl::MutexLock lock(&mu_);
+  auto rit = resources_.find(resource);
+  if (rit == resources_.end()) return false;
+  const Resource& r = *rit->second;
+  auto oit = r.by_owner.find(owner);
+  if (oit == r.by_owner.end()) return false;
+  return !oit->second.ForEachOverlap(
+      range.start, range.end, [&](const IntervalSet::Entry& e) {
+        return Compatible(r.locks.at(e.id)->mode, mode);
+      });
+}
+
 std::vector<Grant> RangeLockTable::LocksOf(uint64_t session) const {
   absl::MutexLock lock(&mu_);
   std::vector<Grant> out;

@@ -156,6 +156,10 @@ class RangeLockTable {
   // `keep` (a callback demanding `keep` is not yet satisfied).
   bool Exceeds(const ResourceId& resource, const Owner& owner,
                const ByteRange& range, LockMode keep) const;
+  // True if `owner` holds, somewhere in `range`, a lock incompatible with
+  // `mode`: a request of another owner for `mode` there would wait for it.
+  bool HoldsConflicting(const ResourceId& resource, const Owner& owner,
+                        const ByteRange& range, LockMode mode) const;
 
   // The granted locks of every owner of `session` (with their tags).
   std::vector<Grant> LocksOf(uint64_t session) const;
