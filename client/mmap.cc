@@ -486,18 +486,26 @@ void MmapTable::Serve(const Fault& f) {
     c.range.start = v->AppAddress(p);
     c.range.len = kPageSize;
     c.mode = protect ? UFFDIO_CONTINUE_MODE_WP : 0;
-    if (ioctl(uffd_, UFFDIO_CONTINUE, &c) != 0 && errno == EEXIST) {
+    if (ioctl(uffd_, UFFDIO_CONTINUE, &c) != 0) {
+      // Mapped meanwhile (EEXIST), or anything else: wake the thread; a
+      // retry that still finds no page faults again.
+      if (errno != EEXIST) {
+        RANGEFS_LOG(WARNING) << "UFFDIO_CONTINUE: " << strerror(errno);
+      }
       ioctl(uffd_, UFFDIO_WAKE, &c.range);
     }
   };
   auto it = b.state.find(fp);
   const uint8_t st = it == b.state.end() ? uint8_t{kAbsent} : it->second;
-  // A missing or minor fault has no page table entry in this view: map the
-  // page. A write-protect fault has one: lift the protection.
-  const bool has_pte = (f.flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
+  // The fault's flags describe the page table when it faulted; a callback
+  // may have zapped the page since. The backing's state is what counts:
+  // an absent page is filled and mapped; a present one is mapped (missing
+  // or minor fault: this view has no entry) or unprotected (write-protect
+  // fault).
+  const bool wp_fault = (f.flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
   if (write) {
     const uint8_t now = b.shared ? kDirty : kPrivate;
-    if (has_pte) {
+    if (st != kAbsent && wp_fault) {
       uffdio_writeprotect wp;
       memset(&wp, 0, sizeof wp);
       wp.range.start = f.address;
