@@ -43,8 +43,12 @@ namespace {
 
 enum PageState : uint8_t { kAbsent, kClean, kDirty, kPrivate };
 
-// Pages a read fault fills and maps at once (Linux's fault_around_bytes).
+// Pages a read fault fills and maps at once (Linux's fault_around_bytes),
+// doubled for each fault that continues a sequential run, up to 1 MiB
+// (each fault costs two thread switches and a lock lookup: reading a
+// mapping sequentially should pay that rarely, as readahead does).
 constexpr uint64_t kFaultAround = 16;
+constexpr uint64_t kMaxFaultAround = 256;
 
 absl::Status Errno(const std::string& what, int err) {
   return MakeError(Errc::kIoError, what + ": " + strerror(err), err);
@@ -74,6 +78,9 @@ struct MmapTable::View {
   char* app = nullptr;  // The application's view (registered).
   char* own = nullptr;  // The node's view (never faults to us).
   bool dead = false;    // Unmapped; workers still holding it do nothing.
+  // Sequential fault detection: the last read fault and the window.
+  uint64_t last_fault = 0;
+  uint64_t window = kFaultAround;
   // File pages poisoned in this view: an access gets SIGBUS until the
   // range is invalidated (past EOF, or the fault failed).
   std::set<uint64_t> poisoned;
@@ -112,10 +119,11 @@ absl::Status MmapTable::StartLocked() {
   if (ioctl(fd, UFFDIO_API, &api) != 0) {
     int err = errno;
     close(fd);
-    return Errno("userfaultfd without thread ids, minor or write-protect "
-                 "faults on shared memory, or poison (Linux 6.6 or later "
-                 "needed)",
-                 err);
+    return Errno(
+        "userfaultfd without thread ids, minor or write-protect "
+        "faults on shared memory, or poison (Linux 6.6 or later "
+        "needed)",
+        err);
   }
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) {
@@ -230,8 +238,7 @@ absl::Status MmapTable::Unmap(void* addr, size_t length) {
     if (it == views_.end() ||
         (length + kPageSize - 1) / kPageSize != it->second->pages) {
       return MakeError(Errc::kInvalidArgument,
-                       "munmap: not the start and length of a mapping",
-                       EINVAL);
+                       "munmap: not the start and length of a mapping", EINVAL);
     }
     v = it->second;
     Backing& b = *v->backing;
@@ -266,7 +273,8 @@ absl::Status MmapTable::Sync(void* addr, size_t length, int flags) {
     absl::MutexLock lock(&mu_);
     const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
     std::shared_ptr<View> v = Find(a);
-    const uintptr_t base = v == nullptr ? 0 : reinterpret_cast<uintptr_t>(v->app);
+    const uintptr_t base =
+        v == nullptr ? 0 : reinterpret_cast<uintptr_t>(v->app);
     if (v == nullptr || a % kPageSize != 0 ||
         length > v->pages * kPageSize - (a - base)) {
       return MakeError(Errc::kInvalidArgument,
@@ -326,9 +334,9 @@ void MmapTable::Reader() {
         v = Find(f.address);
       }
       if (v == nullptr) continue;  // Unmapped meanwhile: the access faults.
-      const uint64_t fp = v->first_page +
-                          (f.address - reinterpret_cast<uintptr_t>(v->app)) /
-                              kPageSize;
+      const uint64_t fp =
+          v->first_page +
+          (f.address - reinterpret_cast<uintptr_t>(v->app)) / kPageSize;
       if (Refuse(f, *v, fp)) continue;
       workers_->Submit([this, f] { Serve(f); });
     }
@@ -407,14 +415,26 @@ void MmapTable::Serve(const Fault& f) {
   Backing& b = *v->backing;
   InodeState& in = *b.inode;
   const uint64_t fp =
-      v->first_page + (f.address - reinterpret_cast<uintptr_t>(v->app)) /
-                          kPageSize;
+      v->first_page +
+      (f.address - reinterpret_cast<uintptr_t>(v->app)) / kPageSize;
   const bool write = (f.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
   const bool exclusive = write && b.shared;
-  const uint64_t want = write ? 1
-                              : std::min<uint64_t>(kFaultAround,
-                                                   v->first_page + v->pages - fp);
-  const ByteRange locked{fp * kPageSize, (fp + want) * kPageSize};
+  // The pages [lo, lo + want) are filled: the faulting one for a write,
+  // an aligned fault-around block for a read.
+  uint64_t lo = fp;
+  uint64_t want = 1;
+  if (!write) {
+    absl::MutexLock lock(&mu_);
+    // A fault near the last one (memcpy may touch a block's end first)
+    // continues a sequential run: the window doubles.
+    const bool near =
+        fp + v->window >= v->last_fault && fp <= v->last_fault + 2 * v->window;
+    v->window = near ? std::min(kMaxFaultAround, v->window * 2) : kFaultAround;
+    v->last_fault = fp;
+    lo = std::max(v->first_page, fp & ~(v->window - 1));
+    want = std::min<uint64_t>(lo + v->window, v->first_page + v->pages) - lo;
+  }
+  const ByteRange locked{lo * kPageSize, (lo + want) * kPageSize};
   const LockCache::SessionSnapshot snap = impl_->locks().Snapshot();
   const LockMode mode = exclusive ? LockMode::kEx : LockMode::kSh;
 
@@ -436,20 +456,19 @@ void MmapTable::Serve(const Fault& f) {
     PoisonLocked(*v, fp);  // Past EOF: SIGBUS, as Linux.
     return;
   }
-  const uint64_t end = std::min(fp + want, PageCeil(size) / kPageSize);
+  const uint64_t end = std::min(lo + want, PageCeil(size) / kPageSize);
   // Stores of other private mappings' never reach the page cache; the
   // shared backing's own dirty pages are the newest copy and stay.
-  std::vector<char> data((end - fp) * kPageSize);
-  if (absl::Status fs = impl_->FillPages(in, fp, end, size, locked);
-      !fs.ok()) {
+  std::vector<char> data((end - lo) * kPageSize);
+  if (absl::Status fs = impl_->FillPages(in, lo, end, size, locked); !fs.ok()) {
     RANGEFS_LOG(WARNING) << "fault on inode " << in.ino << " page " << fp
                          << ": " << fs.message() << ": SIGBUS";
     absl::MutexLock lock(&mu_);
     PoisonLocked(*v, fp);
     return;
   }
-  for (uint64_t p = fp; p < end; ++p) {
-    char* out = data.data() + (p - fp) * kPageSize;
+  for (uint64_t p = lo; p < end; ++p) {
+    char* out = data.data() + (p - lo) * kPageSize;
     if (impl_->pages().Read(in.ino, p, out)) continue;
     // Reclaimed since the fill (a tiny cache): read it through.
     if (absl::Status rs =
@@ -477,22 +496,34 @@ void MmapTable::Serve(const Fault& f) {
   }
   // Maps file page `p` into this view: fills the backing first if it has
   // no copy of the page.
+  // Maps file page `p` into this view. A page the backing lacks is copied
+  // in from `fresh` (UFFDIO_COPY allocates it and maps it in one call); a
+  // page it has is mapped (UFFDIO_CONTINUE).
   auto install = [&](uint64_t p, const char* fresh, bool protect) {
-    if (fresh != nullptr && b.state.find(p) == b.state.end()) {
-      memcpy(v->Own(p), fresh, kPageSize);
+    int rc;
+    uffdio_range range{v->AppAddress(p), kPageSize};
+    if (b.state.find(p) == b.state.end()) {
+      uffdio_copy c;
+      memset(&c, 0, sizeof c);
+      c.dst = range.start;
+      c.src = reinterpret_cast<uintptr_t>(fresh);
+      c.len = kPageSize;
+      c.mode = protect ? UFFDIO_COPY_MODE_WP : 0;
+      rc = ioctl(uffd_, UFFDIO_COPY, &c);
+    } else {
+      uffdio_continue c;
+      memset(&c, 0, sizeof c);
+      c.range = range;
+      c.mode = protect ? UFFDIO_CONTINUE_MODE_WP : 0;
+      rc = ioctl(uffd_, UFFDIO_CONTINUE, &c);
     }
-    uffdio_continue c;
-    memset(&c, 0, sizeof c);
-    c.range.start = v->AppAddress(p);
-    c.range.len = kPageSize;
-    c.mode = protect ? UFFDIO_CONTINUE_MODE_WP : 0;
-    if (ioctl(uffd_, UFFDIO_CONTINUE, &c) != 0) {
+    if (rc != 0) {
       // Mapped meanwhile (EEXIST), or anything else: wake the thread; a
       // retry that still finds no page faults again.
       if (errno != EEXIST) {
-        RANGEFS_LOG(WARNING) << "UFFDIO_CONTINUE: " << strerror(errno);
+        RANGEFS_LOG(WARNING) << "mapping a page: " << strerror(errno);
       }
-      ioctl(uffd_, UFFDIO_WAKE, &c.range);
+      ioctl(uffd_, UFFDIO_WAKE, &range);
     }
   };
   auto it = b.state.find(fp);
@@ -513,7 +544,7 @@ void MmapTable::Serve(const Fault& f) {
       wp.mode = 0;  // Also wakes the faulting thread.
       ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp);
     } else {
-      install(fp, data.data(), /*protect=*/false);
+      install(fp, data.data() + (fp - lo) * kPageSize, /*protect=*/false);
     }
     if (st != kDirty && now == kDirty) ++b.dirty;
     b.state[fp] = now;
@@ -529,11 +560,39 @@ void MmapTable::Serve(const Fault& f) {
     install(fp, nullptr, st == kClean && v->writable);
     return;
   }
-  for (uint64_t p = fp; p < end; ++p) {
-    if (b.state.find(p) != b.state.end()) continue;
-    install(p, data.data() + (p - fp) * kPageSize, v->writable);
-    b.state[p] = kClean;
+  // Runs of absent pages: copied in and mapped with one call each.
+  for (uint64_t p = lo; p < end;) {
+    if (b.state.find(p) != b.state.end()) {
+      ++p;
+      continue;
+    }
+    uint64_t run = p;
+    while (run < end && b.state.find(run) == b.state.end()) ++run;
+    uffdio_copy c;
+    memset(&c, 0, sizeof c);
+    c.dst = v->AppAddress(p);
+    c.src = reinterpret_cast<uintptr_t>(data.data() + (p - lo) * kPageSize);
+    c.len = (run - p) * kPageSize;
+    c.mode = v->writable ? UFFDIO_COPY_MODE_WP : 0;
+    if (ioctl(uffd_, UFFDIO_COPY, &c) != 0) {
+      // Part of it was copied (c.copy bytes) or mapped meanwhile: the rest
+      // page by page.
+      const uint64_t copied =
+          c.copy > 0 ? static_cast<uint64_t>(c.copy) / kPageSize : 0;
+      for (uint64_t q = p; q < p + copied; ++q) b.state[q] = kClean;
+      for (uint64_t q = p + copied; q < run; ++q) {
+        install(q, data.data() + (q - lo) * kPageSize, v->writable);
+        b.state[q] = kClean;
+      }
+    } else {
+      for (uint64_t q = p; q < run; ++q) b.state[q] = kClean;
+    }
+    p = run;
   }
+  // The faulting page may lie outside what was copied (it was mapped
+  // meanwhile): make sure its thread wakes.
+  uffdio_range r{f.address, kPageSize};
+  ioctl(uffd_, UFFDIO_WAKE, &r);
 }
 
 // ------------------------------------------------- the I/O paths' calls
@@ -616,9 +675,8 @@ uint64_t MmapTable::ZapLocked(Backing& b, uint64_t first, uint64_t end) {
 namespace {
 // File pages [first, end) of `range`.
 std::pair<uint64_t, uint64_t> PagesOf(const ByteRange& range) {
-  return {range.start / kPageSize, range.end == kInfinity
-                                       ? kInfinity
-                                       : PageCeil(range.end) / kPageSize};
+  return {range.start / kPageSize,
+          range.end == kInfinity ? kInfinity : PageCeil(range.end) / kPageSize};
 }
 }  // namespace
 

@@ -51,9 +51,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/thread_pool.h"
 #include "client/rangefs.h"
 #include "common/range.h"
+#include "common/thread_pool.h"
 
 namespace rangefs::client {
 

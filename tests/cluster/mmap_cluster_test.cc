@@ -122,8 +122,8 @@ TEST_F(MmapClusterTest, MsyncWritesBackAndPrivateStoresStayPrivate) {
   MustWrite(*a, fa, Pattern(4, 1), 0);
   ASSERT_TRUE(a->Fsync(fa, false).ok());
   char* shared = MustMap(*a, fa, 0, 4 * kPage);
-  char* priv = MustMap(*a, fa, 0, 4 * kPage, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE);
+  char* priv =
+      MustMap(*a, fa, 0, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE);
   ASSERT_NE(shared, nullptr);
   ASSERT_NE(priv, nullptr);
   priv[0] = '!';  // Never reaches the file.
@@ -239,8 +239,7 @@ TEST_F(MmapClusterTest, FaultOnTheRangeTheThreadLocksIsEdeadlkNotAHang) {
   char* m2 = MustMap(*a, fh, 0, 4 * kPage);
   ASSERT_NE(m2, nullptr);
   uint64_t before = a->Stats().deadlock_faults;
-  FaultRegistry::Global().Set("client.skip_prefault",
-                              {0, Errc::kInternal, 0});
+  FaultRegistry::Global().Set("client.skip_prefault", {0, Errc::kInternal, 0});
   absl::StatusOr<size_t> w = a->Write(fh, m2, 4 * kPage, 0);
   FaultRegistry::Global().Clear("client.skip_prefault");
   ASSERT_FALSE(w.ok());
@@ -405,7 +404,8 @@ TEST_F(MmapClusterTest, FaultsOnANodeFollowPunchCollapseAndTruncateOnAnother) {
           .ok());
   file.replace(2 * kPage, 3 * kPage, std::string(3 * kPage, '\0'));
   EXPECT_TRUE(SameBytes(mapped(kPages * kPage), file));
-  ASSERT_TRUE(a->Fallocate(fa, kFallocCollapseRange, 6 * kPage, 4 * kPage).ok());
+  ASSERT_TRUE(
+      a->Fallocate(fa, kFallocCollapseRange, 6 * kPage, 4 * kPage).ok());
   file.erase(6 * kPage, 4 * kPage);
   EXPECT_TRUE(SameBytes(mapped(file.size()), file));
   char c;
@@ -427,9 +427,10 @@ TEST_F(MmapClusterTest, BadArgumentsAreRefused) {
   StartCluster();
   auto a = Node("a");
   uint64_t ro = MustOpen(*a, "/f", O_RDONLY | O_CREAT);
-  EXPECT_EQ(ErrnoOf(a->Mmap(ro, 0, kPage, PROT_READ | PROT_WRITE, MAP_SHARED)
-                        .status()),
-            EACCES);
+  EXPECT_EQ(
+      ErrnoOf(
+          a->Mmap(ro, 0, kPage, PROT_READ | PROT_WRITE, MAP_SHARED).status()),
+      EACCES);
   EXPECT_EQ(ErrnoOf(a->Mmap(ro, 100, kPage, PROT_READ, MAP_SHARED).status()),
             EINVAL);
   EXPECT_EQ(ErrnoOf(a->Mmap(ro, 0, 0, PROT_READ, MAP_SHARED).status()), EINVAL);

@@ -27,7 +27,7 @@ inline constexpr uint64_t kPage = 4096;
 
 // Compares byte strings, reporting the first difference instead of both.
 inline ::testing::AssertionResult SameBytes(const std::string& got,
-                                     const std::string& want) {
+                                            const std::string& want) {
   if (got == want) return ::testing::AssertionSuccess();
   size_t i = 0;
   while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
