@@ -208,6 +208,8 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       copied = CopyToUser(buf + done, bounce.data(), end - pos);
       short_copy = copied < end - pos;
     } else {
+      // Stores through this node's mappings are newer than the pages.
+      mmaps_->Collect(in, PageCover(pos, end - pos));
       if (absl::Status s =
               FillPages(in, pos / kPageSize,
                         PageCeil(std::min(end + ra, size)) / kPageSize, size,
@@ -619,6 +621,9 @@ absl::Status Client::Impl::Fallocate(const Handle& h, uint32_t mode,
     if (PageCeil(offset) < PageFloor(end)) {
       DropCached(in, {PageCeil(offset), PageFloor(end)});
     }
+    // Mapped copies of the edge pages too: the next access faults in the
+    // zeroed page.
+    mmaps_->Zap(in, PageCover(offset, length));
   }
   {
     absl::MutexLock lock(&in.mu);

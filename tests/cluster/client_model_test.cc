@@ -1,6 +1,8 @@
 // Model-based multi-node random test of librangefs against real servers:
 // seeded random sequences of buffered and direct reads and writes,
-// truncates, every fallocate mode and fsyncs, each from a random node,
+// truncates, every fallocate mode, fsyncs, loads and stores through each
+// node's shared mapping of the file, and direct writes and reads whose
+// buffer is that mapping, each from a random node,
 // checked after every operation against a byte model of the file (a whole
 // read and a stat from a random node). Reproducible from the seed; prints
 // the operation log on a failure.
@@ -8,6 +10,7 @@
 // Runs for RANGEFS_MODEL_SECONDS (default 20) under the `cluster` label;
 // set it higher for a long run. RANGEFS_MODEL_SEED starts from one seed.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -31,10 +34,15 @@ constexpr uint64_t kSpan = 256 * 1024;  // Offsets fall below this.
 constexpr int kNodes = 3;
 constexpr int kStepsPerSeed = 120;
 
+// Each node maps this much of the file (MAP_SHARED) and touches it only
+// below EOF.
+constexpr uint64_t kMapSpan = 2 * kSpan;
+
 struct Node {
   std::unique_ptr<Client> client;
   uint64_t buffered = 0;
   uint64_t direct = 0;
+  char* map = nullptr;
 };
 
 class ModelRun {
@@ -77,7 +85,8 @@ class ModelRun {
     std::ostringstream op;
     op << "node " << n << ": ";
     absl::Status st;
-    switch (Rand(0, 11)) {
+    const uint64_t mapped = std::min<uint64_t>(model_.size(), kMapSpan);
+    switch (Rand(0, 14)) {
       case 0:
       case 1:
       case 2: {  // Buffered write.
@@ -183,6 +192,66 @@ class ModelRun {
         }
         break;
       }
+      case 10: {  // Stores through the node's mapping (below EOF).
+        if (mapped == 0) return "";
+        uint64_t off = Rand(0, mapped - 1);
+        uint64_t len = Rand(1, std::min<uint64_t>(12000, mapped - off));
+        op << "mmap store " << off << " +" << len << " '" << fill << "'";
+        Log(op.str());
+        memset(node.map + off, fill, len);
+        Apply(off, std::string(len, fill));
+        break;
+      }
+      case 11: {  // Loads through the node's mapping.
+        if (mapped == 0) return "";
+        uint64_t off = Rand(0, mapped - 1);
+        uint64_t len = Rand(1, std::min<uint64_t>(30000, mapped - off));
+        op << "mmap load " << off << " +" << len;
+        Log(op.str());
+        return CompareMapped(node, off, len);
+      }
+      case 12: {  // Direct write whose buffer is the node's own mapping.
+        const uint64_t pages = mapped / kPage;
+        if (pages < 1) return "";
+        uint64_t len = Rand(1, std::min<uint64_t>(8, pages)) * kPage;
+        uint64_t src = Rand(0, pages - len / kPage) * kPage;
+        // The same range (generic/729) or one that does not overlap it.
+        uint64_t dst = src;
+        if (Rand(0, 1) == 1) {
+          dst = Rand(0, kSpan / kPage) * kPage;
+          if (dst < src + len && src < dst + len) dst = src;
+        }
+        op << "direct write " << dst << " +" << len << " from mapping at "
+           << src;
+        Log(op.str());
+        std::string data = model_.substr(src, len);
+        absl::StatusOr<size_t> w =
+            c.Write(node.direct, node.map + src, len, dst);
+        if (!w.ok() || *w != len) return "direct write: " + Why(w.status());
+        Apply(dst, data);
+        break;
+      }
+      case 13: {  // Read into the node's own mapping (buffered or direct).
+        const uint64_t pages = mapped / kPage;
+        if (pages < 2) return "";
+        uint64_t len = Rand(1, std::min<uint64_t>(4, pages / 2)) * kPage;
+        uint64_t dst = Rand(0, pages - len / kPage) * kPage;
+        uint64_t src = Rand(0, kSpan / kPage) * kPage;
+        if (src < dst + len && dst < src + len) return "";
+        bool direct = Rand(0, 1) == 1;
+        op << (direct ? "direct " : "") << "read " << src << " +" << len
+           << " into mapping at " << dst;
+        Log(op.str());
+        absl::StatusOr<size_t> r = c.Read(direct ? node.direct : node.buffered,
+                                          node.map + dst, len, src);
+        if (!r.ok()) return "read into mapping: " + Why(r.status());
+        uint64_t got = src >= model_.size()
+                           ? 0
+                           : std::min<uint64_t>(len, model_.size() - src);
+        if (*r != got) return "read into mapping: short";
+        if (got > 0) Apply(dst, model_.substr(src, got));
+        break;
+      }
       default: {  // fsync.
         op << "fsync";
         Log(op.str());
@@ -228,6 +297,18 @@ class ModelRun {
     return "";
   }
 
+  std::string CompareMapped(const Node& node, uint64_t off, uint64_t len) {
+    for (uint64_t i = off; i < off + len; ++i) {
+      if (node.map[i] != model_[i]) {
+        return "mapped byte " + std::to_string(i) + " is " +
+               std::to_string(static_cast<unsigned char>(node.map[i])) +
+               ", model says " +
+               std::to_string(static_cast<unsigned char>(model_[i]));
+      }
+    }
+    return "";
+  }
+
   // A random node reads the whole file and stats it.
   std::string Check() {
     int n = static_cast<int>(Rand(0, kNodes - 1));
@@ -241,6 +322,9 @@ class ModelRun {
     }
     std::string err =
         Compare(*node.client, node.buffered, 0, model_.size() + kPage);
+    if (err.empty()) {
+      err = CompareMapped(node, 0, std::min<uint64_t>(model_.size(), kMapSpan));
+    }
     return err.empty() ? "" : "check on node " + std::to_string(n) + ": " + err;
   }
 
@@ -286,6 +370,10 @@ TEST(ClientModelTest, RandomMultiNodeOperationsMatchAByteModel) {
           nodes[i].client->OpenPath(path, O_RDWR | O_DIRECT);
       ASSERT_TRUE(d.ok()) << d.status();
       nodes[i].direct = *d;
+      absl::StatusOr<void*> m = nodes[i].client->Mmap(
+          nodes[i].buffered, 0, kMapSpan, PROT_READ | PROT_WRITE, MAP_SHARED);
+      ASSERT_TRUE(m.ok()) << m.status();
+      nodes[i].map = static_cast<char*>(*m);
     }
     ModelRun run(&nodes, seed);
     ASSERT_TRUE(run.Run(kStepsPerSeed, &why)) << why;
