@@ -262,8 +262,11 @@ absl::Status MmapTable::Unmap(void* addr, size_t length) {
   ioctl(uffd_, UFFDIO_UNREGISTER, &range);
   munmap(v->app, bytes);
   munmap(v->own, bytes);
-  --v->backing->inode->mmaps;
-  return absl::OkStatus();
+  InodeState& in = *v->backing->inode;
+  --in.mmaps;
+  // What the mapping stored goes to the data servers now.
+  return impl_->Writeback(in, {v->first_page * kPageSize,
+                               (v->first_page + v->pages) * kPageSize});
 }
 
 absl::Status MmapTable::Sync(void* addr, size_t length, int flags) {

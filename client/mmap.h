@@ -78,7 +78,7 @@ class MmapTable {
   // msync: MS_SYNC writes the mapping's dirty pages back before returning;
   // MS_ASYNC hands them to the page cache's writeback.
   absl::Status Sync(void* addr, size_t length, int flags);
-  // Unmaps a whole mapping (its dirty pages go to the page cache first).
+  // Unmaps a whole mapping and writes back what it stored.
   absl::Status Unmap(void* addr, size_t length);
   // Unmaps everything and stops the fault handler.
   void Stop();

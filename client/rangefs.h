@@ -217,8 +217,8 @@ class Client {
   // coherent with every node under the INVAL locks, as read/write are.
   // flags: MAP_SHARED or MAP_PRIVATE; offset page-aligned; access past EOF
   // gets SIGBUS. The mapping outlives the handle. Munmap takes the whole
-  // mapping; its dirty pages go to the page cache (written back later, or
-  // by Msync(MS_SYNC) / Fsync before it).
+  // mapping and writes back what it stored; Msync(MS_SYNC) writes back and
+  // flushes the data servers; Fsync of the file covers mapped stores too.
   absl::StatusOr<void*> Mmap(uint64_t fh, uint64_t offset, size_t length,
                              int prot, int flags);
   absl::Status Msync(void* addr, size_t length, int flags);
