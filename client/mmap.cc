@@ -19,6 +19,7 @@
 #include "absl/container/btree_map.h"
 #include "client/client_internal.h"
 #include "client/user_copy.h"
+#include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/status.h"
 
@@ -265,8 +266,8 @@ absl::Status MmapTable::Unmap(void* addr, size_t length) {
   InodeState& in = *v->backing->inode;
   --in.mmaps;
   // What the mapping stored goes to the data servers now.
-  return impl_->Writeback(in, {v->first_page * kPageSize,
-                               (v->first_page + v->pages) * kPageSize});
+  return impl_->Writeback(
+      in, {v->first_page * kPageSize, (v->first_page + v->pages) * kPageSize});
 }
 
 absl::Status MmapTable::Sync(void* addr, size_t length, int flags) {
@@ -347,6 +348,7 @@ void MmapTable::Reader() {
 }
 
 bool MmapTable::Refuse(const Fault& f, View& v, uint64_t fp) {
+  if (UnsafeSwitch("unsafe.client.no_copy_stops")) return false;
   const bool write = (f.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
   const bool exclusive = write && v.backing->shared;
   const uint64_t ino = v.backing->inode->ino;
@@ -391,10 +393,32 @@ void MmapTable::PoisonLocked(View& v, uint64_t fp) {
   p.range.len = kPageSize;
   if (ioctl(uffd_, UFFDIO_POISON, &p) == 0) {
     v.poisoned.insert(fp);
-  } else if (errno == EEXIST) {
-    // The page got mapped meanwhile: the access succeeds after all.
-    ioctl(uffd_, UFFDIO_WAKE, &p.range);
+    return;
   }
+  // The page table entry is not empty: a write-protect marker left by a
+  // zap of a protected page, or a page mapped meanwhile. Clear it and try
+  // once more; whatever happens, the thread must wake (a retry that still
+  // finds no page faults again).
+  const int first = errno;
+  ClearMarkers(p.range.start);
+  if (ioctl(uffd_, UFFDIO_POISON, &p) == 0) {
+    v.poisoned.insert(fp);
+    return;
+  }
+  RANGEFS_LOG(WARNING) << "UFFDIO_POISON: " << strerror(first) << ", then "
+                       << strerror(errno);
+  ioctl(uffd_, UFFDIO_WAKE, &p.range);
+}
+
+void MmapTable::ClearMarkers(uintptr_t address) {
+  // Resolving write protection on an empty entry removes the marker (and
+  // wakes nobody: DONTWAKE).
+  uffdio_writeprotect wp;
+  memset(&wp, 0, sizeof wp);
+  wp.range.start = address;
+  wp.range.len = kPageSize;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
+  ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp);
 }
 
 void MmapTable::Unpoison(Backing& b, uint64_t first, uint64_t end) {
@@ -442,7 +466,9 @@ void MmapTable::Serve(const Fault& f) {
   const LockMode mode = exclusive ? LockMode::kEx : LockMode::kSh;
 
   HeldLocks held(&impl_->locks());
-  absl::Status s = held.Take(LockKind::kInval, in.ino, locked, mode);
+  absl::Status s = UnsafeSwitch("unsafe.client.fault_without_inval")
+                       ? absl::OkStatus()
+                       : held.Take(LockKind::kInval, in.ino, locked, mode);
   if (s.ok()) s = held.Take(LockKind::kInode, in.ino, WholeFile(), mode);
   absl::StatusOr<Attr> attr =
       s.ok() ? impl_->CachedAttr(in) : absl::StatusOr<Attr>(s);
@@ -667,10 +693,14 @@ uint64_t MmapTable::ZapLocked(Backing& b, uint64_t first, uint64_t end) {
     it = b.state.erase(it);
     ++stats_.pages_zapped;
     // Dropping the memfd's page removes it from every view's page tables:
-    // the next access faults.
+    // the next access faults. A page that was write-protected leaves a
+    // marker in its place; clear it, so the next fault is a plain one.
     fallocate(b.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
               static_cast<off_t>(fp * kPageSize),
               static_cast<off_t>(kPageSize));
+    for (const View* v : b.views) {
+      if (v->Covers(fp)) ClearMarkers(v->AppAddress(fp));
+    }
   }
   return dirty;
 }

@@ -120,6 +120,9 @@ class MmapTable {
   void PoisonLocked(View& v, uint64_t fp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unpoison(Backing& b, uint64_t first, uint64_t end)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a userfaultfd write-protect marker from an empty page table
+  // entry of the application's view at `address`.
+  void ClearMarkers(uintptr_t address);
 
   Client::Impl* const impl_;
   int uffd_ = -1;

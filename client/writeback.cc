@@ -364,6 +364,7 @@ void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
   // A switch for tests: hold the lock between writeback and invalidate.
   (void)FaultPoint("client.inval_between_writeback_and_invalidate");
   if (keep == LockMode::kSh && s.ok()) return;  // Clean pages may stay.
+  if (UnsafeSwitch("unsafe.client.inval_keep_cache")) return;
   uint64_t dirty = DropCached(*in, range);
   if (dirty > 0) NoteLost(*in, dirty);
 }

@@ -67,6 +67,14 @@ inline absl::Status FaultPoint(absl::string_view point) {
   return FaultRegistry::Global().Hit(point);
 }
 
+// Switches that turn one protection off, for the race suite's evidence
+// that its checks can fail (docs/race-suite.md): "unsafe.*" points; any
+// rule with an error switches the protection off, e.g.
+// RANGEFS_FAULTS="unsafe.client.inval_keep_cache=0:INTERNAL".
+inline bool UnsafeSwitch(absl::string_view point) {
+  return !FaultRegistry::Global().Hit(point).ok();
+}
+
 // Loads RANGEFS_FAULTS into the global registry (program start).
 absl::Status LoadFaultsFromEnv();
 

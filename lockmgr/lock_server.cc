@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/status.h"
 
@@ -223,7 +224,7 @@ void LockServer::HandleAcquire(Session& s, const proto::AcquireRequest& a) {
                 MakeError(Errc::kInvalidArgument, "request id in use"));
   }
   bool grace = grace_end_ns_ != 0;
-  if (grace && !a.replay()) {
+  if (grace && !a.replay() && !UnsafeSwitch("unsafe.lockd.grant_in_grace")) {
     return Deny(s, a.request_id(),
                 MakeError(Errc::kGrace, "lockd is in its grace period"));
   }

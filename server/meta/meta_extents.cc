@@ -202,8 +202,9 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
     absl::StatusOr<ExtentSet> set =
         ExtentSet::Load(store_.get(), nullptr, ino, g.start, g.end);
     if (!set.ok()) return set.status();
-    if (!set->Holes(g.start, g.end).empty() ||
-        set->MaxGen(g.start, g.end) > cookie) {
+    if ((!set->Holes(g.start, g.end).empty() ||
+         set->MaxGen(g.start, g.end) > cookie) &&
+        !UnsafeSwitch("unsafe.meta.ignore_cookie")) {
       absl::MutexLock lock(&seq_mu_);
       ++counters_.stale_commits;
       return MakeError(Errc::kStale,

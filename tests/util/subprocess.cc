@@ -24,6 +24,18 @@ Subprocess::~Subprocess() {
 bool Subprocess::Start(const std::vector<std::string>& argv,
                        const std::string& log,
                        const std::vector<std::string>& env) {
+  return StartPiped(argv, log, env, nullptr, nullptr);
+}
+
+bool Subprocess::StartPiped(const std::vector<std::string>& argv,
+                            const std::string& log,
+                            const std::vector<std::string>& env, int* to_child,
+                            int* from_child) {
+  int in[2] = {-1, -1}, out[2] = {-1, -1};
+  if (to_child != nullptr &&
+      (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0)) {
+    return false;
+  }
   std::vector<char*> args;
   for (const std::string& a : argv)
     args.push_back(const_cast<char*>(a.c_str()));
@@ -37,6 +49,10 @@ bool Subprocess::Start(const std::vector<std::string>& argv,
       dup2(fd, 2);
       close(fd);
     }
+    if (to_child != nullptr) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+    }
     // A server must not outlive a test that crashed or was killed.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     // Children must not inherit blocked signals from the test.
@@ -48,6 +64,12 @@ bool Subprocess::Start(const std::vector<std::string>& argv,
     _exit(127);
   }
   pid_ = pid;
+  if (to_child != nullptr) {
+    close(in[0]);
+    close(out[1]);
+    *to_child = in[1];
+    *from_child = out[0];
+  }
   return true;
 }
 

@@ -22,6 +22,12 @@ class Subprocess {
   // `env` entries ("NAME=value") are added to the environment.
   bool Start(const std::vector<std::string>& argv, const std::string& log,
              const std::vector<std::string>& env = {});
+  // The same with the child's stdin and stdout on pipes: *to_child is
+  // written to its stdin, *from_child reads its stdout (stderr goes to
+  // `log`). The caller closes both.
+  bool StartPiped(const std::vector<std::string>& argv, const std::string& log,
+                  const std::vector<std::string>& env, int* to_child,
+                  int* from_child);
   // Sends `sig` and waits for the exit; returns the wait status.
   int Stop(int sig);
   // Sends `sig` without waiting.

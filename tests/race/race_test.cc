@@ -1,0 +1,767 @@
+// The multi-node race suite (docs/race-suite.md): the races of
+// ../shared/background/ recreated on separate node processes against a
+// real cluster, repeated with seeded timing until a time budget is spent,
+// each iteration checked by an oracle.
+//
+//   RANGEFS_RACE_SECONDS  budget per scenario (default 5; the long run
+//                         uses 300)
+//   RANGEFS_RACE_SEED     first seed (default 1); a failure prints its seed
+//   RANGEFS_FAULTS        e.g. "unsafe.client.inval_keep_cache=0:INTERNAL"
+//                         switches a protection off in every process: the
+//                         scenarios that depend on it fail (the table in
+//                         docs/race-suite.md)
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "proto/lock.grpc.pb.h"
+#include "proto/meta.grpc.pb.h"
+#include "rpc/channel.h"
+#include "tests/race/race_harness.h"
+#include "tests/util/local_cluster.h"
+
+namespace rangefs::race {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+uint64_t EnvOr(const char* name, uint64_t dflt) {
+  const char* v = getenv(name);
+  return v == nullptr ? dflt : strtoull(v, nullptr, 10);
+}
+
+std::string Fill(char c, uint64_t n) { return std::string(n, c); }
+std::string Ch(char c) { return std::string(1, c); }
+
+// What one iteration found: "" when the oracle is satisfied.
+struct Outcome {
+  std::string failure;
+  ScriptResult script;
+};
+
+class RaceTest : public ::testing::Test {
+ protected:
+  void StartCluster(testing::LocalClusterOptions o = {}) {
+    cluster_ = std::make_unique<testing::LocalCluster>(o);
+    std::string why;
+    ASSERT_TRUE(cluster_->Start(&why)) << why;
+  }
+  RaceNode* AddNode(const std::string& name,
+                    const std::vector<std::string>& args = {}) {
+    auto n = std::make_unique<RaceNode>();
+    const std::string log = cluster_->dir() + "/" + name + ".log";
+    if (!n->Start(name, cluster_->config(), log, "", args)) {
+      ADD_FAILURE() << "node " << name
+                    << " did not start: " << testing::Tail(log);
+      return nullptr;
+    }
+    nodes_.push_back(std::move(n));
+    return nodes_.back().get();
+  }
+  void DropNode(RaceNode* n) {
+    for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
+      if (it->get() == n) {
+        n->Kill();
+        nodes_.erase(it);
+        return;
+      }
+    }
+  }
+  void TearDown() override {
+    for (auto& n : nodes_) n->Quit();
+    nodes_.clear();
+    if (cluster_ == nullptr) return;
+    // Every node is gone: lockd must hold no lock of any of them.
+    int locks = LockCount();
+    for (int i = 0; i < 100 && locks != 0; ++i) {
+      usleep(20000);
+      locks = LockCount();
+    }
+    EXPECT_EQ(locks, 0) << "locks leaked after every node left";
+  }
+
+  std::vector<std::string> Fsck() {
+    auto stub =
+        proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
+    grpc::ClientContext ctx;
+    proto::FsckRequest req;
+    proto::FsckReply rep;
+    if (!stub->Fsck(&ctx, req, &rep).ok()) return {"fsck RPC failed"};
+    return {rep.problems().begin(), rep.problems().end()};
+  }
+  // Locks lockd still holds for any session.
+  int LockCount() {
+    auto stub = proto::LockService::NewStub(
+        rpc::MakeChannel(cluster_->lockd_address(0)));
+    grpc::ClientContext ctx;
+    proto::DumpRequest req;
+    proto::DumpReply rep;
+    if (!stub->Dump(&ctx, req, &rep).ok()) return -1;
+    return rep.locks_size();
+  }
+
+  // Reads [0, len) on `n`: the bytes, or a failure text.
+  static std::string ReadAll(RaceNode& n, const std::string& path, uint64_t len,
+                             std::string* failure) {
+    Reply r = n.Call("read " + path + " 0 " + std::to_string(len));
+    if (!r.ok) {
+      *failure = n.name() + ": read failed: " + r.text;
+      return "";
+    }
+    return FromRuns(0, r.text);
+  }
+  // Every node reads the same bytes: returns them, or sets *failure.
+  std::string Converged(const std::string& path, uint64_t len,
+                        std::string* failure) {
+    std::string first;
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      std::string got = ReadAll(*nodes_[i], path, len, failure);
+      if (!failure->empty()) return "";
+      if (i == 0) {
+        first = got;
+      } else if (got != first) {
+        *failure = nodes_[i]->name() + " reads " + Runs(0, got) + " but " +
+                   nodes_[0]->name() + " reads " + Runs(0, first);
+        return "";
+      }
+    }
+    return first;
+  }
+
+  // Runs `iteration(seed)` until the budget is spent; on a failure prints
+  // the seed, the interleaving and the node logs.
+  void Repeat(const std::string& scenario,
+              const std::function<Outcome(uint64_t)>& iteration) {
+    const auto budget = std::chrono::seconds(EnvOr("RANGEFS_RACE_SECONDS", 5));
+    const uint64_t first = EnvOr("RANGEFS_RACE_SEED", 1);
+    const auto start = std::chrono::steady_clock::now();
+    uint64_t seed = first;
+    int iterations = 0;
+    while (iterations == 0 ||
+           std::chrono::steady_clock::now() - start < budget) {
+      Outcome o = iteration(seed);
+      ++iterations;
+      if (!o.failure.empty()) {
+        std::ostringstream logs;
+        for (auto& n : nodes_) {
+          logs << "--- " << n->name() << " log (tail)\n"
+               << testing::Tail(n->log(), 25);
+        }
+        FAIL() << scenario << ": FAILED at seed " << seed << " (iteration "
+               << iterations << "): " << o.failure << "\ninterleaving:\n"
+               << o.script.Interleaving() << logs.str()
+               << "reproduce: RANGEFS_RACE_SEED=" << seed
+               << " build/tests/race_test --gtest_filter='*" << scenario
+               << "*'";
+      }
+      ++seed;
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::vector<std::string> problems = Fsck();
+    EXPECT_TRUE(problems.empty()) << scenario << ": fsck: " << problems[0];
+    printf("race %-44s pass  %4d iterations  seeds %llu..%llu  %.1f s\n",
+           scenario.c_str(), iterations, static_cast<unsigned long long>(first),
+           static_cast<unsigned long long>(seed - 1), secs);
+  }
+
+  std::unique_ptr<testing::LocalCluster> cluster_;
+  std::vector<std::unique_ptr<RaceNode>> nodes_;
+};
+
+std::string P(uint64_t seed, const char* name) {
+  return absl::StrCat("/", name, ".", seed);
+}
+
+// Scenario 1 (2019-bcachefs-pagecache-add-lock.txt): B keeps a mapping of
+// a range hot while A overwrites the range with O_DIRECT. After each of
+// A's writes returned, B must never load older data.
+TEST_F(RaceTest, S1_DirectWriteVsFaultsOnAnotherNode) {
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 8 * kPage;
+  Repeat("S1_DirectWriteVsFaultsOnAnotherNode", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s1");
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " a direct"));
+    b->Call(absl::StrCat("mmap m ", f, " 0 ", len));
+    constexpr int kGens = 6;
+    std::vector<std::string> sa = {"barrier go"},
+                             sb = {absl::StrCat("mwatch m 0 ", len),
+                                   "barrier go"};
+    for (int g = 1; g <= kGens; ++g) {
+      sa.push_back("jitter 4");
+      sa.push_back(absl::StrCat("@w", g, " write ", f, " 0 ", len, " ",
+                                Ch(static_cast<char>('a' + g)), " direct"));
+    }
+    sa.push_back("barrier end");
+    sb.push_back("barrier end");
+    sb.push_back("@watch mwatch_stop m");
+    o.script = RunScript({a, b}, {sa, sb}, seed);
+    if (o.script.hung) {
+      o.failure = "a node hung";
+      return o;
+    }
+    std::vector<std::string> models = {Fill('a', len)};
+    std::vector<int64_t> done = {0};
+    for (int g = 1; g <= kGens; ++g) {
+      const Reply& w = o.script.Get(absl::StrCat("w", g));
+      if (!w.ok) {
+        o.failure = "write " + std::to_string(g) + " failed: " + w.text;
+        return o;
+      }
+      models.push_back(Fill(static_cast<char>('a' + g), len));
+      done.push_back(w.t_ns);
+    }
+    o.failure = CheckVisibility(models, done, o.script.Get("watch").text);
+    b->Call("munmap m");
+    return o;
+  });
+}
+
+// Scenario 2 (fstests generic/708, generic/729): an O_DIRECT write whose
+// buffer is a mapping of the very range it writes, on one node, while
+// another node stores into the same file through its own mapping.
+TEST_F(RaceTest, S2_DirectWriteFromItsOwnMapping) {
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 16 * kPage;
+  Repeat("S2_DirectWriteFromItsOwnMapping", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s2");
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " p"));
+    a->Call("fsync " + f);
+    a->Call(absl::StrCat("mmap m ", f, " 0 ", len));
+    b->Call(absl::StrCat("mmap m ", f, " 0 ", len));
+    const uint64_t page = seed % 16;
+    o.script = RunScript(
+        {a, b},
+        {{"barrier go", "jitter 5",
+          absl::StrCat("@dw dwrite_map ", f, " 0 ", len, " m 0")},
+         {"barrier go", "jitter 5",
+          absl::StrCat("@st mstore m ", page * kPage, " ", kPage, " q"),
+          "msync m"}},
+        seed, 20000);
+    if (o.script.hung) {
+      o.failure = "a node hung (the direct write faulted on its own locks?)";
+      return o;
+    }
+    if (!o.script.Get("dw").ok ||
+        o.script.Get("dw").text.rfind(std::to_string(len), 0) != 0) {
+      o.failure =
+          "direct write from its own mapping: " + o.script.Get("dw").text;
+      return o;
+    }
+    std::string got = Converged(f, len, &o.failure);
+    if (!o.failure.empty()) return o;
+    for (uint64_t p = 0; p < 16; ++p) {
+      const char c = got[p * kPage];
+      if (got.substr(p * kPage, kPage) != Fill(c, kPage) ||
+          (c != 'p' && !(c == 'q' && p == page))) {
+        o.failure = "page " + std::to_string(p) + " holds " + Runs(0, got);
+        return o;
+      }
+    }
+    if (got[page * kPage] != 'q') o.failure = "B's store was lost";
+    a->Call("munmap m");
+    b->Call("munmap m");
+    return o;
+  });
+}
+
+// Scenario 3 (the ext4 race of 2024-*): write faults on A while B
+// allocates, punches and zeroes the same range: every page ends as one of
+// the values some order gives, all nodes agree, and the space accounting
+// matches the data (fsck).
+TEST_F(RaceTest, S3_WriteFaultsVsFallocate) {
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  const uint64_t pages = 16, len = pages * kPage;
+  Repeat("S3_WriteFaultsVsFallocate", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s3");
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+    a->Call("fsync " + f);
+    a->Call(absl::StrCat("mmap m ", f, " 0 ", len));
+    std::mt19937_64 rng(seed);
+    std::vector<std::string> sa = {"barrier go"}, sb = {"barrier go"};
+    std::vector<char> stored(pages, 0);
+    for (int i = 0; i < 8; ++i) {
+      uint64_t p = rng() % pages;
+      char c = static_cast<char>('A' + i);
+      stored[p] = c;  // The last store to a page wins among A's.
+      sa.push_back("jitter 2");
+      sa.push_back(
+          absl::StrCat("mstore m ", p * kPage, " ", kPage, " ", Ch(c)));
+    }
+    sa.push_back("msync m");
+    const char* modes[] = {"punch", "zero_keep", "alloc_keep"};
+    for (int i = 0; i < 3; ++i) {
+      uint64_t p = rng() % (pages - 4);
+      sb.push_back("jitter 3");
+      sb.push_back(absl::StrCat("fallocate ", f, " ", modes[i], " ", p * kPage,
+                                " ", 4 * kPage));
+    }
+    o.script = RunScript({a, b}, {sa, sb}, seed);
+    if (o.script.hung) {
+      o.failure = "a node hung";
+      return o;
+    }
+    std::string got = Converged(f, len, &o.failure);
+    if (!o.failure.empty()) return o;
+    if (got.size() != len) {
+      o.failure = "size " + std::to_string(got.size());
+      return o;
+    }
+    for (uint64_t p = 0; p < pages; ++p) {
+      const char c = got[p * kPage];
+      bool whole = got.substr(p * kPage, kPage) == Fill(c, kPage);
+      bool allowed = c == 'o' || c == 0 || (c >= 'A' && c < 'A' + 8);
+      if (!whole || !allowed) {
+        o.failure = "page " + std::to_string(p) + ": " +
+                    Runs(p * kPage, got.substr(p * kPage, kPage));
+        return o;
+      }
+      // A page A stored into and B never touched keeps A's last store.
+      (void)stored;
+    }
+    a->Call("munmap m");
+    return o;
+  });
+}
+
+// The writer's side of scenarios 4 and 5: operations applied one after
+// another on A (each with its model), while B watches a mapping.
+struct Op {
+  std::string cmd;
+  std::function<void(std::string*)> apply;
+};
+
+Outcome WatchWhileApplying(RaceNode* a, RaceNode* b, const std::string& f,
+                           uint64_t map_len, const std::string& initial,
+                           const std::vector<Op>& ops, uint64_t seed) {
+  Outcome o;
+  a->Call("write " + f + " 0 " + std::to_string(initial.size()) + " x");
+  // Per-page contents: written page by page.
+  for (uint64_t p = 0; p * kPage < initial.size(); ++p) {
+    a->Call(absl::StrCat("write ", f, " ", p * kPage, " ", kPage, " ",
+                         std::string(1, initial[p * kPage])));
+  }
+  a->Call("fsync " + f);
+  b->Call(absl::StrCat("mmap m ", f, " 0 ", map_len));
+  std::vector<std::string> sa = {"barrier go"},
+                           sb = {absl::StrCat("mwatch m 0 ", map_len),
+                                 "barrier go"};
+  std::vector<std::string> models = {initial};
+  for (size_t i = 0; i < ops.size(); ++i) {
+    sa.push_back("jitter 3");
+    sa.push_back(absl::StrCat("@op", i, " ", ops[i].cmd));
+    std::string next = models.back();
+    ops[i].apply(&next);
+    models.push_back(next);
+  }
+  sa.push_back("barrier end");
+  sb.push_back("jitter 3");
+  sb.push_back("barrier end");
+  sb.push_back("@watch mwatch_stop m");
+  o.script = RunScript({a, b}, {sa, sb}, seed);
+  if (o.script.hung) {
+    o.failure = "a node hung";
+    return o;
+  }
+  std::vector<int64_t> done = {0};
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const Reply& r = o.script.Get(absl::StrCat("op", i));
+    if (!r.ok) {
+      o.failure = ops[i].cmd + ": " + r.text;
+      return o;
+    }
+    done.push_back(r.t_ns);
+  }
+  o.failure = CheckVisibility(models, done, o.script.Get("watch").text);
+  b->Call("munmap m");
+  return o;
+}
+
+std::string Pages(const std::string& bytes_per_page) {
+  std::string s;
+  for (char c : bytes_per_page) s += Fill(c, kPage);
+  return s;
+}
+
+// Scenario 4 (2015-dax-fault-vs-truncate.txt): truncate and punch on A
+// while B faults the range in.
+TEST_F(RaceTest, S4_TruncateAndPunchVsFaults) {
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  Repeat("S4_TruncateAndPunchVsFaults", [&](uint64_t seed) {
+    const std::string f = P(seed, "s4");
+    const std::string init = Pages("ABCDEFGHIJKLMNOP");
+    std::vector<Op> ops = {
+        {absl::StrCat("fallocate ", f, " punch ", 2 * kPage, " ", 3 * kPage),
+         [](std::string* m) {
+           m->replace(2 * kPage, 3 * kPage, Fill(0, 3 * kPage));
+         }},
+        {absl::StrCat("truncate ", f, " ", 10 * kPage),
+         [](std::string* m) { m->resize(10 * kPage); }},
+        {absl::StrCat("write ", f, " ", 6 * kPage, " ", 2 * kPage, " z"),
+         [](std::string* m) {
+           m->replace(6 * kPage, 2 * kPage, Fill('z', 2 * kPage));
+         }},
+        {absl::StrCat("truncate ", f, " ", 4 * kPage),
+         [](std::string* m) { m->resize(4 * kPage); }},
+        {absl::StrCat("truncate ", f, " ", 12 * kPage),
+         [](std::string* m) { m->resize(12 * kPage, '\0'); }},
+    };
+    return WatchWhileApplying(a, b, f, 16 * kPage, init, ops, seed);
+  });
+}
+
+// Scenario 5 (2020-*): collapse and insert range on A while B faults: a
+// page must never show up at its old index after the shift returned.
+TEST_F(RaceTest, S5_CollapseAndInsertVsFaults) {
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  Repeat("S5_CollapseAndInsertVsFaults", [&](uint64_t seed) {
+    const std::string f = P(seed, "s5");
+    const std::string init = Pages("ABCDEFGHIJKLMNOP");
+    std::vector<Op> ops = {
+        {absl::StrCat("fallocate ", f, " collapse ", 2 * kPage, " ", kPage),
+         [](std::string* m) { m->erase(2 * kPage, kPage); }},
+        {absl::StrCat("fallocate ", f, " insert ", 5 * kPage, " ", 2 * kPage),
+         [](std::string* m) { m->insert(5 * kPage, Fill(0, 2 * kPage)); }},
+        {absl::StrCat("fallocate ", f, " collapse ", 0, " ", 3 * kPage),
+         [](std::string* m) { m->erase(0, 3 * kPage); }},
+        {absl::StrCat("fallocate ", f, " insert ", 0, " ", kPage),
+         [](std::string* m) { m->insert(0, Fill(0, kPage)); }},
+    };
+    return WatchWhileApplying(a, b, f, 20 * kPage, init, ops, seed);
+  });
+}
+
+// Scenario 6 (xfs/559): A's write is paused between its data write and
+// its commit; B's write of the same fresh range commits meanwhile. A's
+// cookie is stale: it must remap and redo, and the STALE path must run.
+TEST_F(RaceTest, S6_StaleMappingIsRemapped) {
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 16 * kPage;
+  Repeat("S6_StaleMappingIsRemapped", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s6");
+    Reply before = a->Call("stats");
+    a->Call("fault client.before_commit=400::1");
+    o.script = RunScript(
+        {a, b},
+        {{"barrier go", absl::StrCat("@wa write ", f, " 0 ", len, " A direct")},
+         {"barrier go", "sleep 120", "jitter 150",
+          absl::StrCat("@wb write ", f, " 0 ", len, " B direct")}},
+        seed);
+    a->Call("fault client.before_commit=0::0");
+    if (o.script.hung) {
+      o.failure = "a node hung";
+      return o;
+    }
+    const Reply& wa = o.script.Get("wa");
+    const Reply& wb = o.script.Get("wb");
+    if (!wa.ok || !wb.ok) {
+      o.failure = "a write failed: " + wa.text + " / " + wb.text;
+      return o;
+    }
+    auto stale = [](const std::string& stats) {
+      size_t at = stats.find("stale_retries=");
+      return at == std::string::npos
+                 ? 0
+                 : strtoull(stats.c_str() + at + 14, nullptr, 10);
+    };
+    const uint64_t stale_before = stale(before.text);
+    const uint64_t stale_after = stale(a->Call("stats").text);
+    std::string got = Converged(f, len, &o.failure);
+    if (!o.failure.empty()) return o;
+    if (wb.t_ns < wa.t_ns) {
+      // B committed inside A's pause: A's commit must have been STALE.
+      if (stale_after == stale_before) {
+        o.failure =
+            "B's write committed while A's was paused, but A saw no "
+            "STALE commit";
+      } else if (got != Fill('A', len)) {
+        o.failure =
+            "A remapped and rewrote last, yet the file is " + Runs(0, got);
+      }
+    }
+    return o;
+  });
+}
+
+// Scenario 7 (2015-*): simultaneous write faults on one hole from three
+// nodes: one block allocated, every store kept.
+TEST_F(RaceTest, S7_SimultaneousWriteFaultsOnAHole) {
+  StartCluster();
+  std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
+  for (RaceNode* n : ns) ASSERT_NE(n, nullptr);
+  Repeat("S7_SimultaneousWriteFaultsOnAHole", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s7");
+    ns[0]->Call(absl::StrCat("truncate ", f, " ", 4 * kPage));
+    std::vector<std::vector<std::string>> steps;
+    for (size_t i = 0; i < ns.size(); ++i) {
+      ns[i]->Call(absl::StrCat("mmap m ", f, " 0 ", 4 * kPage));
+      steps.push_back({"barrier go", "jitter 2",
+                       absl::StrCat("mstore m ", kPage + 100 * (i + 1), " 10 ",
+                                    Ch(static_cast<char>('x' + i))),
+                       "barrier stored", "msync m"});
+    }
+    o.script = RunScript(ns, steps, seed);
+    if (o.script.hung) {
+      o.failure = "a node hung";
+      return o;
+    }
+    std::string got = Converged(f, 4 * kPage, &o.failure);
+    if (!o.failure.empty()) return o;
+    for (size_t i = 0; i < ns.size(); ++i) {
+      if (got.substr(kPage + 100 * (i + 1), 10) !=
+          Fill(static_cast<char>('x' + i), 10)) {
+        o.failure =
+            "the store of " + ns[i]->name() + " was lost: " + Runs(0, got);
+        return o;
+      }
+    }
+    Reply st = ns[1]->Call("stat " + f);
+    if (st.text.find("blocks=8") == std::string::npos) {
+      o.failure = "one page written, but " + st.text;
+    }
+    for (RaceNode* n : ns) n->Call("munmap m");
+    return o;
+  });
+}
+
+// Scenario 8 (generic/344, generic/346): stores through mappings and
+// buffered writes into the holes of one file from several nodes at once.
+TEST_F(RaceTest, S8_MappedAndBufferedWritesOverHoles) {
+  StartCluster();
+  std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
+  for (RaceNode* n : ns) ASSERT_NE(n, nullptr);
+  const uint64_t pages = 24;
+  Repeat("S8_MappedAndBufferedWritesOverHoles", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s8");
+    ns[0]->Call(absl::StrCat("truncate ", f, " ", pages * kPage));
+    std::string model(pages * kPage, '\0');
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<std::string>> steps(ns.size());
+    for (size_t i = 0; i < ns.size(); ++i) {
+      ns[i]->Call(absl::StrCat("mmap m ", f, " 0 ", pages * kPage));
+      steps[i].push_back("barrier go");
+      for (int k = 0; k < 6; ++k) {
+        // Node i owns bytes [i*1000, i*1000 + 900) of every page: the
+        // writes never overlap, so every one must survive.
+        const uint64_t p = rng() % pages;
+        const uint64_t off = p * kPage + i * 1000 + (rng() % 400);
+        const uint64_t len = 1 + rng() % 500;
+        const char c = static_cast<char>('a' + (rng() % 26));
+        model.replace(off, len, Fill(c, len));
+        steps[i].push_back("jitter 2");
+        steps[i].push_back(
+            k % 2 == 0
+                ? absl::StrCat("mstore m ", off, " ", len, " ", Ch(c))
+                : absl::StrCat("write ", f, " ", off, " ", len, " ", Ch(c)));
+      }
+      steps[i].push_back("msync m");
+    }
+    o.script = RunScript(ns, steps, seed);
+    if (o.script.hung) {
+      o.failure = "a node hung";
+      return o;
+    }
+    std::string got = Converged(f, pages * kPage, &o.failure);
+    if (!o.failure.empty()) return o;
+    if (got != model) {
+      size_t i = 0;
+      while (i < got.size() && i < model.size() && got[i] == model[i]) ++i;
+      o.failure = "byte " + std::to_string(i) + " differs from the model";
+    }
+    for (RaceNode* n : ns) n->Call("munmap m");
+    return o;
+  });
+}
+
+// Scenario 9: B holds INVAL EX with dirty pages and is cut off (stopped)
+// in the middle of its write-back, between MapWrite and the data write.
+// It is evicted and fenced after its lease; A proceeds; when B comes back
+// its late data write is refused and never lands.
+TEST_F(RaceTest, S9_CutOffNodeIsFencedAndItsLateWriteNeverLands) {
+  testing::LocalClusterOptions co;
+  co.callback_timeout_ms = 1500;
+  StartCluster(co);
+  RaceNode* a = AddNode("a");
+  ASSERT_NE(a, nullptr);
+  const uint64_t len = 16 * kPage;
+  Repeat("S9_CutOffNodeIsFencedAndItsLateWriteNeverLands", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s9");
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+    a->Call("fsync " + f);
+    RaceNode* b = AddNode("b" + std::to_string(seed), {"--lease_ms=1500"});
+    if (b == nullptr) {
+      o.failure = "node b did not start";
+      return o;
+    }
+    b->Call("fault client.after_mapwrite=1500::1");
+    b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+    // B's fsync stops between MapWrite and its data write; B is cut off
+    // (SIGSTOP) there, with INVAL EX and dirty pages.
+    Reply synced;
+    std::thread syncer([&] { synced = b->Call("fsync " + f, 60000); });
+    usleep(static_cast<useconds_t>(200000 + (seed % 5) * 150000));
+    b->Signal(SIGSTOP);
+    // A needs B's lock: B is evicted and fenced, and A goes on.
+    std::string got = ReadAll(*a, f, len, &o.failure);
+    if (o.failure.empty() && got != Fill('o', len)) {
+      o.failure = "A read B's uncommitted data: " + Runs(0, got);
+    }
+    // B comes back; its data write goes out late and must be refused.
+    b->Signal(SIGCONT);
+    syncer.join();
+    if (o.failure.empty() && synced.ok) {
+      o.failure = "B's fsync succeeded after B was evicted";
+    }
+    Reply direct = a->Call(absl::StrCat("read ", f, " 0 ", len, " direct"));
+    if (o.failure.empty() && FromRuns(0, direct.text) != Fill('o', len)) {
+      o.failure = "B's late write landed: " + direct.text;
+    }
+    DropNode(b);
+    return o;
+  });
+}
+
+// Scenario 10: lockd restarts while A holds INVAL EX with dirty pages and
+// B asks for the range: B's request must wait until A has replayed its
+// locks (grace), then A's callback writes A's data back, and B reads it.
+TEST_F(RaceTest, S10_LockdRestartReplaysBeforeGranting) {
+  testing::LocalClusterOptions co;
+  co.grace_ms = 2000;
+  StartCluster(co);
+  RaceNode* a = AddNode("a");
+  RaceNode* b = AddNode("b");
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 4 * kPage;
+  Repeat("S10_LockdRestartReplaysBeforeGranting", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "s10");
+    b->Call(absl::StrCat("read ", f, " 0 ", len));  // B knows the file.
+    Reply w = a->Call(absl::StrCat("write ", f, " 0 ", len, " A"));
+    if (!w.ok) {
+      o.failure = "write: " + w.text;
+      return o;
+    }
+    cluster_->StopLockd(0, SIGKILL);
+    cluster_->StartLockd(0);
+    usleep(static_cast<useconds_t>((seed % 4) * 100000));
+    std::string got = ReadAll(*b, f, len, &o.failure);
+    if (o.failure.empty() && got != Fill('A', len)) {
+      o.failure = "after the lockd restart B read " + Runs(0, got) +
+                  " instead of A's unflushed write";
+    }
+    return o;
+  });
+}
+
+// Random stress: three nodes run random operations on one file at once;
+// afterwards every node reads the same bytes and fsck is clean.
+TEST_F(RaceTest, Stress_RandomOperationsConverge) {
+  StartCluster();
+  std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
+  for (RaceNode* n : ns) ASSERT_NE(n, nullptr);
+  const uint64_t span = 32 * kPage;
+  Repeat("Stress_RandomOperationsConverge", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "stress");
+    ns[0]->Call(absl::StrCat("truncate ", f, " ", span));
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<std::string>> steps(ns.size());
+    for (size_t i = 0; i < ns.size(); ++i) {
+      ns[i]->Call(absl::StrCat("mmap m ", f, " 0 ", span));
+      for (int k = 0; k < 12; ++k) {
+        const uint64_t off = rng() % span;
+        const uint64_t len =
+            1 + rng() % std::min<uint64_t>(3 * kPage, span - off);
+        const uint64_t poff = (rng() % (span / kPage - 2)) * kPage;
+        const char c = static_cast<char>('a' + rng() % 26);
+        switch (rng() % 7) {
+          case 0:
+            steps[i].push_back(
+                absl::StrCat("write ", f, " ", off, " ", len, " ", Ch(c)));
+            break;
+          case 1:
+            steps[i].push_back(absl::StrCat("write ", f, " ", poff, " ", kPage,
+                                            " ", Ch(c), " direct"));
+            break;
+          case 2:
+            steps[i].push_back(absl::StrCat("read ", f, " ", off, " ", len));
+            break;
+          case 3:
+            steps[i].push_back(
+                absl::StrCat("fallocate ", f, " punch ", off, " ", len));
+            break;
+          case 4:
+            steps[i].push_back(
+                absl::StrCat("mstore m ", off, " ", len, " ", Ch(c)));
+            break;
+          case 5:
+            steps[i].push_back(absl::StrCat("mload m ", off, " ", len));
+            break;
+          default:
+            steps[i].push_back(absl::StrCat("dwrite_map ", f, " ", poff, " ",
+                                            kPage, " m ", poff));
+            break;
+        }
+        steps[i].push_back("jitter 2");
+      }
+      steps[i].push_back("msync m");
+    }
+    o.script = RunScript(ns, steps, seed);
+    if (o.script.hung) {
+      o.failure = "a node hung";
+      return o;
+    }
+    for (const TraceLine& l : o.script.trace) {
+      if (!l.reply.ok) {
+        o.failure = l.node + ": " + l.cmd + " failed: " + l.reply.text;
+        return o;
+      }
+    }
+    (void)Converged(f, span, &o.failure);
+    for (RaceNode* n : ns) n->Call("munmap m");
+    return o;
+  });
+}
+
+}  // namespace
+}  // namespace rangefs::race
