@@ -501,6 +501,10 @@ std::string Do(Node& node,
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
+    std::cerr << s << "\n";
+    return 2;
+  }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = OnSigbus;
