@@ -557,6 +557,10 @@ void MmapTable::Serve(const Fault& f) {
   };
   auto it = b.state.find(fp);
   const uint8_t st = it == b.state.end() ? uint8_t{kAbsent} : it->second;
+  RANGEFS_LOG(DEBUG) << "serve ino " << in.ino << " page " << fp
+                     << (write ? " write" : " read") << " flags " << f.flags
+                     << " state " << int{st} << " fill [" << lo << "," << end
+                     << ") first byte " << int{data.empty() ? 0 : data[(fp - lo) * kPageSize]};
   // The fault's flags describe the page table when it faulted; a callback
   // may have zapped the page since. The backing's state is what counts:
   // an absent page is filled and mapped; a present one is mapped (missing
@@ -670,6 +674,8 @@ void MmapTable::CollectLocked(Backing& b, uint64_t first, uint64_t end) {
       memset(page + keep, 0, kPageSize - keep);
     }
     impl_->pages().Insert(in.ino, fp, page, /*dirty=*/true);
+    RANGEFS_LOG(DEBUG) << "collect ino " << in.ino << " page " << fp
+                       << " byte " << int{page[0]};
     it->second = kClean;
     --b.dirty;
     ++stats_.pages_collected;
@@ -690,6 +696,8 @@ uint64_t MmapTable::ZapLocked(Backing& b, uint64_t first, uint64_t end) {
       ++dirty;
       --b.dirty;
     }
+    RANGEFS_LOG(DEBUG) << "zap ino " << b.inode->ino << " page " << fp
+                       << " state " << int{it->second};
     it = b.state.erase(it);
     ++stats_.pages_zapped;
     // Dropping the memfd's page removes it from every view's page tables:

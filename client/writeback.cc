@@ -349,6 +349,8 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
 void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
                                LockMode keep) {
   ++counters.inval_demotes;
+  RANGEFS_LOG(DEBUG) << "inval demote ino " << ino << " " << range.ToString()
+                     << " keep " << static_cast<int>(keep);
   std::shared_ptr<InodeState> in = GetInode(ino);
   absl::MutexLock lock(&in->wb_mu);
   absl::Status s;

@@ -31,6 +31,7 @@ using testing::LocalClusterOptions;
 constexpr uint64_t kPage = 4096;
 
 ResourceId Inval(uint64_t ino) { return ResourceId{ino, LockKind::kInval}; }
+ResourceId Inode(uint64_t ino) { return ResourceId{ino, LockKind::kInode}; }
 
 class RecordingHooks : public LockHooks {
  public:
@@ -158,10 +159,12 @@ class LockClusterTest : public ::testing::Test {
     config_ = *config;
   }
   std::unique_ptr<LockCache> Node(const std::string& name, LockHooks* hooks,
-                                  uint64_t min_hold_ms = 0) {
+                                  uint64_t min_hold_ms = 0,
+                                  int callback_threads = 4) {
     LockCacheOptions o;
     o.node_name = name;
     o.min_hold_ms = min_hold_ms;
+    o.callback_threads = callback_threads;
     auto c = std::make_unique<LockCache>(config_, o);
     for (LockKind k : {LockKind::kData, LockKind::kInval, LockKind::kInode}) {
       c->SetHooks(k, hooks);
@@ -215,6 +218,47 @@ TEST_F(LockClusterTest, WaiterGetsTheLockAfterTheHoldersHookRan) {
   ASSERT_EQ(ha.demotes().size(), 1u);
   EXPECT_EQ(ha.demotes()[0].second, LockMode::kUn);
   b->Unlock(*m);
+}
+
+// A demote waits for the node's local holders of its range; one of them
+// may itself wait for another callback to this node to be answered. The
+// callbacks must not queue behind the waiting demote (the race suite
+// found a node evicted this way: "callback not answered in time").
+TEST_F(LockClusterTest, CallbackIsNotStuckBehindADemoteWaitingForALocalHolder) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha, 0, /*callback_threads=*/1);
+  auto b = Node("b", &hb);
+  const ByteRange whole{0, kInfinity};
+  auto y = a->Lock(Inode(7), whole, LockMode::kEx, 1);
+  ASSERT_TRUE(y.ok()) << y.status();
+  a->Unlock(*y);  // Node a caches INODE EX.
+  auto x = a->Lock(Inval(7), {0, kPage}, LockMode::kSh, 1);
+  ASSERT_TRUE(x.ok()) << x.status();
+  // b wants INVAL EX: a's demote of it waits for a's task 1.
+  std::thread tb1([&] {
+    auto l = b->Lock(Inval(7), {0, kPage}, LockMode::kEx, 1, false, 30000);
+    if (l.ok()) b->Unlock(*l);
+  });
+  while (a->Stats().callbacks < 1) absl::SleepFor(absl::Milliseconds(5));
+  // b wants INODE EX: a must answer this callback meanwhile.
+  std::atomic<bool> got_y{false};
+  std::thread tb2([&] {
+    auto l = b->Lock(Inode(7), whole, LockMode::kEx, 2, false, 30000);
+    got_y = l.ok();
+    if (l.ok()) b->Unlock(*l);
+  });
+  while (a->Stats().callbacks < 2) absl::SleepFor(absl::Milliseconds(5));
+  absl::SleepFor(absl::Milliseconds(100));
+  // a's task 1, still holding INVAL SH, asks for INODE SH: lockd queues it
+  // behind b's EX, which waits for a's answer to the INODE callback.
+  auto y2 = a->Lock(Inode(7), whole, LockMode::kSh, 1, false, 8000);
+  EXPECT_TRUE(y2.ok()) << y2.status();
+  if (y2.ok()) a->Unlock(*y2);
+  a->Unlock(*x);
+  tb1.join();
+  tb2.join();
+  EXPECT_TRUE(got_y.load());
 }
 
 TEST_F(LockClusterTest, DowngradeLetsReadersInWhileTheWriterKeepsReading) {

@@ -52,6 +52,7 @@
 #include "client/rangefs.h"
 #include "common/cluster_config.h"
 #include "common/fault_injection.h"
+#include "common/log.h"
 #include "common/status.h"
 
 ABSL_FLAG(std::string, cluster, "", "cluster configuration (text or file)");
@@ -501,6 +502,7 @@ std::string Do(Node& node,
 
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  InitLogging("rangefs-racenode");
   if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
     std::cerr << s << "\n";
     return 2;
@@ -539,10 +541,11 @@ int Main(int argc, char** argv) {
   while (!quit && std::getline(std::cin, line)) {
     std::vector<std::string> a = absl::StrSplit(line, ' ', absl::SkipEmpty());
     if (a.empty()) continue;
-    std::cerr << absl::GetFlag(FLAGS_name) << "> " << line << "\n";
+    std::cerr << NowNs() / 1000000 << " " << absl::GetFlag(FLAGS_name)
+              << "> " << line << "\n";
     std::string reply = Do(*node, maps, a, &quit);
-    std::cerr << absl::GetFlag(FLAGS_name) << "< " << reply.substr(0, 300)
-              << "\n";
+    std::cerr << NowNs() / 1000000 << " " << absl::GetFlag(FLAGS_name)
+              << "< " << reply.substr(0, 300) << "\n";
     std::cout << reply << std::endl;
   }
   for (auto& [name, m] : maps) {

@@ -18,9 +18,12 @@ class TempDir {
     char* p = mkdtemp(tmpl.data());
     path_ = p ? p : "";
   }
+  // RANGEFS_KEEP_TEST_DIRS=1 keeps them (logs of a failed run).
   ~TempDir() {
     std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+    if (!path_.empty() && getenv("RANGEFS_KEEP_TEST_DIRS") == nullptr) {
+      std::filesystem::remove_all(path_, ec);
+    }
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
