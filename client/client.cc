@@ -375,6 +375,7 @@ ClientStats Client::Impl::Stats() {
   s.pages_dropped = counters.pages_dropped;
   s.lost_dirty_pages = counters.lost_dirty_pages;
   s.direct_fallbacks = counters.direct_fallbacks;
+  s.staged_copies = counters.staged_copies;
   MmapStats m = mmaps_->Stats();
   s.read_faults = m.read_faults;
   s.write_faults = m.write_faults;

@@ -194,7 +194,8 @@ class Client::Impl {
   struct Counters {
     std::atomic<uint64_t> map_cache_hits{0}, map_calls{0}, writeback_pages{0},
         stale_retries{0}, short_copies{0}, inval_demotes{0}, inode_demotes{0},
-        pages_dropped{0}, lost_dirty_pages{0}, direct_fallbacks{0};
+        pages_dropped{0}, lost_dirty_pages{0}, direct_fallbacks{0},
+        staged_copies{0};
   };
   Counters counters;
 

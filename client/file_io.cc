@@ -151,11 +151,21 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
   size_t done = 0;
   ShortCopyBudget budget;
   std::vector<char> bounce;
+  // Last resort for a buffer that maps what the call reads and keeps being
+  // taken away under contention: read into `staged` under the locks and
+  // copy to the caller after unlocking (faults then served as usual).
+  bool stage = false;
+  std::vector<char> staged;
   char page[kPageSize];
   while (done < len) {
     const uint64_t pos = offset + done;
     const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
     Prefault(buf + done, want, /*for_write=*/true);
+    char* dst = buf + done;
+    if (stage) {
+      staged.resize(want);
+      dst = staged.data();
+    }
     uint64_t ra = 0;
     if (!direct) {
       absl::MutexLock lock(&in.mu);
@@ -219,7 +229,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       }
       for (uint64_t p = pos; p < end;) {
         PageCache::CopyResult r =
-            pages_.CopyOut(in.ino, p, end - p, buf + done + copied, CopyToUser);
+            pages_.CopyOut(in.ino, p, end - p, dst + copied, CopyToUser);
         copied += r.copied;
         p += r.copied;
         if (r.short_copy) {
@@ -236,7 +246,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
             !s.ok()) {
           return s;
         }
-        size_t c = CopyToUser(buf + done + copied, page + in_page, n);
+        size_t c = CopyToUser(dst + copied, page + in_page, n);
         copied += c;
         p += c;
         if (c < n) {
@@ -247,15 +257,26 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       absl::MutexLock lock(&in.mu);
       in.next_read = pos + copied;
     }
+    if (stage) {
+      held.Release();
+      memcpy(buf + done, staged.data(), copied);
+    }
     done += copied;
     if (short_copy) {
       ++counters.short_copies;
       if (!budget.Retry(copied)) {
-        if (direct && options_.direct_io_buffered_fallback) {
+        if (direct && options_.fault_fallbacks) {
           // The buffer keeps losing its pages to our own INVAL DF: it maps
           // the range being read. A buffered read makes progress.
           ++counters.direct_fallbacks;
           direct = false;
+          budget = ShortCopyBudget();
+          continue;
+        }
+        if (options_.fault_fallbacks && !direct && !stage &&
+            LastCopyStop() != CopyStop::kNone) {
+          ++counters.staged_copies;
+          stage = true;
           budget = ShortCopyBudget();
           continue;
         }
@@ -289,11 +310,21 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
   ShortCopyBudget budget;
   uint64_t first_pos = offset;
   std::vector<char> bounce;
+  // Last resort for a buffer that maps what the call writes and keeps being
+  // taken away under contention: copy the window before locking (faults
+  // then served as usual) and write from that copy.
+  bool stage = false;
+  std::vector<char> staged;
   char page[kPageSize];
   while (done < len) {
     uint64_t pos = offset + done;
     const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
     Prefault(const_cast<char*>(buf + done), want, /*for_write=*/false);
+    const char* src = buf + done;
+    if (stage) {
+      staged.assign(buf + done, buf + done + want);
+      src = staged.data();
+    }
     const LockCache::SessionSnapshot snap = locks_.Snapshot();
     HeldLocks held(&locks_);
     if (append) {
@@ -341,7 +372,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       }
       if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
       bounce.resize(want);
-      copied = PageFloor(CopyFromUser(bounce.data(), buf + done, want));
+      copied = PageFloor(CopyFromUser(bounce.data(), src, want));
       if (copied > 0) {
         if (absl::Status s = WriteBlocks(in, pos, bounce.data(), copied,
                                          pos + copied, sync, snap);
@@ -366,7 +397,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       if (copied < want) {
         ++counters.short_copies;
         if (!budget.Retry(copied)) {
-          if (options_.direct_io_buffered_fallback) {
+          if (options_.fault_fallbacks) {
             // The buffer maps the very range being written (generic/729):
             // our INVAL DF zaps it on every retry. Write the rest buffered
             // and write it back before returning (GFS2's fa58cc888d67).
@@ -408,7 +439,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
           return s;
         }
       }
-      size_t c = CopyFromUser(page, buf + done + copied, n);
+      size_t c = CopyFromUser(page, src + copied, n);
       if (c > 0 && !pages_.Write(in.ino, idx, in_page, page, c)) {
         // Not cached: a new page (zeros past the old data, as on disk), or
         // an old one reclaimed since the fill.
@@ -449,6 +480,13 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     if (short_copy) {
       ++counters.short_copies;
       if (!budget.Retry(copied)) {
+        if (options_.fault_fallbacks && !stage &&
+            LastCopyStop() != CopyStop::kNone) {
+          ++counters.staged_copies;
+          stage = true;
+          budget = ShortCopyBudget();
+          continue;
+        }
         if (done > 0) break;
         return BadBuffer();
       }

@@ -560,7 +560,8 @@ void MmapTable::Serve(const Fault& f) {
   RANGEFS_LOG(DEBUG) << "serve ino " << in.ino << " page " << fp
                      << (write ? " write" : " read") << " flags " << f.flags
                      << " state " << int{st} << " fill [" << lo << "," << end
-                     << ") first byte " << int{data.empty() ? 0 : data[(fp - lo) * kPageSize]};
+                     << ") first byte "
+                     << int{data.empty() ? 0 : data[(fp - lo) * kPageSize]};
   // The fault's flags describe the page table when it faulted; a callback
   // may have zapped the page since. The backing's state is what counts:
   // an absent page is filled and mapped; a present one is mapped (missing
@@ -674,8 +675,8 @@ void MmapTable::CollectLocked(Backing& b, uint64_t first, uint64_t end) {
       memset(page + keep, 0, kPageSize - keep);
     }
     impl_->pages().Insert(in.ino, fp, page, /*dirty=*/true);
-    RANGEFS_LOG(DEBUG) << "collect ino " << in.ino << " page " << fp
-                       << " byte " << int{page[0]};
+    RANGEFS_LOG(DEBUG) << "collect ino " << in.ino << " page " << fp << " byte "
+                       << int{page[0]};
     it->second = kClean;
     --b.dirty;
     ++stats_.pages_collected;

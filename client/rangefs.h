@@ -119,10 +119,12 @@ struct ClientOptions {
   uint64_t min_hold_ms = 10;  // See LockCacheOptions.
   uint64_t idle_release_ms = 30000;
   uint64_t rpc_timeout_ms = 30000;  // One server call, waiting for it to be up.
-  // A direct read or write whose buffer keeps faulting (it maps the very
-  // range the call locks) finishes as a buffered one after 8 fruitless
-  // retries (written back before returning); false: EDEADLK instead.
-  bool direct_io_buffered_fallback = true;
+  // A read or write whose buffer keeps faulting under the call's locks (it
+  // maps the very range the call locks) falls back after 8 fruitless
+  // retries: direct I/O continues buffered (written back before
+  // returning), then a window is staged through a private copy made
+  // outside the locks. false: EDEADLK instead.
+  bool fault_fallbacks = true;
 };
 
 // Counters of what a node did (tests and benchmarks read them).
@@ -131,7 +133,7 @@ struct ClientStats {
   uint64_t map_cache_hits = 0, map_calls = 0;
   uint64_t writeback_pages = 0, stale_retries = 0, short_copies = 0;
   uint64_t inval_demotes = 0, inode_demotes = 0, pages_dropped = 0;
-  uint64_t lost_dirty_pages = 0, direct_fallbacks = 0;
+  uint64_t lost_dirty_pages = 0, direct_fallbacks = 0, staged_copies = 0;
   // Memory mappings (Mmap): faults served, faults refused because the
   // thread was copying under locks (its copy stopped short) or would have
   // waited on its own lock, SIGBUS sent (past EOF, I/O error), pages moved.

@@ -305,7 +305,6 @@ void LockServer::Deliver(const Effects& e) {
       ++counters_["grants"];
     }
     SendTo(session, GrantMessage(g, g.tag));
-    RepeatAnsweredCallbacks(g);
   }
   for (const Callback& cb : e.callbacks) {
     // Record locks (fcntl, flock) are held as long as their owner wants:
@@ -318,26 +317,6 @@ void LockServer::Deliver(const Effects& e) {
         NowNs() + static_cast<int64_t>(options_.callback_timeout_ms) * kMs;
     callbacks_[p.id] = p;
     ++counters_["callbacks"];
-    SendCallback(p);
-  }
-}
-
-// A holder may answer a callback and then be granted a lock in the same
-// range again: a conversion of its own is queued ahead of the waiter the
-// callback was for. The callback is pending again, but the holder has
-// answered it already and would never hear of it: ask again, with a new
-// deadline.
-void LockServer::RepeatAnsweredCallbacks(const Grant& g) {
-  for (auto& [id, p] : callbacks_) {
-    if (p.cb.holder != g.owner || !(p.cb.resource == g.resource) ||
-        !p.cb.range.Overlaps(g.range) ||
-        !table_.Exceeds(p.cb.resource, p.cb.holder, p.cb.range,
-                        p.cb.keep_mode)) {
-      continue;
-    }
-    p.deadline_ns =
-        NowNs() + static_cast<int64_t>(options_.callback_timeout_ms) * kMs;
-    ++counters_["callbacks_repeated"];
     SendCallback(p);
   }
 }

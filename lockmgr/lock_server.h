@@ -107,7 +107,6 @@ class LockServer {
 
   void HandleAcquire(Session& s, const proto::AcquireRequest& a)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RepeatAnsweredCallbacks(const Grant& g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleRelease(Session& s, const proto::ReleaseRequest& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleCancel(Session& s, const proto::CancelRequest& c)

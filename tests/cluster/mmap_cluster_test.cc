@@ -223,7 +223,7 @@ TEST_F(MmapClusterTest, DirectWriteFromAMappingOfTheSameRangeFinishes) {
 TEST_F(MmapClusterTest, FaultOnTheRangeTheThreadLocksIsEdeadlkNotAHang) {
   StartCluster();
   ClientOptions o;
-  o.direct_io_buffered_fallback = false;
+  o.fault_fallbacks = false;
   auto a = Node("a", o);
   uint64_t fh = MustOpen(*a, "/f", O_RDWR | O_CREAT);
   MustWrite(*a, fh, Pattern(4, 5), 0);

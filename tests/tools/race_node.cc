@@ -541,11 +541,11 @@ int Main(int argc, char** argv) {
   while (!quit && std::getline(std::cin, line)) {
     std::vector<std::string> a = absl::StrSplit(line, ' ', absl::SkipEmpty());
     if (a.empty()) continue;
-    std::cerr << NowNs() / 1000000 << " " << absl::GetFlag(FLAGS_name)
-              << "> " << line << "\n";
+    std::cerr << NowNs() / 1000000 << " " << absl::GetFlag(FLAGS_name) << "> "
+              << line << "\n";
     std::string reply = Do(*node, maps, a, &quit);
-    std::cerr << NowNs() / 1000000 << " " << absl::GetFlag(FLAGS_name)
-              << "< " << reply.substr(0, 300) << "\n";
+    std::cerr << NowNs() / 1000000 << " " << absl::GetFlag(FLAGS_name) << "< "
+              << reply.substr(0, 300) << "\n";
     std::cout << reply << std::endl;
   }
   for (auto& [name, m] : maps) {
