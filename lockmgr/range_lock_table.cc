@@ -539,8 +539,9 @@ Effects RangeLockTable::DropSession(uint64_t session) {
   return out.Take();
 }
 
-bool RangeLockTable::Exceeds(const ResourceId& resource, const Owner& owner,
-                             const ByteRange& range, LockMode keep) const {
+bool RangeLockTable::AnyOwnLock(
+    const ResourceId& resource, const Owner& owner, const ByteRange& range,
+    const std::function<bool(LockMode)>& pred) const {
   absl::MutexLock lock(&mu_);
   auto rit = resources_.find(resource);
   if (rit == resources_.end()) return false;
@@ -549,25 +550,22 @@ bool RangeLockTable::Exceeds(const ResourceId& resource, const Owner& owner,
   if (oit == r.by_owner.end()) return false;
   return !oit->second.ForEachOverlap(range.start, range.end,
                                      [&](const IntervalSet::Entry& e) {
-                                       LockMode m = r.locks.at(e.id)->mode;
-                                       return Meet(m, keep) == m;
+                                       return !pred(r.locks.at(e.id)->mode);
                                      });
+}
+
+bool RangeLockTable::Exceeds(const ResourceId& resource, const Owner& owner,
+                             const ByteRange& range, LockMode keep) const {
+  return AnyOwnLock(resource, owner, range,
+                    [keep](LockMode m) { return Meet(m, keep) != m; });
 }
 
 bool RangeLockTable::HoldsConflicting(const ResourceId& resource,
                                       const Owner& owner,
                                       const ByteRange& range,
                                       LockMode mode) const {
-  absl::MutexLock lock(&mu_);
-  auto rit = resources_.find(resource);
-  if (rit == resources_.end()) return false;
-  const Resource& r = *rit->second;
-  auto oit = r.by_owner.find(owner);
-  if (oit == r.by_owner.end()) return false;
-  return !oit->second.ForEachOverlap(
-      range.start, range.end, [&](const IntervalSet::Entry& e) {
-        return Compatible(r.locks.at(e.id)->mode, mode);
-      });
+  return AnyOwnLock(resource, owner, range,
+                    [mode](LockMode m) { return !Compatible(m, mode); });
 }
 
 std::vector<Grant> RangeLockTable::LocksOf(uint64_t session) const {

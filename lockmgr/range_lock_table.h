@@ -29,6 +29,7 @@
 #define RANGEFS_LOCKMGR_RANGE_LOCK_TABLE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -174,6 +175,10 @@ class RangeLockTable {
   struct Waiter;
   class Collector;
 
+  // Whether one of `owner`'s locks overlapping `range` satisfies `pred`.
+  bool AnyOwnLock(const ResourceId& resource, const Owner& owner,
+                  const ByteRange& range,
+                  const std::function<bool(LockMode)>& pred) const;
   Resource& GetResource(const ResourceId& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeDropResource(const ResourceId& id)

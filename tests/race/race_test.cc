@@ -51,6 +51,11 @@ std::string Ch(char c) { return std::string(1, c); }
 struct Outcome {
   std::string failure;
   ScriptResult script;
+  // True (and the failure set) if a node did not answer in time.
+  bool Hung(const std::string& why = "a node hung") {
+    if (script.hung) failure = why;
+    return script.hung;
+  }
 };
 
 class RaceTest : public ::testing::Test {
@@ -71,6 +76,13 @@ class RaceTest : public ::testing::Test {
     }
     nodes_.push_back(std::move(n));
     return nodes_.back().get();
+  }
+  // A cluster and nodes a and b.
+  void StartTwo(RaceNode** a, RaceNode** b,
+                const testing::LocalClusterOptions& o = {}) {
+    StartCluster(o);
+    *a = AddNode("a");
+    *b = AddNode("b");
   }
   void DropNode(RaceNode* n) {
     for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
@@ -192,9 +204,8 @@ std::string P(uint64_t seed, const char* name) {
 // a range hot while A overwrites the range with O_DIRECT. After each of
 // A's writes returned, B must never load older data.
 TEST_F(RaceTest, S1_DirectWriteVsFaultsOnAnotherNode) {
-  StartCluster();
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
   const uint64_t len = 8 * kPage;
   Repeat("S1_DirectWriteVsFaultsOnAnotherNode", [&](uint64_t seed) {
@@ -215,10 +226,7 @@ TEST_F(RaceTest, S1_DirectWriteVsFaultsOnAnotherNode) {
     sb.push_back("barrier end");
     sb.push_back("@watch mwatch_stop m");
     o.script = RunScript({a, b}, {sa, sb}, seed);
-    if (o.script.hung) {
-      o.failure = "a node hung";
-      return o;
-    }
+    if (o.Hung()) return o;
     std::vector<std::string> models = {Fill('a', len)};
     std::vector<int64_t> done = {0};
     for (int g = 1; g <= kGens; ++g) {
@@ -240,9 +248,8 @@ TEST_F(RaceTest, S1_DirectWriteVsFaultsOnAnotherNode) {
 // buffer is a mapping of the very range it writes, on one node, while
 // another node stores into the same file through its own mapping.
 TEST_F(RaceTest, S2_DirectWriteFromItsOwnMapping) {
-  StartCluster();
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
   const uint64_t len = 16 * kPage;
   Repeat("S2_DirectWriteFromItsOwnMapping", [&](uint64_t seed) {
@@ -261,8 +268,7 @@ TEST_F(RaceTest, S2_DirectWriteFromItsOwnMapping) {
           absl::StrCat("@st mstore m ", page * kPage, " ", kPage, " q"),
           "msync m"}},
         seed, 20000);
-    if (o.script.hung) {
-      o.failure = "a node hung (the direct write faulted on its own locks?)";
+    if (o.Hung("a node hung (the direct write faulted on its own locks?)")) {
       return o;
     }
     if (!o.script.Get("dw").ok ||
@@ -293,9 +299,8 @@ TEST_F(RaceTest, S2_DirectWriteFromItsOwnMapping) {
 // the values some order gives, all nodes agree, and the space accounting
 // matches the data (fsck).
 TEST_F(RaceTest, S3_WriteFaultsVsFallocate) {
-  StartCluster();
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
   const uint64_t pages = 16, len = pages * kPage;
   Repeat("S3_WriteFaultsVsFallocate", [&](uint64_t seed) {
@@ -324,10 +329,7 @@ TEST_F(RaceTest, S3_WriteFaultsVsFallocate) {
                                 " ", 4 * kPage));
     }
     o.script = RunScript({a, b}, {sa, sb}, seed);
-    if (o.script.hung) {
-      o.failure = "a node hung";
-      return o;
-    }
+    if (o.Hung()) return o;
     std::string got = Converged(f, len, &o.failure);
     if (!o.failure.empty()) return o;
     if (got.size() != len) {
@@ -386,10 +388,7 @@ Outcome WatchWhileApplying(RaceNode* a, RaceNode* b, const std::string& f,
   sb.push_back("barrier end");
   sb.push_back("@watch mwatch_stop m");
   o.script = RunScript({a, b}, {sa, sb}, seed);
-  if (o.script.hung) {
-    o.failure = "a node hung";
-    return o;
-  }
+  if (o.Hung()) return o;
   std::vector<int64_t> done = {0};
   for (size_t i = 0; i < ops.size(); ++i) {
     const Reply& r = o.script.Get(absl::StrCat("op", i));
@@ -413,9 +412,8 @@ std::string Pages(const std::string& bytes_per_page) {
 // Scenario 4 (2015-dax-fault-vs-truncate.txt): truncate and punch on A
 // while B faults the range in.
 TEST_F(RaceTest, S4_TruncateAndPunchVsFaults) {
-  StartCluster();
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
   Repeat("S4_TruncateAndPunchVsFaults", [&](uint64_t seed) {
     const std::string f = P(seed, "s4");
@@ -443,9 +441,8 @@ TEST_F(RaceTest, S4_TruncateAndPunchVsFaults) {
 // Scenario 5 (2020-*): collapse and insert range on A while B faults: a
 // page must never show up at its old index after the shift returned.
 TEST_F(RaceTest, S5_CollapseAndInsertVsFaults) {
-  StartCluster();
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
   Repeat("S5_CollapseAndInsertVsFaults", [&](uint64_t seed) {
     const std::string f = P(seed, "s5");
@@ -468,9 +465,8 @@ TEST_F(RaceTest, S5_CollapseAndInsertVsFaults) {
 // its commit; B's write of the same fresh range commits meanwhile. A's
 // cookie is stale: it must remap and redo, and the STALE path must run.
 TEST_F(RaceTest, S6_StaleMappingIsRemapped) {
-  StartCluster();
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
   const uint64_t len = 16 * kPage;
   Repeat("S6_StaleMappingIsRemapped", [&](uint64_t seed) {
@@ -485,10 +481,7 @@ TEST_F(RaceTest, S6_StaleMappingIsRemapped) {
           absl::StrCat("@wb write ", f, " 0 ", len, " B direct")}},
         seed);
     a->Call("fault client.before_commit=0::0");
-    if (o.script.hung) {
-      o.failure = "a node hung";
-      return o;
-    }
+    if (o.Hung()) return o;
     const Reply& wa = o.script.Get("wa");
     const Reply& wb = o.script.Get("wb");
     if (!wa.ok || !wb.ok) {
@@ -539,10 +532,7 @@ TEST_F(RaceTest, S7_SimultaneousWriteFaultsOnAHole) {
                        "barrier stored", "msync m"});
     }
     o.script = RunScript(ns, steps, seed);
-    if (o.script.hung) {
-      o.failure = "a node hung";
-      return o;
-    }
+    if (o.Hung()) return o;
     std::string got = Converged(f, 4 * kPage, &o.failure);
     if (!o.failure.empty()) return o;
     for (size_t i = 0; i < ns.size(); ++i) {
@@ -596,10 +586,7 @@ TEST_F(RaceTest, S8_MappedAndBufferedWritesOverHoles) {
       steps[i].push_back("msync m");
     }
     o.script = RunScript(ns, steps, seed);
-    if (o.script.hung) {
-      o.failure = "a node hung";
-      return o;
-    }
+    if (o.Hung()) return o;
     std::string got = Converged(f, pages * kPage, &o.failure);
     if (!o.failure.empty()) return o;
     if (got != model) {
@@ -754,10 +741,7 @@ TEST_F(RaceTest, DISABLED_Stress_RandomOperationsConverge) {
       steps[i].push_back("msync m");
     }
     o.script = RunScript(ns, steps, seed);
-    if (o.script.hung) {
-      o.failure = "a node hung";
-      return o;
-    }
+    if (o.Hung()) return o;
     for (const TraceLine& l : o.script.trace) {
       if (!l.reply.ok) {
         o.failure = l.node + ": " + l.cmd + " failed: " + l.reply.text;

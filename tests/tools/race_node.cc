@@ -349,9 +349,12 @@ void Watch(Mapping* m, uint64_t off, uint64_t len) {
   };
   while (!m->stop.load()) {
     for (size_t p = 0; p < pages; ++p) {
+      // The time before the load: the load happened no earlier, so a load
+      // stamped after an operation completed surely came after it (a
+      // stamp taken after the load could be late by a preemption).
+      const int64_t now = NowNs();
       char c;
       if (!GuardedCopy(&c, m->addr + off + p * 4096, 1)) continue;
-      const int64_t now = NowNs();
       ++m->loads;
       const int v = static_cast<unsigned char>(c);
       if (v != value[p] && value[p] >= 0) emit(p);
