@@ -362,6 +362,7 @@ void LockCache::OnMessage(uint32_t, uint64_t session,
       }
       Resource& r = resources_[res];
       SetCover(r, rpc::FromProto(g.range()), static_cast<LockMode>(g.mode()));
+      r.grant_seq = std::max(r.grant_seq, g.grant_seq());
       r.granted_ns = NowNs();
       if (it != pending_.end()) {
         if (it->second.replay) {
@@ -477,6 +478,9 @@ void LockCache::Demote(const ResourceId& res, const ByteRange& range,
     rel->mutable_range()->set_end(range.end);
     rel->set_new_mode(static_cast<proto::LockMode>(keep));
     rel->set_callback_id(callback_id);
+    // What the node gives back is what it had seen: a grant on its way
+    // now is the node's after this release.
+    rel->set_upto_grant_seq(r.grant_seq);
     ClientFor(res)->Send(m);
   }
   auto e = local_.Release(res, Owner{0, task}, range);

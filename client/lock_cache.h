@@ -202,6 +202,7 @@ class LockCache : public LockClientListener {
     int64_t granted_ns = 0;           // Last cluster grant.
     int64_t used_ns = 0;              // Last local use.
     int holders = 0;                  // Local holders right now.
+    uint64_t grant_seq = 0;           // Highest grant of lockd applied.
     int demoting = 0;                 // Demotes in progress.
   };
   struct Pending {  // A request to lockd.

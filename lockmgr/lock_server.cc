@@ -63,6 +63,7 @@ proto::ServerMessage GrantMessage(const Grant& g, uint64_t request_id) {
   *p->mutable_resource() = ToProto(g.resource);
   p->set_mode(static_cast<proto::LockMode>(g.mode));
   ToProto(g.range, p->mutable_range());
+  p->set_grant_seq(g.grant_seq);
   return m;
 }
 
@@ -277,7 +278,8 @@ void LockServer::HandleRelease(Session& s, const proto::ReleaseRequest& r) {
   }
   absl::StatusOr<Effects> e =
       table_.Reduce(*res, Owner{s.id, r.owner().task()}, *range,
-                    static_cast<LockMode>(r.new_mode()));
+                    static_cast<LockMode>(r.new_mode()),
+                    r.has_upto_grant_seq() ? r.upto_grant_seq() : UINT64_MAX);
   if (e.ok()) {
     ++counters_["releases"];
     Deliver(*e);

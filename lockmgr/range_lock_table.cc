@@ -50,6 +50,7 @@ struct RangeLockTable::Lock {
   LockMode mode = LockMode::kUn;
   ByteRange range;
   uint64_t since_ns = 0;
+  uint64_t grant_seq = 0;  // Of the grant it comes from (pieces inherit it).
   // A callback demand already reported for this lock: give up cb_range,
   // keeping at most cb_keep.
   bool cb_pending = false;
@@ -314,6 +315,7 @@ Grant RangeLockTable::GrantRequest(Resource& r, const LockRequest& req,
   lock->mode = req.mode;
   lock->range = range;
   lock->since_ns = NowNs();
+  lock->grant_seq = next_grant_seq_++;
   Lock& l = *lock;
   AbsorbCovered(r, l);
   InsertLock(r, std::move(lock));
@@ -333,7 +335,7 @@ Grant RangeLockTable::GrantRequest(Resource& r, const LockRequest& req,
           return true;
         });
   }
-  Grant g{ticket, req.tag, r.id, req.owner, req.mode, range};
+  Grant g{ticket, req.tag, r.id, req.owner, req.mode, range, l.grant_seq};
   out.AddGrant(g);
   return g;
 }
@@ -407,7 +409,8 @@ absl::StatusOr<AcquireResult> RangeLockTable::Acquire(const LockRequest& req) {
 }
 
 void RangeLockTable::ReduceLocked(Resource& r, const Owner& owner,
-                                  const ByteRange& range, LockMode keep) {
+                                  const ByteRange& range, LockMode keep,
+                                  uint64_t upto_grant_seq) {
   auto owner_it = r.by_owner.find(owner);
   if (owner_it == r.by_owner.end()) return;
   std::vector<uint64_t> ids;
@@ -418,6 +421,7 @@ void RangeLockTable::ReduceLocked(Resource& r, const Owner& owner,
                                   });
   for (uint64_t id : ids) {
     if (Meet(r.locks.at(id)->mode, keep) == r.locks.at(id)->mode) continue;
+    if (r.locks.at(id)->grant_seq > upto_grant_seq) continue;  // Unseen.
     std::unique_ptr<Lock> old = EraseLock(r, id);
     LockMode reduced = Meet(old->mode, keep);
     auto add_piece = [&](ByteRange piece, LockMode mode,
@@ -475,7 +479,8 @@ void RangeLockTable::ProcessQueue(Resource& r, const ByteRange& changed,
 absl::StatusOr<Effects> RangeLockTable::Reduce(const ResourceId& resource,
                                                const Owner& owner,
                                                const ByteRange& range,
-                                               LockMode keep) {
+                                               LockMode keep,
+                                               uint64_t upto_grant_seq) {
   if (absl::Status s = ValidateRange(range); !s.ok()) return s;
   if (keep == LockMode::kEx) {
     return MakeError(Errc::kInvalidArgument, "cannot reduce a lock to EX");
@@ -485,7 +490,7 @@ absl::StatusOr<Effects> RangeLockTable::Reduce(const ResourceId& resource,
   if (it == resources_.end()) return Effects{};
   Resource& r = *it->second;
   Collector out;
-  ReduceLocked(r, owner, range, keep);
+  ReduceLocked(r, owner, range, keep, upto_grant_seq);
   ProcessQueue(r, range, out);
   stats_.callbacks += out.callback_count();
   MaybeDropResource(resource);
@@ -578,7 +583,8 @@ std::vector<Grant> RangeLockTable::LocksOf(uint64_t session) const {
     if (rit == resources_.end()) continue;
     for (const auto& [lid, l] : rit->second->locks) {
       if (l->owner.session != session) continue;
-      out.push_back(Grant{l->ticket, l->tag, id, l->owner, l->mode, l->range});
+      out.push_back(Grant{l->ticket, l->tag, id, l->owner, l->mode, l->range,
+                          l->grant_seq});
     }
   }
   return out;

@@ -68,7 +68,8 @@ struct Grant {
   ResourceId resource;
   Owner owner;
   LockMode mode = LockMode::kUn;
-  ByteRange range;  // As granted; contains the requested range.
+  ByteRange range;         // As granted; contains the requested range.
+  uint64_t grant_seq = 0;  // Increasing with each grant of the table.
 };
 
 // A holder must make its caches obey, then Reduce(resource, holder, range,
@@ -138,8 +139,12 @@ class RangeLockTable {
   // other mode is released). Locks partly inside `range` split. Reducing
   // what the owner does not hold is a no-op. INVALID_ARGUMENT for a bad
   // range or keep == EX.
+  // Only locks from grants up to `upto_grant_seq` are reduced (a holder
+  // names the last grant it had seen, so a grant crossing its release is
+  // not cut).
   absl::StatusOr<Effects> Reduce(const ResourceId& resource, const Owner& owner,
-                                 const ByteRange& range, LockMode keep);
+                                 const ByteRange& range, LockMode keep,
+                                 uint64_t upto_grant_seq = UINT64_MAX);
   absl::StatusOr<Effects> Release(const ResourceId& resource,
                                   const Owner& owner, const ByteRange& range) {
     return Reduce(resource, owner, range, LockMode::kUn);
@@ -205,7 +210,8 @@ class RangeLockTable {
   void NoteBlockers(Resource& r, const LockRequest& req, Collector& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReduceLocked(Resource& r, const Owner& owner, const ByteRange& range,
-                    LockMode keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                    LockMode keep, uint64_t upto_grant_seq = UINT64_MAX)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProcessQueue(Resource& r, const ByteRange& changed, Collector& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InsertLock(Resource& r, std::unique_ptr<Lock> lock)
@@ -229,6 +235,7 @@ class RangeLockTable {
       ABSL_GUARDED_BY(mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_lock_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_grant_seq_ ABSL_GUARDED_BY(mu_) = 1;
   LockTableStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

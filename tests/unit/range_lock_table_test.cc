@@ -470,3 +470,40 @@ TEST(RangeLockTableQueryTest, LocksOfListsASessionsLocksWithTags) {
 
 }  // namespace
 }  // namespace rangefs::lockmgr
+
+namespace rangefs::lockmgr {
+namespace {
+
+// A holder's release names the last grant it had seen: a grant of the same
+// range that crossed the release on the wire survives it (the race suite
+// saw a node keep caching under a lock lockd had cut that way).
+TEST(RangeLockTableQueryTest, ReleaseDoesNotCutAGrantTheHolderHadNotSeen) {
+  RangeLockTable t;
+  ResourceId r{1, LockKind::kInval};
+  LockRequest req;
+  req.resource = r;
+  req.owner = Owner{1, 0};
+  req.mode = LockMode::kSh;
+  req.range = {0, 100};
+  req.exact = true;
+  absl::StatusOr<AcquireResult> first = t.Acquire(req);
+  ASSERT_TRUE(first.ok() && first->granted);
+  const uint64_t seen = first->effects.grants[0].grant_seq;
+  req.range = {50, 200};
+  absl::StatusOr<AcquireResult> second = t.Acquire(req);
+  ASSERT_TRUE(second.ok() && second->granted);
+  EXPECT_GT(second->effects.grants[0].grant_seq, seen);
+  // The holder releases [0, 200) having seen only the first grant.
+  ASSERT_TRUE(t.Reduce(r, req.owner, {0, 200}, LockMode::kUn, seen).ok());
+  EXPECT_FALSE(t.Exceeds(r, req.owner, {0, 50}, LockMode::kUn));
+  EXPECT_TRUE(t.Exceeds(r, req.owner, {50, 200}, LockMode::kUn));
+  // Pieces keep their grant's sequence: releasing up to the second grant
+  // takes what is left.
+  ASSERT_TRUE(t.Reduce(r, req.owner, {0, 200}, LockMode::kUn,
+                       second->effects.grants[0].grant_seq)
+                  .ok());
+  EXPECT_FALSE(t.Exceeds(r, req.owner, {0, 200}, LockMode::kUn));
+}
+
+}  // namespace
+}  // namespace rangefs::lockmgr
