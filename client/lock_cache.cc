@@ -406,6 +406,9 @@ void LockCache::OnMessage(uint32_t, uint64_t session,
       LockMode keep = static_cast<LockMode>(c.keep_mode());
       uint64_t id = c.callback_id();
       ++stats_.callbacks;
+      RANGEFS_LOG(DEBUG) << "callback " << id << " " << res.ToString() << " "
+                         << range.ToString() << " keep "
+                         << static_cast<int>(keep);
       workers_->Submit(
           [this, res, range, keep, id] { Demote(res, range, keep, id); });
     }
@@ -481,6 +484,10 @@ void LockCache::Demote(const ResourceId& res, const ByteRange& range,
     // What the node gives back is what it had seen: a grant on its way
     // now is the node's after this release.
     rel->set_upto_grant_seq(r.grant_seq);
+    RANGEFS_LOG(DEBUG) << "release " << res.ToString() << " "
+                       << range.ToString() << " keep " << static_cast<int>(keep)
+                       << " callback " << callback_id << " upto "
+                       << r.grant_seq;
     ClientFor(res)->Send(m);
   }
   auto e = local_.Release(res, Owner{0, task}, range);

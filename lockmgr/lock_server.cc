@@ -282,6 +282,11 @@ void LockServer::HandleRelease(Session& s, const proto::ReleaseRequest& r) {
                     r.has_upto_grant_seq() ? r.upto_grant_seq() : UINT64_MAX);
   if (e.ok()) {
     ++counters_["releases"];
+    // The holder did what the callback asked, as far as it had seen its
+    // grants. A lock of its own that it had not seen yet, or got later,
+    // is no reason to evict it: that lock had its own callback sent when
+    // it was granted ahead of a waiter, or gets one when a waiter queues.
+    if (r.callback_id() != 0) callbacks_.erase(r.callback_id());
     Deliver(*e);
   }
 }
@@ -450,6 +455,13 @@ void LockServer::Tick() {
       continue;
     }
     if (now > it->second.deadline_ns) {
+      if (!sessions_[cb.holder.session].evicting) {
+        RANGEFS_LOG(WARNING)
+            << "callback " << it->first
+            << " unanswered: " << cb.resource.ToString() << " "
+            << cb.range.ToString() << " keep " << static_cast<int>(cb.keep_mode)
+            << " task " << cb.holder.task;
+      }
       StartEviction(cb.holder.session, "callback not answered in time");
     }
     ++it;

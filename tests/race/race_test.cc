@@ -682,14 +682,7 @@ TEST_F(RaceTest, S10_LockdRestartReplaysBeforeGranting) {
 
 // Random stress: three nodes run random operations on one file at once;
 // afterwards every node reads the same bytes and fsck is clean.
-//
-// DISABLED in CI: it finds an open bug within a minute (docs/race-suite.md,
-// "Open"): a node is evicted for a callback it answered, when lockd
-// grants it the range again through a conversion queued ahead of the
-// waiter; and a grant that crosses the node's release of the same range
-// leaves node and lockd disagreeing. Run it with
-// --gtest_also_run_disabled_tests.
-TEST_F(RaceTest, DISABLED_Stress_RandomOperationsConverge) {
+TEST_F(RaceTest, Stress_RandomOperationsConverge) {
   StartCluster();
   std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
   for (RaceNode* n : ns) ASSERT_NE(n, nullptr);

@@ -105,7 +105,8 @@ proto::NodeMessage Acquire(uint64_t session, uint64_t request,
 }
 
 proto::NodeMessage Release(uint64_t session, uint64_t start, uint64_t end,
-                           proto::LockMode keep = proto::UN) {
+                           proto::LockMode keep = proto::UN,
+                           uint64_t callback_id = 0) {
   proto::NodeMessage m;
   proto::ReleaseRequest* r = m.mutable_release();
   r->mutable_resource()->set_ino(9);
@@ -114,6 +115,7 @@ proto::NodeMessage Release(uint64_t session, uint64_t start, uint64_t end,
   r->mutable_range()->set_start(start);
   r->mutable_range()->set_end(end);
   r->set_new_mode(keep);
+  r->set_callback_id(callback_id);
   return m;
 }
 
@@ -149,6 +151,28 @@ TEST_F(LockServerTest, ConflictCallsTheHolderBackAndTheWaiterGetsTheLock) {
   EXPECT_FALSE(b_.GrantFor(20, 50));
   server_->Handle(1, Release(1, 10, 20, proto::SH));
   EXPECT_TRUE(b_.GrantFor(20));
+}
+
+// A holder that answered a callback and then locked the range again (the
+// waiter came and went) has done nothing wrong: no eviction when the
+// callback's deadline passes. (The race suite saw nodes evicted so.)
+TEST_F(LockServerTest, AnsweredCallbackIsNotHeldAgainstALaterLock) {
+  Start();
+  Open(1, &a_);
+  Open(2, &b_);
+  server_->Handle(1, Acquire(1, 10, proto::EX, 0, 100));
+  ASSERT_TRUE(a_.GrantFor(10));
+  server_->Handle(2, Acquire(2, 20, proto::EX, 0, 100));
+  auto cb = a_.AnyCallback();
+  ASSERT_TRUE(cb);
+  server_->Handle(1, Release(1, 0, 100, proto::UN, cb->callback_id()));
+  ASSERT_TRUE(b_.GrantFor(20));
+  server_->Handle(2, Release(2, 0, 100));
+  server_->Handle(1, Acquire(1, 11, proto::EX, 0, 100));
+  ASSERT_TRUE(a_.GrantFor(11));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // > 300.
+  EXPECT_EQ(server_->Counters()["evictions"], 0u);
+  EXPECT_FALSE(a_.closed());
 }
 
 TEST_F(LockServerTest, UnansweredCallbackEvictsAfterFencing) {
