@@ -80,6 +80,22 @@ class MmapClusterTest : public ClientClusterFixture {
     return s;
   }
 
+  struct Mapped {
+    uint64_t fh = 0;
+    char* map = nullptr;
+  };
+  // A file of `pages` pages of Pattern(pages, seed), on the servers, and a
+  // shared writable mapping of all of it.
+  static Mapped WrittenAndMapped(Client& c, const std::string& path,
+                                 uint64_t pages, int seed) {
+    Mapped m;
+    m.fh = MustOpen(c, path, O_RDWR | O_CREAT);
+    MustWrite(c, m.fh, Pattern(pages, seed), 0);
+    EXPECT_TRUE(c.Fsync(m.fh, false).ok());
+    m.map = MustMap(c, m.fh, 0, pages * kPage);
+    return m;
+  }
+
   struct sigaction old_bus_;
 };
 
@@ -200,10 +216,7 @@ TEST_F(MmapClusterTest, DirectWriteFromAMappingOfAnotherFile) {
 TEST_F(MmapClusterTest, DirectWriteFromAMappingOfTheSameRangeFinishes) {
   StartCluster();
   auto a = Node("a");
-  uint64_t fh = MustOpen(*a, "/f", O_RDWR | O_CREAT);
-  MustWrite(*a, fh, Pattern(8, 4), 0);
-  ASSERT_TRUE(a->Fsync(fh, false).ok());
-  char* m = MustMap(*a, fh, 0, 8 * kPage);
+  auto [fh, m] = WrittenAndMapped(*a, "/f", 8, 4);
   ASSERT_NE(m, nullptr);
   uint64_t d = MustOpen(*a, "/f", O_RDWR | O_DIRECT);
   absl::StatusOr<size_t> n = a->Write(d, m, 8 * kPage, 0);
@@ -225,10 +238,7 @@ TEST_F(MmapClusterTest, FaultOnTheRangeTheThreadLocksIsEdeadlkNotAHang) {
   ClientOptions o;
   o.fault_fallbacks = false;
   auto a = Node("a", o);
-  uint64_t fh = MustOpen(*a, "/f", O_RDWR | O_CREAT);
-  MustWrite(*a, fh, Pattern(4, 5), 0);
-  ASSERT_TRUE(a->Fsync(fh, false).ok());
-  char* m = MustMap(*a, fh, 0, 4 * kPage);
+  auto [fh, m] = WrittenAndMapped(*a, "/f", 4, 5);
   ASSERT_NE(m, nullptr);
   uint64_t d = MustOpen(*a, "/f", O_RDWR | O_DIRECT);
   absl::StatusOr<size_t> n = a->Write(d, m, 4 * kPage, 0);
@@ -260,10 +270,7 @@ TEST_F(MmapClusterTest, FaultOnTheRangeTheThreadLocksIsEdeadlkNotAHang) {
 TEST_F(MmapClusterTest, DirectReadIntoAMappingOfTheSameFile) {
   StartCluster();
   auto a = Node("a");
-  uint64_t fh = MustOpen(*a, "/f", O_RDWR | O_CREAT);
-  MustWrite(*a, fh, Pattern(8, 6), 0);
-  ASSERT_TRUE(a->Fsync(fh, false).ok());
-  char* m = MustMap(*a, fh, 0, 8 * kPage);
+  auto [fh, m] = WrittenAndMapped(*a, "/f", 8, 6);
   ASSERT_NE(m, nullptr);
   uint64_t d = MustOpen(*a, "/f", O_RDWR | O_DIRECT);
   // Pages 4-7 into the mapping of pages 0-3.
