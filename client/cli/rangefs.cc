@@ -17,7 +17,9 @@
 // --cluster CONF, else $RANGEFS_CLUSTER, else the one `rangefs up` wrote
 // (/tmp/rangefs-local/cluster.conf). Paths are inside the filesystem
 // ("/dir/file"), or a path under a mount of it.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "client/fuse/rangefs_ioctl.h"
 #include "common/cluster_config.h"
 #include "common/status.h"
 #include "proto/data.grpc.pb.h"
@@ -385,15 +388,45 @@ int Inject(Cluster& cl, const std::vector<std::string>& args) {
 }
 
 void Usage() {
-  fprintf(
-      stderr,
-      "usage: rangefs up [--dir DIR] [--nodes N] [--data-servers M] "
-      "[--lockd-shards K] [--detach]\n"
-      "       rangefs down [--dir DIR]\n"
-      "       rangefs status | fsck            [--cluster CONF]\n"
-      "       rangefs locks [PATH | --ino N]   [--cluster CONF]\n"
-      "       rangefs extents PATH             [--cluster CONF]\n"
-      "       rangefs inject POINT=DELAY_MS[:ERROR[:COUNT]]... | --clear\n");
+  fprintf(stderr,
+          "usage: rangefs up [--dir DIR] [--nodes N] [--data-servers M] "
+          "[--lockd-shards K] [--detach]\n"
+          "       rangefs down [--dir DIR]\n"
+          "       rangefs status | fsck            [--cluster CONF]\n"
+          "       rangefs locks [PATH | --ino N]   [--cluster CONF]\n"
+          "       rangefs extents PATH             [--cluster CONF]\n"
+          "       rangefs inject POINT=DELAY_MS[:ERROR[:COUNT]]... | --clear\n"
+          "       rangefs fallocate --collapse|--insert PATH OFFSET LENGTH\n"
+          "                                        (a file on a mounted "
+          "rangefs)\n");
+}
+
+// `rangefs fallocate --collapse|--insert PATH OFFSET LENGTH`: through the
+// mount's ioctl (the FUSE module does not pass these fallocate modes).
+int ShiftRange(const std::vector<std::string>& args) {
+  if (args.size() != 4 || (args[0] != "--collapse" && args[0] != "--insert")) {
+    Usage();
+    return 2;
+  }
+  char* end = nullptr;
+  rangefs_shift_range r;
+  r.offset = strtoull(args[2].c_str(), &end, 10);
+  bool bad = *end != '\0';
+  r.length = strtoull(args[3].c_str(), &end, 10);
+  bad = bad || *end != '\0';
+  if (bad) Fail("OFFSET and LENGTH are byte counts");
+  int fd = open(args[1].c_str(), O_RDWR);
+  if (fd < 0) Fail(args[1] + ": " + strerror(errno));
+  unsigned long cmd = args[0] == "--collapse" ? RANGEFS_IOC_COLLAPSE_RANGE
+                                              : RANGEFS_IOC_INSERT_RANGE;
+  if (ioctl(fd, cmd, &r) != 0) {
+    int e = errno;
+    close(fd);
+    Fail(args[1] + ": " + strerror(e) +
+         (e == ENOTTY ? " (not a file on a rangefs mount)" : ""));
+  }
+  close(fd);
+  return 0;
 }
 
 int Main(int argc, char** argv) {
@@ -402,9 +435,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   std::string cmd = argv[1];
-  static const char* const kCommands[] = {"up",      "down", "status", "locks",
-                                          "extents", "fsck", "inject", "help",
-                                          "--help",  "-h"};
+  static const char* const kCommands[] = {
+      "up",     "down", "status", "locks", "extents",  "fsck",
+      "inject", "help", "--help", "-h",    "fallocate"};
   bool known = false;
   for (const char* k : kCommands) known |= cmd == k;
   if (!known && argc >= 3 && argv[2][0] != '-') {
@@ -449,6 +482,7 @@ int Main(int argc, char** argv) {
     Usage();
     return 0;
   }
+  if (cmd == "fallocate") return ShiftRange(rest);
   Cluster cl = Connect(conf);
   if (cmd == "status") return Status(cl);
   if (cmd == "fsck") return Fsck(cl);

@@ -2,6 +2,8 @@
 // fuse_reply_*; errors are the POSIX errno the node's status carries.
 #include "client/fuse/fuse_ops.h"
 
+#include "client/fuse/rangefs_ioctl.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -443,6 +445,36 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset,
                                     static_cast<uint64_t>(length)));
 }
 
+// Collapse and insert range (rangefs_ioctl.h): restricted ioctls, so the
+// kernel copies the argument in (its size is in the command).
+void op_ioctl(fuse_req_t req, fuse_ino_t, int signed_cmd, void*,
+              fuse_file_info* fi, unsigned flags, const void* in_buf,
+              size_t in_bufsz, size_t) {
+  const unsigned int cmd = static_cast<unsigned int>(signed_cmd);
+  uint32_t mode = 0;
+  if (cmd == RANGEFS_IOC_COLLAPSE_RANGE) {
+    mode = client::kFallocCollapseRange;
+  } else if (cmd == RANGEFS_IOC_INSERT_RANGE) {
+    mode = client::kFallocInsertRange;
+  } else {
+    fuse_reply_err(req, ENOTTY);
+    return;
+  }
+  if ((flags & FUSE_IOCTL_COMPAT) != 0 ||
+      in_bufsz != sizeof(rangefs_shift_range)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  rangefs_shift_range r;
+  memcpy(&r, in_buf, sizeof r);
+  absl::Status s = C(req).Fallocate(fi->fh, mode, r.offset, r.length);
+  if (!s.ok()) {
+    fuse_reply_err(req, Err(s));
+    return;
+  }
+  fuse_reply_ioctl(req, 0, nullptr, 0);
+}
+
 void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence,
               fuse_file_info* fi) {
   if (off < 0) {
@@ -570,6 +602,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.removexattr = op_removexattr;
   ops.fallocate = op_fallocate;
   ops.lseek = op_lseek;
+  ops.ioctl = op_ioctl;
   ops.getlk = op_getlk;
   ops.setlk = op_setlk;
   ops.flock = op_flock;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
@@ -19,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "client/fuse/rangefs_ioctl.h"
 #include "gtest/gtest.h"
 #include "tests/util/local_cluster.h"
 #include "tests/util/subprocess.h"
@@ -180,6 +182,35 @@ TEST_F(FuseMountTest, DirectIoFallocateAndSeekWork) {
   EXPECT_EQ(all.substr(65536, 4096), std::string(4096, '\0'));
   EXPECT_EQ(all.substr(65536 + 4096), std::string(4096, 'D'));
   free(buf);
+}
+
+// The FUSE module passes only allocate, punch and zero to the daemon:
+// collapse and insert range go through an ioctl (and the CLI).
+TEST_F(FuseMountTest, CollapseAndInsertRangeThroughIoctlAndCli) {
+  std::string data;
+  for (char c = 'a'; c < 'a' + 8; ++c) data += std::string(4096, c);
+  ASSERT_TRUE(WriteFile(P(0, "shift"), data));
+  ASSERT_EQ(ReadFile(P(1, "shift")), data);  // Node 1 has it cached.
+  int fd = open(P(0, "shift").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  rangefs_shift_range r{4096, 8192};
+  ASSERT_EQ(ioctl(fd, RANGEFS_IOC_COLLAPSE_RANGE, &r), 0) << strerror(errno);
+  close(fd);
+  data.erase(4096, 8192);
+  EXPECT_EQ(ReadFile(P(1, "shift")), data);
+  // The CLI inserts a zeroed block at 4096.
+  std::string cmd = testing::BinDir() + "/client/rangefs fallocate --insert " +
+                    P(1, "shift") + " 4096 4096";
+  ASSERT_EQ(system(cmd.c_str()), 0);
+  data.insert(4096, std::string(4096, '\0'));
+  EXPECT_EQ(ReadFile(P(0, "shift")), data);
+  // Unaligned: EINVAL from the node, nothing changed.
+  fd = open(P(0, "shift").c_str(), O_RDWR);
+  rangefs_shift_range bad{100, 4096};
+  EXPECT_EQ(ioctl(fd, RANGEFS_IOC_COLLAPSE_RANGE, &bad), -1);
+  EXPECT_EQ(errno, EINVAL);
+  close(fd);
+  EXPECT_EQ(ReadFile(P(1, "shift")), data);
 }
 
 TEST_F(FuseMountTest, ExtendedAttributesRoundTrip) {
