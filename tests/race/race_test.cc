@@ -106,15 +106,7 @@ class RaceTest : public ::testing::Test {
     EXPECT_EQ(locks, 0) << "locks leaked after every node left";
   }
 
-  std::vector<std::string> Fsck() {
-    auto stub =
-        proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
-    grpc::ClientContext ctx;
-    proto::FsckRequest req;
-    proto::FsckReply rep;
-    if (!stub->Fsck(&ctx, req, &rep).ok()) return {"fsck RPC failed"};
-    return {rep.problems().begin(), rep.problems().end()};
-  }
+  std::vector<std::string> Fsck() { return cluster_->Fsck(); }
   // Locks lockd still holds for any session.
   int LockCount() {
     auto stub = proto::LockService::NewStub(
@@ -655,9 +647,8 @@ TEST_F(RaceTest, S9_CutOffNodeIsFencedAndItsLateWriteNeverLands) {
 TEST_F(RaceTest, S10_LockdRestartReplaysBeforeGranting) {
   testing::LocalClusterOptions co;
   co.grace_ms = 2000;
-  StartCluster(co);
-  RaceNode* a = AddNode("a");
-  RaceNode* b = AddNode("b");
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b, co);
   ASSERT_TRUE(a && b);
   const uint64_t len = 4 * kPage;
   Repeat("S10_LockdRestartReplaysBeforeGranting", [&](uint64_t seed) {

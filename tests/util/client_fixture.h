@@ -108,15 +108,7 @@ class ClientClusterFixture : public ::testing::Test {
     EXPECT_TRUE(stub->GetAttr(&ctx, req, &rep).ok());
     return rep.attr().size();
   }
-  std::vector<std::string> Fsck() {
-    auto stub =
-        proto::MetaService::NewStub(rpc::MakeChannel(cluster_->meta_address()));
-    grpc::ClientContext ctx;
-    proto::FsckRequest req;
-    proto::FsckReply rep;
-    EXPECT_TRUE(stub->Fsck(&ctx, req, &rep).ok());
-    return {rep.problems().begin(), rep.problems().end()};
-  }
+  std::vector<std::string> Fsck() { return cluster_->Fsck(); }
 
   std::unique_ptr<LocalCluster> cluster_;
   ClusterConfig config_;

@@ -117,4 +117,13 @@ bool LocalCluster::Start(std::string* why) {
   return true;
 }
 
+std::vector<std::string> LocalCluster::Fsck() const {
+  auto stub = proto::MetaService::NewStub(rpc::MakeChannel(meta_address()));
+  grpc::ClientContext ctx;
+  proto::FsckRequest req;
+  proto::FsckReply rep;
+  if (!stub->Fsck(&ctx, req, &rep).ok()) return {"fsck RPC failed"};
+  return {rep.problems().begin(), rep.problems().end()};
+}
+
 }  // namespace rangefs::testing

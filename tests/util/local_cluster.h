@@ -42,6 +42,9 @@ class LocalCluster {
   std::string lockd_address(int i) const;
   std::string meta_address() const;
   std::string LogTail(const std::string& name) const;
+  // The metadata server's fsck: its problems (empty when consistent), or
+  // one line saying the call failed.
+  std::vector<std::string> Fsck() const;
 
  private:
   LocalClusterOptions options_;
