@@ -507,6 +507,28 @@ absl::StatusOr<size_t> Client::Read(uint64_t fh, void* buf, size_t len,
   return impl_->Read(*h, static_cast<char*>(buf), len, offset);
 }
 
+void Client::SetCacheAbove(CacheAbove* cache) {
+  impl_->cache_above.store(cache);
+}
+
+absl::StatusOr<size_t> Client::ReadForCache(
+    uint64_t fh, void* buf, size_t len, uint64_t offset, bool exclusive,
+    const std::function<void(size_t)>& deliver) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  Impl::CacheFill fill;
+  fill.exclusive = exclusive;
+  fill.deliver = &deliver;
+  return impl_->Read(*h, static_cast<char*>(buf), len, offset, &fill);
+}
+
+absl::StatusOr<size_t> Client::WriteFromCache(uint64_t fh, const void* buf,
+                                              size_t len, uint64_t offset) {
+  absl::StatusOr<Handle> h = impl_->HandleOf(fh);
+  if (!h.ok()) return h.status();
+  return impl_->WriteFromCache(*h, static_cast<const char*>(buf), len, offset);
+}
+
 absl::StatusOr<size_t> Client::Write(uint64_t fh, const void* buf, size_t len,
                                      uint64_t offset) {
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);

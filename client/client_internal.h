@@ -125,8 +125,22 @@ class Client::Impl {
   uint64_t session_id() { return locks_.session_id(); }
 
   // ---- file_io.cc
+  // `fill`: the read fills a cache above the node (Client::ReadForCache).
+  struct CacheFill {
+    bool exclusive = false;
+    const std::function<void(size_t)>* deliver = nullptr;
+  };
   absl::StatusOr<size_t> Read(const Handle& h, char* buf, size_t len,
-                              uint64_t offset);
+                              uint64_t offset, const CacheFill* fill = nullptr);
+  absl::StatusOr<size_t> WriteFromCache(const Handle& h, const char* buf,
+                                        size_t len, uint64_t offset);
+  // Copies `want` bytes from `src` (a stoppable copy) into the cached pages
+  // at `pos`, dirty, first filling partial pages that hold old data (below
+  // `size`). Returns the bytes copied: fewer when the copy stopped short.
+  // Caller holds INVAL EX over the pages.
+  absl::StatusOr<size_t> StorePages(InodeState& in, uint64_t pos,
+                                    const char* src, uint64_t want,
+                                    uint64_t size);
   absl::StatusOr<size_t> Write(const Handle& h, const char* buf, size_t len,
                                uint64_t offset);
   absl::Status Fsync(const Handle& h);
@@ -189,6 +203,9 @@ class Client::Impl {
   LockCache& locks() { return locks_; }
   PageCache& pages() { return pages_; }
   MmapTable& mmaps() { return *mmaps_; }
+  // Client::SetCacheAbove; told before the node's INVAL hooks act.
+  std::atomic<CacheAbove*> cache_above{nullptr};
+  void InvalidateAbove(uint64_t ino, const ByteRange& range);
   const ClientOptions& options() const { return options_; }
 
   struct Counters {
@@ -248,7 +265,7 @@ class HeldLocks {
   HeldLocks& operator=(const HeldLocks&) = delete;
 
   absl::Status Take(LockKind kind, uint64_t ino, const ByteRange& range,
-                    LockMode mode);
+                    LockMode mode, bool try_only = false);
   void Release();
 
  private:

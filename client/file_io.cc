@@ -13,6 +13,7 @@
 #include "client/client_internal.h"
 #include "client/user_copy.h"
 #include "common/fault_injection.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace rangefs::client {
@@ -89,9 +90,10 @@ absl::Status CheckLost(InodeState& in, const Handle& h) {
 }  // namespace
 
 absl::Status HeldLocks::Take(LockKind kind, uint64_t ino,
-                             const ByteRange& range, LockMode mode) {
+                             const ByteRange& range, LockMode mode,
+                             bool try_only) {
   absl::StatusOr<LocalLock> l =
-      cache_->Lock(ResourceId{ino, kind}, range, mode, CurrentTask());
+      cache_->Lock(ResourceId{ino, kind}, range, mode, CurrentTask(), try_only);
   if (!l.ok()) {
     if (ErrcOf(l.status()) == Errc::kFenced) {
       return MakeError(
@@ -137,7 +139,8 @@ absl::StatusOr<Attr> Client::Impl::FileAttr(InodeState& in) {
 // ---------------------------------------------------------------- read
 
 absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
-                                          size_t len, uint64_t offset) {
+                                          size_t len, uint64_t offset,
+                                          const CacheFill* fill) {
   InodeState& in = *h.inode;
   if (!Readable(h.flags)) {
     return MakeError(Errc::kInvalidArgument, "not open for reading", EBADF);
@@ -159,7 +162,9 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
   char page[kPageSize];
   while (done < len) {
     const uint64_t pos = offset + done;
-    const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
+    // A fill for the cache above is delivered under one set of locks.
+    const uint64_t want =
+        fill != nullptr ? len : std::min<uint64_t>(len - done, kIoWindow);
     Prefault(buf + done, want, /*for_write=*/true);
     char* dst = buf + done;
     if (stage) {
@@ -183,8 +188,12 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
         !s.ok()) {
       return s;
     }
+    // A cache above that may dirty what it caches (writable mappings)
+    // holds it under INVAL EX, like this node's own dirty pages.
+    const LockMode inval_mode =
+        fill != nullptr && fill->exclusive ? LockMode::kEx : mode;
     if (absl::Status s =
-            held.Take(kInval, in.ino, PageCover(pos, want + ra), mode);
+            held.Take(kInval, in.ino, PageCover(pos, want + ra), inval_mode);
         !s.ok()) {
       return s;
     }
@@ -254,8 +263,17 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
           break;
         }
       }
-      absl::MutexLock lock(&in.mu);
-      in.next_read = pos + copied;
+      {
+        absl::MutexLock lock(&in.mu);
+        in.next_read = pos + copied;
+      }
+      if (fill != nullptr && !short_copy) {
+        // The cache above gets the bytes while our locks still cover them:
+        // a callback's invalidation of that cache comes after, never
+        // before, the copy it would have to remove.
+        (*fill->deliver)(copied);
+        return copied;
+      }
     }
     if (stage) {
       held.Release();
@@ -315,7 +333,6 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
   // then served as usual) and write from that copy.
   bool stage = false;
   std::vector<char> staged;
-  char page[kPageSize];
   while (done < len) {
     uint64_t pos = offset + done;
     const uint64_t want = std::min<uint64_t>(len - done, kIoWindow);
@@ -424,45 +441,10 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     // Stores made through mappings of the range come first; the pages the
     // copy changes are copied into those mappings after it.
     mmaps_->Collect(in, PageCover(pos, want));
-    size_t copied = 0;
-    bool short_copy = false;
-    for (uint64_t p = pos; p < pos + want;) {
-      const uint64_t idx = p / kPageSize;
-      const uint64_t in_page = p % kPageSize;
-      const uint64_t n = std::min(kPageSize - in_page, pos + want - p);
-      const bool partial = n < kPageSize;
-      const bool has_old = idx * kPageSize < size;
-      if (partial && has_old && !pages_.Contains(in.ino, idx)) {
-        if (absl::Status s =
-                FillPages(in, idx, idx + 1, size, PageCover(pos, want));
-            !s.ok()) {
-          return s;
-        }
-      }
-      size_t c = CopyFromUser(page, src + copied, n);
-      if (c > 0 && !pages_.Write(in.ino, idx, in_page, page, c)) {
-        // Not cached: a new page (zeros past the old data, as on disk), or
-        // an old one reclaimed since the fill.
-        char full[kPageSize];
-        if (partial && has_old) {
-          if (absl::Status s =
-                  ReadBlocksDirect(in, idx * kPageSize, kPageSize, full);
-              !s.ok()) {
-            return s;
-          }
-        } else {
-          memset(full, 0, kPageSize);
-        }
-        memcpy(full + in_page, page, c);
-        pages_.Insert(in.ino, idx, full, /*dirty=*/true);
-      }
-      copied += c;
-      p += c;
-      if (c < n) {
-        short_copy = true;
-        break;
-      }
-    }
+    absl::StatusOr<size_t> stored = StorePages(in, pos, src, want, size);
+    if (!stored.ok()) return stored.status();
+    const size_t copied = *stored;
+    const bool short_copy = copied < want;
     if (copied > 0) mmaps_->Refresh(in, PageCover(pos, copied));
     {
       absl::MutexLock lock(&in.mu);
@@ -512,6 +494,103 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
     }
   }
   return done;
+}
+
+absl::StatusOr<size_t> Client::Impl::StorePages(InodeState& in, uint64_t pos,
+                                                const char* src, uint64_t want,
+                                                uint64_t size) {
+  char page[kPageSize];
+  size_t copied = 0;
+  for (uint64_t p = pos; p < pos + want;) {
+    const uint64_t idx = p / kPageSize;
+    const uint64_t in_page = p % kPageSize;
+    const uint64_t n = std::min(kPageSize - in_page, pos + want - p);
+    const bool partial = n < kPageSize;
+    const bool has_old = idx * kPageSize < size;
+    if (partial && has_old && !pages_.Contains(in.ino, idx)) {
+      if (absl::Status s =
+              FillPages(in, idx, idx + 1, size, PageCover(pos, want));
+          !s.ok()) {
+        return s;
+      }
+    }
+    size_t c = CopyFromUser(page, src + copied, n);
+    if (c > 0 && !pages_.Write(in.ino, idx, in_page, page, c)) {
+      // Not cached: a new page (zeros past the old data, as on disk), or
+      // an old one reclaimed since the fill.
+      char full[kPageSize];
+      if (partial && has_old) {
+        if (absl::Status s =
+                ReadBlocksDirect(in, idx * kPageSize, kPageSize, full);
+            !s.ok()) {
+          return s;
+        }
+      } else {
+        memset(full, 0, kPageSize);
+      }
+      memcpy(full + in_page, page, c);
+      pages_.Insert(in.ino, idx, full, /*dirty=*/true);
+    }
+    copied += c;
+    p += c;
+    if (c < n) break;
+  }
+  return copied;
+}
+
+// The cache above got these pages under our INVAL EX (ReadForCache with
+// exclusive) and dirtied them; it writes them back here, often from inside
+// our own callback hook (its invalidation launders dirty pages), so this
+// takes no lock that could wait: the INVAL EX it relies on is the node's
+// cached lock, still held until the hook returns.
+absl::StatusOr<size_t> Client::Impl::WriteFromCache(const Handle& h,
+                                                    const char* buf, size_t len,
+                                                    uint64_t offset) {
+  InodeState& in = *h.inode;
+  if (!Writable(h.flags)) {
+    return MakeError(Errc::kInvalidArgument, "not open for writing", EBADF);
+  }
+  if (len == 0) return 0;
+  if (offset >= kMaxFileSize || len > kMaxFileSize - offset) {
+    return MakeError(Errc::kFileTooBig, "write past the maximum file size",
+                     EFBIG);
+  }
+  const LockCache::SessionSnapshot snap = locks_.Snapshot();
+  if (!locks_.Covered(ResourceId{in.ino, kInval}, PageCover(offset, len),
+                      LockMode::kEx)) {
+    RANGEFS_LOG(ERROR) << "inode " << in.ino << ": the kernel wrote back "
+                       << len << " bytes at " << offset
+                       << " that the node no longer holds INVAL EX for";
+    return MakeError(Errc::kIoError,
+                     "cached pages written back without the node's lock", EIO);
+  }
+  if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
+  mmaps_->Collect(in, PageCover(offset, len));
+  // Partial pages are completed from the servers: past EOF they read as
+  // zeros there too, so no size is needed.
+  absl::StatusOr<size_t> stored =
+      StorePages(in, offset, buf, len, kMaxFileSize);
+  if (!stored.ok()) return stored.status();
+  mmaps_->Refresh(in, PageCover(offset, *stored));
+  // mtime, when the attribute lock comes without waiting (a callback of
+  // ours may be what is waiting for it).
+  HeldLocks attr(&locks_);
+  const bool have_attr =
+      attr.Take(kInode, in.ino, WholeFile(), LockMode::kEx, /*try_only=*/true)
+          .ok();
+  {
+    absl::MutexLock lock(&in.mu);
+    if (have_attr && in.attr_valid) {
+      in.attr.size = std::max(in.attr.size, offset + *stored);
+      in.attr.mtime = in.attr.ctime = NowTimespec();
+    }
+    in.dirty_incarnation = snap.incarnation;
+  }
+  if (locks_.incarnation() != snap.incarnation) {
+    NoteLost(in, DropCached(in, PageCover(offset, *stored)));
+    return MakeError(Errc::kIoError, "lock session lost during write", EIO);
+  }
+  return *stored;
 }
 
 absl::Status Client::Impl::Fsync(const Handle& h) {

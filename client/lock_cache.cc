@@ -169,10 +169,12 @@ absl::Status LockCache::EnsureCovered(const ResourceId& res,
     if (clients_.empty()) {
       return MakeError(Errc::kUnavailable, "lock cache not started");
     }
-    // Join a request of ours already on its way, or send one.
+    // Join a request of ours already on its way, or send one. A try-lock
+    // must not wait on a request that waits, nor a waiting lock take a
+    // try's refusal for an answer.
     uint64_t id = 0;
     for (const auto& [pid, p] : pending_) {
-      if (!p.done && !p.replay && p.resource == res &&
+      if (!p.done && !p.replay && p.try_only == try_only && p.resource == res &&
           p.range.Contains(range) && CoversMode(p.mode, mode)) {
         id = pid;
         break;
@@ -189,6 +191,7 @@ absl::Status LockCache::EnsureCovered(const ResourceId& res,
       p.resource = res;
       p.range = range;
       p.mode = mode;
+      p.try_only = try_only;
       proto::NodeMessage m;
       proto::AcquireRequest* a = m.mutable_acquire();
       a->set_request_id(id);

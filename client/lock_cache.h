@@ -211,6 +211,7 @@ class LockCache : public LockClientListener {
     LockMode mode = LockMode::kUn;
     bool done = false;
     bool replay = false;
+    bool try_only = false;  // Joined only by try-locks, and they only this.
     absl::Status status;
     uint64_t posix_owner = 0;  // For POSIX resources: the lock owner.
   };

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -144,6 +145,20 @@ struct ClientStats {
   uint64_t session_id = 0, sessions_lost = 0;
 };
 
+// A cache stacked above the node, such as the FUSE kernel page cache: it
+// holds file data the node gave it (Client::ReadForCache) only while the
+// node's INVAL locks cover that data, like the node's own page cache.
+class CacheAbove {
+ public:
+  virtual ~CacheAbove() = default;
+  // The node is giving up (or has lost) its INVAL lock on [offset, offset +
+  // length) of `ino`: drop every copy of that range, handing dirty ones to
+  // Client::WriteFromCache first. Runs on the node's callback threads
+  // before its own write-back; it must not wait for a call into the node
+  // that waits for a cluster lock.
+  virtual void Invalidate(uint64_t ino, uint64_t offset, uint64_t length) = 0;
+};
+
 class Client {
  public:
   // Connects (opening the lock sessions) and returns a ready node.
@@ -203,6 +218,24 @@ class Client {
   absl::Status CheckError(uint64_t fh);
   absl::StatusOr<size_t> Read(uint64_t fh, void* buf, size_t len,
                               uint64_t offset);
+  // ---- a cache above the node (docs/fuse.md, kernel page cache).
+  // `cache` must outlive the client, or be unset (nullptr) first.
+  void SetCacheAbove(CacheAbove* cache);
+  // Read for the cache above: `deliver(n)` is called with the n bytes read
+  // into `buf` while the node's INVAL lock still covers them (SH, or EX
+  // when `exclusive`: the cache above may dirty them), so an invalidation
+  // for a callback can only come after the cache has them. On EOF or an
+  // error `deliver` is not called (the status says which: 0 bytes is OK).
+  absl::StatusOr<size_t> ReadForCache(
+      uint64_t fh, void* buf, size_t len, uint64_t offset, bool exclusive,
+      const std::function<void(size_t)>& deliver);
+  // Dirty data the cache above writes back: it got the pages under the
+  // node's INVAL EX, which still holds (often this runs inside the node's
+  // own callback, from the cache's Invalidate). Goes into the node's page
+  // cache without taking locks; EIO when the node holds no INVAL EX over
+  // the range any more (the session was lost).
+  absl::StatusOr<size_t> WriteFromCache(uint64_t fh, const void* buf,
+                                        size_t len, uint64_t offset);
   // With O_APPEND the offset is ignored: the data goes at the end.
   absl::StatusOr<size_t> Write(uint64_t fh, const void* buf, size_t len,
                                uint64_t offset);

@@ -297,7 +297,9 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
     if (in.attr_valid) {
       size = in.attr.size;
     } else {
-      RANGEFS_LOG(ERROR) << "dirty pages of inode " << in.ino
+      // Pages the cache above wrote back without the attribute lock
+      // (WriteFromCache): they lie inside the file, whose size stays.
+      RANGEFS_LOG(DEBUG) << "dirty pages of inode " << in.ino
                          << " without attributes; size not raised";
     }
   }
@@ -346,11 +348,21 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
 
 // ------------------------------------------------------------ lock hooks
 
+void Client::Impl::InvalidateAbove(uint64_t ino, const ByteRange& range) {
+  CacheAbove* above = cache_above.load();
+  if (above == nullptr) return;
+  above->Invalidate(ino, range.start, range.end - range.start);
+}
+
 void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
                                LockMode keep) {
   ++counters.inval_demotes;
   RANGEFS_LOG(DEBUG) << "inval demote ino " << ino << " " << range.ToString()
                      << " keep " << static_cast<int>(keep);
+  // The cache above first: its dirty pages come down into ours (through
+  // WriteFromCache) and are written back with them. Even when SH stays it
+  // drops everything: it could dirty a clean page without asking us.
+  InvalidateAbove(ino, range);
   std::shared_ptr<InodeState> in = GetInode(ino);
   absl::MutexLock lock(&in->wb_mu);
   absl::Status s;
@@ -372,6 +384,7 @@ void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
 }
 
 void Client::Impl::InvalLost(uint64_t ino, const ByteRange& range) {
+  InvalidateAbove(ino, range);  // Its write-backs fail: nothing is covered.
   std::shared_ptr<InodeState> in = FindInode(ino);
   uint64_t dirty = pages_.Drop(ino, range);
   if (in == nullptr) return;

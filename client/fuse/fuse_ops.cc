@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
 #include "common/range.h"
 #include "common/status.h"
 
@@ -28,6 +29,44 @@ using client::Client;
 
 Client& C(fuse_req_t req) {
   return *static_cast<Mount*>(fuse_req_userdata(req))->client;
+}
+
+KernelCache* KC(fuse_req_t req) {
+  return static_cast<Mount*>(fuse_req_userdata(req))->kcache;
+}
+
+// How an open file's data goes: through the kernel page cache, or straight
+// to the node (O_DIRECT, or a mount without kernel cache). A writable
+// cached open first drops what the kernel cached under INVAL SH: its pages
+// could now be dirtied through a shared mapping, which needs INVAL EX.
+void SetCaching(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
+                uint64_t fh) {
+  KernelCache* kc = KC(req);
+  if (kc == nullptr || (fi->flags & O_DIRECT)) {
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+    return;
+  }
+  const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+  kc->Opened(fh, ino, writable);
+  fi->direct_io = 0;
+  fi->keep_cache = writable ? 0 : 1;
+}
+
+void UndoCaching(fuse_req_t req, uint64_t fh) {
+  if (KernelCache* kc = KC(req)) kc->Closed(fh);
+}
+
+bool CachedHandle(fuse_req_t req, const fuse_file_info* fi) {
+  KernelCache* kc = KC(req);
+  return kc != nullptr && kc->Cached(fi->fh);
+}
+
+// Drops the kernel's pages of a range the node changed behind the kernel's
+// back (direct I/O, collapse/insert), after laundering its dirty ones.
+void InvalidateKernel(fuse_req_t req, fuse_ino_t ino, uint64_t offset,
+                      uint64_t length) {
+  if (KernelCache* kc = KC(req)) kc->Invalidate(ino, offset, length);
 }
 
 int Err(const absl::Status& s) {
@@ -218,9 +257,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   fi->fh = *fh;
-  fi->direct_io = 1;
-  fi->keep_cache = 0;
-  if (fuse_reply_open(req, fi) == -ENOENT) (void)C(req).Close(*fh);
+  SetCaching(req, ino, fi, *fh);
+  if (fuse_reply_open(req, fi) == -ENOENT) {
+    UndoCaching(req, *fh);
+    (void)C(req).Close(*fh);
+  }
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -232,28 +273,83 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     return;
   }
   fi->fh = r->second;
-  fi->direct_io = 1;
-  fi->keep_cache = 0;
+  SetCaching(req, r->first.ino, fi, r->second);
   fuse_entry_param e = ToEntry(r->first);
-  if (fuse_reply_create(req, &e, fi) == -ENOENT) (void)C(req).Close(fi->fh);
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+    UndoCaching(req, fi->fh);
+    (void)C(req).Close(fi->fh);
+  }
 }
 
-void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off,
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
              fuse_file_info* fi) {
   std::unique_ptr<char[]> buf(new char[size]);
-  absl::StatusOr<size_t> n =
-      C(req).Read(fi->fh, buf.get(), size, static_cast<uint64_t>(off));
-  if (!n.ok()) {
-    fuse_reply_err(req, Err(n.status()));
+  const uint64_t pos = static_cast<uint64_t>(off);
+  if (!CachedHandle(req, fi)) {
+    // Direct: stores through a shared mapping of this mount come first.
+    if (KC(req) != nullptr && KC(req)->Exclusive(ino)) {
+      InvalidateKernel(req, ino, pos, size);
+    }
+    absl::StatusOr<size_t> n = C(req).Read(fi->fh, buf.get(), size, pos);
+    if (!n.ok()) {
+      fuse_reply_err(req, Err(n.status()));
+      return;
+    }
+    fuse_reply_buf(req, buf.get(), *n);
     return;
   }
-  fuse_reply_buf(req, buf.get(), *n);
+  // The kernel fills its page cache: the reply goes out under the node's
+  // INVAL lock, and the request counts as in flight (its pages locked)
+  // until then.
+  KernelCache* kc = KC(req);
+  const uint64_t id = kc->Register(ino, pos, size);
+  bool replied = false;
+  absl::StatusOr<size_t> n = C(req).ReadForCache(
+      fi->fh, buf.get(), size, pos, kc->Exclusive(ino), [&](size_t got) {
+        fuse_reply_buf(req, buf.get(), got);
+        replied = true;
+        kc->Unregister(ino, id);
+      });
+  if (!replied) {
+    if (n.ok()) {
+      fuse_reply_buf(req, nullptr, 0);  // EOF.
+    } else {
+      RANGEFS_LOG(WARNING) << "inode " << ino << ": read of " << size << " at "
+                           << pos << " failed: " << n.status();
+      fuse_reply_err(req, Err(n.status()));
+    }
+    kc->Unregister(ino, id);
+  }
 }
 
-void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size,
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
               off_t off, fuse_file_info* fi) {
-  absl::StatusOr<size_t> n =
-      C(req).Write(fi->fh, buf, size, static_cast<uint64_t>(off));
+  const uint64_t pos = static_cast<uint64_t>(off);
+  absl::StatusOr<size_t> n;
+  if (!CachedHandle(req, fi)) {
+    // Direct: the kernel's pages of the range are older than what we
+    // write. Its dirty ones come first, its copies go after.
+    const bool may_cache = KC(req) != nullptr && KC(req)->MayCache(ino);
+    if (may_cache) InvalidateKernel(req, ino, pos, size);
+    n = C(req).Write(fi->fh, buf, size, pos);
+    if (may_cache) InvalidateKernel(req, ino, pos, size);
+  } else if (fi->writepage) {
+    // The kernel writes back pages dirtied through a shared mapping, maybe
+    // from inside our own callback's invalidation: never wait for a lock.
+    n = C(req).WriteFromCache(fi->fh, buf, size, pos);
+  } else {
+    // write(2): its pages stay locked (a partial page) until we answer.
+    KernelCache* kc = KC(req);
+    const uint64_t id = kc->Register(ino, pos, size);
+    n = C(req).Write(fi->fh, buf, size, pos);
+    if (n.ok()) {
+      fuse_reply_write(req, *n);
+    } else {
+      fuse_reply_err(req, Err(n.status()));
+    }
+    kc->Unregister(ino, id);
+    return;
+  }
   if (!n.ok()) {
     fuse_reply_err(req, Err(n.status()));
     return;
@@ -271,6 +367,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fi->flock_release) C(req).ReleaseLocks(ino, fi->lock_owner, true);
+  UndoCaching(req, fi->fh);
   (void)C(req).Close(fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -447,7 +544,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset,
 
 // Collapse and insert range (rangefs_ioctl.h): restricted ioctls, so the
 // kernel copies the argument in (its size is in the command).
-void op_ioctl(fuse_req_t req, fuse_ino_t, int signed_cmd, void*,
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, int signed_cmd, void*,
               fuse_file_info* fi, unsigned flags, const void* in_buf,
               size_t in_bufsz, size_t) {
   const unsigned int cmd = static_cast<unsigned int>(signed_cmd);
@@ -467,7 +564,11 @@ void op_ioctl(fuse_req_t req, fuse_ino_t, int signed_cmd, void*,
   }
   rangefs_shift_range r;
   memcpy(&r, in_buf, sizeof r);
+  // Everything past the offset moves: the kernel's dirty pages there go
+  // down first, its copies go after (the kernel knows nothing of it).
+  InvalidateKernel(req, ino, r.offset, 0);
   absl::Status s = C(req).Fallocate(fi->fh, mode, r.offset, r.length);
+  InvalidateKernel(req, ino, r.offset, 0);
   if (!s.ok()) {
     fuse_reply_err(req, Err(s));
     return;

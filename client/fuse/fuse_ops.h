@@ -1,16 +1,19 @@
 // The FUSE low-level operations of rangefs-fuse over one librangefs node.
 //
-// One mount is one client node. Files are opened with direct I/O
-// (FOPEN_DIRECT_IO) and attributes and entries are given with a zero
-// timeout, so the kernel keeps no data, attribute or name cache of its
-// own: every read, write and stat reaches the node, whose caches are the
-// coherent ones (docs/fuse.md says why, and what it costs).
+// One mount is one client node. Attributes and entries are given with a
+// zero timeout, so the kernel keeps no attribute or name cache of its own.
+// File data goes through the kernel page cache (KernelCache: pages the
+// node gave it under its INVAL locks, dropped on every callback) unless the
+// mount has kernel_cache=0 or runs single-threaded, in which case files
+// are opened with direct I/O (FOPEN_DIRECT_IO) and every read and write
+// reaches the node. O_DIRECT opens are always direct. docs/fuse.md.
 #ifndef RANGEFS_CLIENT_FUSE_FUSE_OPS_H_
 #define RANGEFS_CLIENT_FUSE_FUSE_OPS_H_
 
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
+#include "client/fuse/kernel_cache.h"
 #include "client/rangefs.h"
 
 namespace rangefs::fuse {
@@ -18,6 +21,7 @@ namespace rangefs::fuse {
 // State of one mount; `client` outlives the session.
 struct Mount {
   client::Client* client = nullptr;
+  KernelCache* kcache = nullptr;  // Null: no kernel page cache.
 };
 
 // The operations table (userdata: a Mount*).

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -29,19 +30,28 @@
 #include "common/fault_injection.h"
 #include "common/log.h"
 
+// libfuse 3.12's loop entry point, which takes a thread limit (our
+// FUSE_USE_VERSION 34 headers name the older one).
+extern "C" int fuse_session_loop_mt_312(struct fuse_session* se,
+                                        struct fuse_loop_config* config);
+
 namespace rangefs::fuse {
 namespace {
+
+constexpr unsigned kMaxWorkers = 512;
 
 struct Options {
   char* node = nullptr;
   char* log = nullptr;
   int cache_mb = 256;
+  int kernel_cache = 1;  // File data through the kernel page cache.
 };
 
 const fuse_opt kOpts[] = {
     {"node=%s", offsetof(Options, node), 0},
     {"log=%s", offsetof(Options, log), 0},
     {"cache_mb=%d", offsetof(Options, cache_mb), 0},
+    {"kernel_cache=%d", offsetof(Options, kernel_cache), 0},
     FUSE_OPT_END,
 };
 
@@ -96,7 +106,14 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                "configuration right?)");
     return 1;
   }
-  Mount mount{c->get()};
+  // The kernel page cache needs a worker free for every request the
+  // kernel may send while others wait for locks (kernel_cache.h); a
+  // single-threaded mount goes without it.
+  std::unique_ptr<KernelCache> kcache;
+  if (opts.kernel_cache != 0 && !cmd.singlethread) {
+    kcache = std::make_unique<KernelCache>();
+  }
+  Mount mount{c->get(), kcache.get()};
   fuse_session* se =
       fuse_session_new(args, &Operations(), sizeof(fuse_lowlevel_ops), &mount);
   if (se == nullptr) {
@@ -115,6 +132,10 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                           " (does it exist, is it busy or already mounted?)");
     return 1;
   }
+  if (kcache != nullptr) {
+    kcache->Attach(se);
+    (*c)->SetCacheAbove(kcache.get());
+  }
   RANGEFS_LOG(INFO) << "mounted on " << cmd.mountpoint << " as node "
                     << co.node_name << ", session " << (*c)->session_id();
   Report(report_fd, "");
@@ -131,16 +152,43 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   if (cmd.singlethread) {
     ret = fuse_session_loop(se);
   } else {
-    fuse_loop_config loop;
-    loop.clone_fd = cmd.clone_fd;
-    loop.max_idle_threads = cmd.max_idle_threads;
-    ret = fuse_session_loop_mt(se, &loop);
+    // libfuse 3.14's default of 10 workers is too few when requests wait
+    // for cluster locks: the 3.12 loop API lifts it.
+    fuse_loop_config* loop = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
+    if (cmd.max_idle_threads != UINT_MAX) {
+      fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+    }
+    fuse_loop_cfg_set_max_threads(
+        loop, cmd.max_threads > 0 && cmd.max_threads <= 100000 ? cmd.max_threads
+                                                               : kMaxWorkers);
+    ret = fuse_session_loop_mt_312(se, loop);
+    fuse_loop_cfg_destroy(loop);
   }
   looping = false;
   watchdog.join();
+  bool leak_session = false;
+  if (kcache != nullptr) {
+    KernelCache::Stats ks = kcache->stats();
+    RANGEFS_LOG(INFO) << "kernel cache: " << ks.invalidations
+                      << " invalidations, " << ks.notifications
+                      << " notifications, " << ks.excluded
+                      << " ranges in flight skipped, " << ks.abandoned
+                      << " notifications left to finish alone";
+    // Callbacks from here on (the client's shutdown) have no kernel cache
+    // to tell: the unmount wrote its dirty pages back.
+    (*c)->SetCacheAbove(nullptr);
+    leak_session = !kcache->Shutdown();
+  }
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
-  fuse_session_destroy(se);
+  if (leak_session) {
+    // A notification still runs with the session; the process ends soon.
+    RANGEFS_LOG(WARNING) << "kernel cache notifications still running at exit";
+    (void)kcache.release();
+  } else {
+    fuse_session_destroy(se);
+  }
   c->reset();  // Writes back, gives the locks back, closes the session.
   RANGEFS_LOG(INFO) << "unmounted " << cmd.mountpoint;
   return ret == 0 ? 0 : 1;

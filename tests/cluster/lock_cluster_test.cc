@@ -355,6 +355,45 @@ TEST_F(LockClusterTest, TryLockFailsWithoutCallingTheHolderBack) {
   a->Unlock(*l);
 }
 
+// A waiting Lock() joins a request of its node already on its way to
+// lockd; it must not join a try-lock's (the FUSE daemon's kernel write-back
+// try-locks INODE EX while readers wait for INODE SH): the try's refusal is
+// not an answer for a caller that waits.
+TEST_F(LockClusterTest, WaitingLockIsNotRefusedWithAConcurrentTryLock) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  for (int round = 0; round < 40; ++round) {
+    const uint64_t ino = 100 + round;
+    auto held = a->Lock(Inode(ino), {0, kInfinity}, LockMode::kEx, 1);
+    ASSERT_TRUE(held.ok()) << held.status();
+    std::atomic<bool> go{false};
+    std::thread tryer([&] {
+      while (!go) {
+      }
+      auto t = b->Lock(Inode(ino), {0, kInfinity}, LockMode::kSh, 1,
+                       /*try_only=*/true);
+      if (t.ok()) b->Unlock(*t);
+    });
+    absl::Status waited;
+    std::thread waiter([&] {
+      while (!go) {
+      }
+      auto w =
+          b->Lock(Inode(ino), {0, kInfinity}, LockMode::kSh, 2, false, 10000);
+      waited = w.status();
+      if (w.ok()) b->Unlock(*w);
+    });
+    go = true;
+    tryer.join();
+    absl::SleepFor(absl::Milliseconds(5));
+    a->Unlock(*held);  // a's cached lock is called back for the waiter.
+    waiter.join();
+    EXPECT_TRUE(waited.ok()) << "round " << round << ": " << waited;
+  }
+}
+
 TEST_F(LockClusterTest, TaskWaitingOnItsOwnLockGetsDeadlock) {
   StartCluster();
   RecordingHooks ha;

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
@@ -12,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "client/fuse/rangefs_ioctl.h"
 #include "gtest/gtest.h"
@@ -379,6 +382,184 @@ TEST_F(FuseMountTest, ParallelWritersOnBothMountsLeaveConsistentFiles) {
     EXPECT_EQ(ReadFile(P(1, name)),
               std::string(1 << 20, static_cast<char>('a' + t)));
   }
+}
+
+// ---- the kernel page cache (docs/fuse.md): pages the node gave the
+// kernel under its INVAL locks, dropped by every callback.
+
+// Pages of `fd` [0, len) resident in this mount's kernel page cache.
+size_t ResidentPages(int fd, size_t len) {
+  void* m = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return 0;
+  std::vector<unsigned char> vec((len + 4095) / 4096);
+  size_t n = 0;
+  if (mincore(m, len, vec.data()) == 0) {
+    for (unsigned char v : vec) n += v & 1;
+  }
+  munmap(m, len);
+  return n;
+}
+
+std::string PRead(int fd, size_t len, off_t off) {
+  std::string s(len, '\0');
+  ssize_t n = pread(fd, s.data(), len, off);
+  s.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return s;
+}
+
+TEST_F(FuseMountTest, KernelCacheKeepsReadsAndDropsThemOnAnotherMountsWrite) {
+  constexpr size_t kLen = 1 << 20;
+  ASSERT_TRUE(WriteFile(P(0, "kc"), std::string(kLen, 'a')));
+  int fd1 = open(P(1, "kc").c_str(), O_RDONLY);
+  ASSERT_GE(fd1, 0);
+  ASSERT_EQ(PRead(fd1, kLen, 0), std::string(kLen, 'a'));
+  // The kernel kept what it read: the cache is there to be invalidated.
+  EXPECT_EQ(ResidentPages(fd1, kLen), kLen / 4096);
+  char* map1 =
+      static_cast<char*>(mmap(nullptr, kLen, PROT_READ, MAP_SHARED, fd1, 0));
+  ASSERT_NE(map1, MAP_FAILED);
+  int fd0 = open(P(0, "kc").c_str(), O_WRONLY);
+  ASSERT_GE(fd0, 0);
+  for (int i = 0; i < 32; ++i) {
+    const off_t off = static_cast<off_t>((i * 37 % 256) * 4096 + i);
+    const std::string v(100, static_cast<char>('A' + i % 26));
+    ASSERT_EQ(pwrite(fd0, v.data(), v.size(), off), 100);
+    // Once the write returned, mount 1 never shows the old bytes: not by
+    // read(2), not through its mapping.
+    EXPECT_EQ(PRead(fd1, 100, off), v) << "round " << i;
+    EXPECT_EQ(std::string(map1 + off, 100), v) << "round " << i;
+  }
+  // Pages mount 0 did not touch stayed cached on mount 1.
+  EXPECT_GT(ResidentPages(fd1, kLen), 0u);
+  munmap(map1, kLen);
+  close(fd0);
+  close(fd1);
+}
+
+TEST_F(FuseMountTest, SharedWritableMappingsAreCoherentAcrossMounts) {
+  constexpr size_t kLen = 16 * 4096;
+  ASSERT_TRUE(WriteFile(P(0, "shm"), std::string(kLen, '.')));
+  int fd1 = open(P(1, "shm").c_str(), O_RDWR);
+  ASSERT_GE(fd1, 0);
+  char* m1 = static_cast<char*>(
+      mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED, fd1, 0));
+  ASSERT_NE(m1, MAP_FAILED) << strerror(errno);
+  int fd0 = open(P(0, "shm").c_str(), O_RDWR);
+  ASSERT_GE(fd0, 0);
+  char* m0 = static_cast<char*>(
+      mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED, fd0, 0));
+  ASSERT_NE(m0, MAP_FAILED) << strerror(errno);
+  for (int i = 0; i < 16; ++i) {
+    const size_t page = (i * 5) % 16;
+    const char c = static_cast<char>('a' + i);
+    // A store on mount 1, no msync: mount 0 reads it, by read(2) and
+    // through its own mapping.
+    memset(m1 + page * 4096 + 10, c, 50);
+    EXPECT_EQ(PRead(fd0, 50, page * 4096 + 10), std::string(50, c))
+        << "round " << i;
+    EXPECT_EQ(std::string(m0 + page * 4096 + 10, 50), std::string(50, c));
+    // And the other way: a store on mount 0 reaches mount 1's mapping.
+    const char d = static_cast<char>('A' + i);
+    memset(m0 + page * 4096 + 100, d, 20);
+    EXPECT_EQ(std::string(m1 + page * 4096 + 100, 20), std::string(20, d))
+        << "round " << i;
+  }
+  munmap(m0, kLen);
+  munmap(m1, kLen);
+  close(fd0);
+  close(fd1);
+  // Both mounts agree, and so does the file after both let go.
+  EXPECT_EQ(ReadFile(P(0, "shm")), ReadFile(P(1, "shm")));
+}
+
+TEST_F(FuseMountTest, DirectWritesReachCachedAndMappedCopiesOnBothMounts) {
+  constexpr size_t kLen = 64 * 4096;
+  ASSERT_TRUE(WriteFile(P(0, "dw"), std::string(kLen, 'o')));
+  int cached1 = open(P(1, "dw").c_str(), O_RDONLY);
+  ASSERT_GE(cached1, 0);
+  ASSERT_EQ(PRead(cached1, kLen, 0), std::string(kLen, 'o'));
+  char* map1 = static_cast<char*>(
+      mmap(nullptr, kLen, PROT_READ, MAP_SHARED, cached1, 0));
+  ASSERT_NE(map1, MAP_FAILED);
+  ASSERT_EQ(map1[0], 'o');
+  void* buf = nullptr;
+  ASSERT_EQ(posix_memalign(&buf, 4096, 4096), 0);
+  for (int node = 0; node < 2; ++node) {
+    // O_DIRECT on the other mount, then on mount 1 itself (whose kernel
+    // holds the pages: its own direct write must drop them too).
+    int dfd = open(P(node, "dw").c_str(), O_WRONLY | O_DIRECT);
+    ASSERT_GE(dfd, 0);
+    for (int i = 0; i < 8; ++i) {
+      const off_t off = static_cast<off_t>(((i * 7 + node) % 64) * 4096);
+      const char c = static_cast<char>('0' + node * 10 + i);
+      memset(buf, c, 4096);
+      ASSERT_EQ(pwrite(dfd, buf, 4096, off), 4096);
+      EXPECT_EQ(PRead(cached1, 4096, off), std::string(4096, c))
+          << "node " << node << " round " << i;
+      EXPECT_EQ(std::string(map1 + off, 4096), std::string(4096, c))
+          << "node " << node << " round " << i;
+    }
+    close(dfd);
+  }
+  free(buf);
+  munmap(map1, kLen);
+  close(cached1);
+}
+
+// Readers fill the kernel cache (pages locked until the daemon answers)
+// while the other mount writes, truncates and stores through a mapping of
+// the same ranges: every revoke must get through (no invalidation waiting
+// on a READ that waits on the revoke), and both mounts end up agreeing.
+TEST_F(FuseMountTest, KernelCacheRevokesDoNotDeadlockWithReadsInFlight) {
+  constexpr size_t kLen = 4 << 20;
+  ASSERT_TRUE(WriteFile(P(0, "busy"), std::string(kLen, 'b')));
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::thread reader([&] {
+    int fd = open(P(1, "busy").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    std::vector<char> buf(256 << 10);
+    while (!stop) {
+      for (off_t off = 0; off < static_cast<off_t>(kLen) && !stop;
+           off += buf.size()) {
+        EXPECT_GE(pread(fd, buf.data(), buf.size(), off), 0) << strerror(errno);
+      }
+      posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // Read it all again.
+      ++reads;
+    }
+    close(fd);
+  });
+  std::thread mapper([&] {
+    int fd = open(P(1, "busy").c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char* m = static_cast<char*>(
+        mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ASSERT_NE(m, MAP_FAILED);
+    for (int i = 0; !stop; ++i) {
+      m[(i * 4096 * 3) % (1 << 20)] = 'm';
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    munmap(m, 1 << 20);
+    close(fd);
+  });
+  int fd0 = open(P(0, "busy").c_str(), O_RDWR);
+  ASSERT_GE(fd0, 0);
+  std::string w(64 << 10, 'w');
+  for (int i = 0; i < 150; ++i) {
+    const off_t off = static_cast<off_t>((i * 389 % 60) * (64 << 10));
+    ASSERT_EQ(pwrite(fd0, w.data(), w.size(), off),
+              static_cast<ssize_t>(w.size()));
+    if (i % 50 == 49) {
+      ASSERT_EQ(ftruncate(fd0, kLen / 2), 0);
+      ASSERT_EQ(ftruncate(fd0, kLen), 0);
+    }
+  }
+  stop = true;
+  reader.join();
+  mapper.join();
+  close(fd0);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(ReadFile(P(0, "busy")), ReadFile(P(1, "busy")));
 }
 
 }  // namespace

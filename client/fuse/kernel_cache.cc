@@ -1,0 +1,212 @@
+#include "client/fuse/kernel_cache.h"
+
+#include <errno.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "common/fault_injection.h"
+#include "common/log.h"
+
+namespace rangefs::fuse {
+namespace {
+
+// `from` minus `cut`.
+std::vector<ByteRange> Subtract(const std::vector<ByteRange>& from,
+                                const ByteRange& cut) {
+  std::vector<ByteRange> out;
+  for (const ByteRange& r : from) {
+    if (!r.Overlaps(cut)) {
+      out.push_back(r);
+      continue;
+    }
+    if (r.start < cut.start) out.push_back({r.start, cut.start});
+    if (cut.end < r.end) out.push_back({cut.end, r.end});
+  }
+  return out;
+}
+
+}  // namespace
+
+// The notifications of one round of Invalidate().
+struct KernelCache::Batch {
+  absl::Mutex mu;
+  std::vector<bool> done ABSL_GUARDED_BY(mu);
+  size_t left ABSL_GUARDED_BY(mu) = 0;
+};
+
+KernelCache::~KernelCache() { Shutdown(); }
+
+void KernelCache::Attach(fuse_session* se) {
+  absl::MutexLock lock(&mu_);
+  se_ = se;
+}
+
+bool KernelCache::Shutdown(int wait_ms) {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  auto idle = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle),
+                              absl::Milliseconds(wait_ms));
+}
+
+uint64_t KernelCache::Register(uint64_t ino, uint64_t offset, uint64_t length) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t id = next_id_++;
+  const uint64_t end = length > kInfinity - offset
+                           ? kInfinity
+                           : offset + std::max<uint64_t>(length, 1);
+  inflight_[ino][id] = ByteRange{offset, end};
+  return id;
+}
+
+void KernelCache::Unregister(uint64_t ino, uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = inflight_.find(ino);
+  if (it == inflight_.end()) return;
+  it->second.erase(id);
+  if (it->second.empty()) inflight_.erase(it);
+}
+
+void KernelCache::Opened(uint64_t fh, uint64_t ino, bool writable) {
+  absl::MutexLock lock(&mu_);
+  opens_[fh] = Open{ino, writable};
+  cached_inodes_.insert(ino);
+  if (writable) ++writable_[ino];
+}
+
+bool KernelCache::Closed(uint64_t fh) {
+  absl::MutexLock lock(&mu_);
+  auto it = opens_.find(fh);
+  if (it == opens_.end()) return false;
+  if (it->second.writable) {
+    auto w = writable_.find(it->second.ino);
+    if (w != writable_.end() && --w->second <= 0) writable_.erase(w);
+  }
+  opens_.erase(it);
+  return true;
+}
+
+bool KernelCache::Cached(uint64_t fh) {
+  absl::MutexLock lock(&mu_);
+  return opens_.count(fh) > 0;
+}
+
+bool KernelCache::Exclusive(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  return writable_.count(ino) > 0;
+}
+
+bool KernelCache::MayCache(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  return cached_inodes_.count(ino) > 0;
+}
+
+KernelCache::Stats KernelCache::stats() {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void KernelCache::Notify(uint64_t ino, const ByteRange& range,
+                         const std::shared_ptr<Batch>& batch) {
+  fuse_session* se;
+  size_t slot;
+  {
+    absl::MutexLock lock(&mu_);
+    se = se_;
+    ++running_;
+    ++stats_.notifications;
+  }
+  {
+    absl::MutexLock lock(&batch->mu);
+    slot = batch->done.size();
+    batch->done.push_back(false);
+    ++batch->left;
+  }
+  std::thread([this, se, ino, range, batch, slot] {
+    const off_t off = static_cast<off_t>(range.start);
+    // 0: to the end of the file.
+    const off_t len =
+        range.ToInfinity() ? 0 : static_cast<off_t>(range.end - range.start);
+    int rc = fuse_lowlevel_notify_inval_inode(se, ino, off, len);
+    if (rc != 0 && rc != -ENOENT) {
+      RANGEFS_LOG(WARNING) << "inode " << ino
+                           << ": kernel cache invalidation of "
+                           << range.ToString() << " failed: errno " << -rc;
+    }
+    {
+      absl::MutexLock lock(&batch->mu);
+      batch->done[slot] = true;
+      --batch->left;
+    }
+    absl::MutexLock lock(&mu_);
+    --running_;
+  }).detach();
+}
+
+void KernelCache::Invalidate(uint64_t ino, uint64_t offset, uint64_t length) {
+  const uint64_t end = length == 0 || length > (1ull << 63) - offset
+                           ? kInfinity
+                           : offset + length;
+  std::vector<ByteRange> need{ByteRange{offset, end}};
+  {
+    absl::MutexLock lock(&mu_);
+    if (se_ == nullptr || stopping_) return;
+    ++stats_.invalidations;
+  }
+  absl::Duration wait = absl::Milliseconds(20);
+  for (int round = 1;; ++round) {
+    // What is in flight holds its pages locked and not up to date: nothing
+    // stale there, and notifying it could wait for the very callback that
+    // called us.
+    std::vector<ByteRange> todo = need;
+    // The naive way, for the test that shows why not: notify everything
+    // and wait for it.
+    const bool naive = UnsafeSwitch("unsafe.fuse.inval_waits_on_requests");
+    if (naive) wait = absl::InfiniteDuration();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      auto it = inflight_.find(ino);
+      if (it != inflight_.end() && !naive) {
+        for (const auto& [id, r] : it->second) {
+          std::vector<ByteRange> cut = Subtract(todo, r);
+          if (cut != todo) ++stats_.excluded;
+          todo = std::move(cut);
+        }
+      }
+    }
+    if (todo.empty()) return;
+    auto batch = std::make_shared<Batch>();
+    for (const ByteRange& r : todo) Notify(ino, r, batch);
+    need.clear();
+    {
+      absl::MutexLock lock(&batch->mu);
+      auto all_done = [&batch]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch->mu) {
+        return batch->left == 0;
+      };
+      batch->mu.AwaitWithTimeout(absl::Condition(&all_done), wait);
+      for (size_t i = 0; i < todo.size(); ++i) {
+        if (!batch->done[i]) need.push_back(todo[i]);
+      }
+    }
+    if (need.empty()) return;
+    // Blocked on a page whose request reached us meanwhile (it is in
+    // flight now) or has yet to: let it finish alone, notify again.
+    {
+      absl::MutexLock lock(&mu_);
+      stats_.abandoned += need.size();
+    }
+    if ((round & (round - 1)) == 0 && round >= 8) {
+      RANGEFS_LOG(WARNING) << "inode " << ino << ": kernel cache invalidation "
+                           << "still waiting on locked pages after " << round
+                           << " rounds";
+    }
+    wait = std::min(wait * 2, absl::Seconds(1));
+  }
+}
+
+}  // namespace rangefs::fuse

@@ -1,0 +1,116 @@
+// KernelCache: the Linux page cache of one FUSE mount, kept coherent with
+// the cluster as a cache above the node (client::CacheAbove).
+//
+// The kernel caches a page only when the node gave it through
+// Client::ReadForCache, which hands the bytes over (the READ reply) while
+// the node's INVAL lock still covers them. When that lock is called back,
+// the node's hook calls Invalidate() before anything else:
+// fuse_lowlevel_notify_inval_inode drops the kernel's pages of the range
+// and launders its dirty ones (stores through shared mappings) into the
+// node through WRITE requests, which Client::WriteFromCache takes without
+// waiting for any lock.
+//
+// The trap (docs/fuse.md): the kernel invalidation locks each page, and a
+// READ or write(2) in flight holds its pages locked until the daemon
+// answers it. Such a request may be waiting for a cluster lock that waits
+// for this very callback. Invalidate() therefore never notifies the range
+// of a request in flight on this mount (Register/Unregister): those pages
+// are locked and not up to date, so they hold nothing stale, and their
+// request gets its bytes under a lock granted after the callback. Each
+// notification runs on its own thread; one still blocked after a short
+// while (a page locked by a request that registered meanwhile) is left to
+// finish by itself and its range is notified again, minus what is in
+// flight by then.
+//
+// Pages the kernel may dirty (a shared writable mapping needs a writable
+// open file) must sit under INVAL EX: while an inode has a writable
+// cached open on this mount, its fills ask for EX (Exclusive()), and the
+// writable open itself drops what was cached under SH (no FOPEN_KEEP_CACHE).
+//
+// Thread-safe.
+#ifndef RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
+#define RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "client/rangefs.h"
+#include "common/range.h"
+
+namespace rangefs::fuse {
+
+class KernelCache : public client::CacheAbove {
+ public:
+  KernelCache() = default;
+  ~KernelCache() override;  // Shutdown().
+  KernelCache(const KernelCache&) = delete;
+  KernelCache& operator=(const KernelCache&) = delete;
+
+  // The session notifications go to; set once, before the first request.
+  void Attach(fuse_session* se);
+  // No notification after this; waits up to `wait_ms` for the ones under
+  // way (they end when their pages unlock, or when the connection goes).
+  // False if some are still running (the session must then be leaked).
+  bool Shutdown(int wait_ms = 2000);
+
+  // A request whose pages the kernel holds locked until it is answered.
+  // Returns an id for Unregister, which must come right after the reply.
+  uint64_t Register(uint64_t ino, uint64_t offset, uint64_t length);
+  void Unregister(uint64_t ino, uint64_t id);
+
+  // Open handles whose pages go through the kernel cache.
+  void Opened(uint64_t fh, uint64_t ino, bool writable);
+  // False if `fh` was not opened through Opened (a direct-I/O handle).
+  bool Closed(uint64_t fh);
+  bool Cached(uint64_t fh);
+  // Whether fills of `ino` must take INVAL EX (a writable cached open).
+  bool Exclusive(uint64_t ino);
+  // Whether the kernel may hold pages of `ino` (it was opened cached).
+  bool MayCache(uint64_t ino);
+
+  // client::CacheAbove. length 0 or past 2^63: to the end of the file.
+  void Invalidate(uint64_t ino, uint64_t offset, uint64_t length) override;
+
+  struct Stats {
+    uint64_t invalidations = 0;  // Invalidate() calls.
+    uint64_t notifications = 0;  // notify_inval_inode calls.
+    uint64_t excluded = 0;       // Ranges skipped: a request in flight.
+    uint64_t abandoned = 0;      // Notifications left to finish alone.
+  };
+  Stats stats();
+
+ private:
+  struct Batch;
+  // Starts one notification on a thread of its own.
+  void Notify(uint64_t ino, const ByteRange& range,
+              const std::shared_ptr<Batch>& batch);
+
+  absl::Mutex mu_;
+  fuse_session* se_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;  // Notification threads alive.
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // ino -> request id -> range.
+  std::map<uint64_t, std::map<uint64_t, ByteRange>> inflight_
+      ABSL_GUARDED_BY(mu_);
+  struct Open {
+    uint64_t ino;
+    bool writable;
+  };
+  std::map<uint64_t, Open> opens_ ABSL_GUARDED_BY(mu_);  // By fh.
+  // ino -> writable cached opens.
+  std::map<uint64_t, int> writable_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> cached_inodes_ ABSL_GUARDED_BY(mu_);  // Ever opened so.
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rangefs::fuse
+
+#endif  // RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
