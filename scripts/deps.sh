@@ -19,6 +19,11 @@ if [[ "${RANGEFS_WITH_DOCKER:-0}" == 1 ]]; then
   packages+=(docker.io docker-compose debootstrap)
 fi
 
+# bench/fio-bench needs fio and python3 (reading fio's JSON).
+if [[ "${RANGEFS_WITH_BENCH:-0}" == 1 ]]; then
+  packages+=(fio python3)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
