@@ -134,7 +134,8 @@ client::Timespec FromTimespec(const struct timespec& t) {
   return {t.tv_sec, static_cast<uint32_t>(t.tv_nsec)};
 }
 
-void op_init(void*, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
+  static_cast<Mount*>(userdata)->initialized = true;
   conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   // Record locks are cluster-wide (lockd), not per mount.
   if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;

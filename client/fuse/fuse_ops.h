@@ -13,6 +13,8 @@
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
+#include <atomic>
+
 #include "client/fuse/kernel_cache.h"
 #include "client/rangefs.h"
 
@@ -21,7 +23,8 @@ namespace rangefs::fuse {
 // State of one mount; `client` outlives the session.
 struct Mount {
   client::Client* client = nullptr;
-  KernelCache* kcache = nullptr;  // Null: no kernel page cache.
+  KernelCache* kcache = nullptr;         // Null: no kernel page cache.
+  std::atomic<bool> initialized{false};  // The kernel's INIT was answered.
 };
 
 // The operations table (userdata: a Mount*).
