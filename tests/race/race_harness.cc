@@ -46,6 +46,23 @@ bool RaceNode::Start(const std::string& name, const std::string& config,
   return r.ok;
 }
 
+bool RaceNode::StartIn(const std::vector<std::string>& prefix,
+                       const std::string& binary, const std::string& name,
+                       const std::string& config, const std::string& log,
+                       const std::vector<std::string>& extra_args) {
+  name_ = name;
+  log_ = log;
+  std::vector<std::string> argv = prefix;
+  for (const std::string& a : {binary, std::string("--cluster"), config,
+                               std::string("--name"), name}) {
+    argv.push_back(a);
+  }
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  if (!proc_.StartPiped(argv, log, {}, &to_, &from_)) return false;
+  Reply r = Call("", 60000);
+  return r.ok;
+}
+
 Reply RaceNode::Call(const std::string& cmd, int timeout_ms) {
   Reply r;
   if (hung_) {

@@ -38,6 +38,12 @@ class RaceNode {
   bool Start(const std::string& name, const std::string& config,
              const std::string& log, const std::string& mount = "",
              const std::vector<std::string>& extra_args = {});
+  // The node `binary` run through `prefix` (docker exec -i CONTAINER):
+  // ends when its input closes, so Kill() of the prefix ends it too.
+  bool StartIn(const std::vector<std::string>& prefix,
+               const std::string& binary, const std::string& name,
+               const std::string& config, const std::string& log,
+               const std::vector<std::string>& extra_args = {});
   // Sends one command and waits for its reply at most `timeout_ms`
   // (then the reply is ETIMEDOUT and the node is considered hung).
   Reply Call(const std::string& cmd, int timeout_ms = 30000);

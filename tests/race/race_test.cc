@@ -10,6 +10,12 @@
 //                         switches a protection off in every process: the
 //                         scenarios that depend on it fail (the table in
 //                         docs/race-suite.md)
+//   RANGEFS_RACE_COMPOSE  a docker compose project (scripts/compose up):
+//                         run against that cluster, node a in container
+//                         node0, b in node1 (docker exec), and the C*
+//                         scenarios: container loss and network partition
+//                         (docs/compose.md). Scenarios that restart servers
+//                         or change their options are skipped there.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -19,6 +25,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -58,18 +65,89 @@ struct Outcome {
   }
 };
 
+// Output of a shell command (bounded by the command itself).
+std::string Shell(const std::string& cmd) {
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  pclose(f);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) {
+    out.pop_back();
+  }
+  return out;
+}
+
+const char* ComposeProject() {
+  const char* p = getenv("RANGEFS_RACE_COMPOSE");
+  return p != nullptr && *p != '\0' ? p : nullptr;
+}
+
+// The container of a compose service, by the labels Compose v1 and v2 set.
+std::string Container(const std::string& service) {
+  return Shell(absl::StrCat(
+      "docker ps -q --filter label=com.docker.compose.project=",
+      ComposeProject(), " --filter label=com.docker.compose.service=", service,
+      " 2>/dev/null | head -1"));
+}
+
+std::string ContainerIp(const std::string& service) {
+  return Shell(
+      "docker inspect -f "
+      "'{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' " +
+      Container(service) + " 2>/dev/null | cut -d' ' -f1");
+}
+
+std::string ComposeNetwork() {
+  return Shell(
+      "docker inspect -f "
+      "'{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' " +
+      Container("lockd") + " 2>/dev/null | cut -d' ' -f1");
+}
+
 class RaceTest : public ::testing::Test {
  protected:
+  bool compose() const { return ComposeProject() != nullptr; }
+
   void StartCluster(testing::LocalClusterOptions o = {}) {
+    if (compose()) {
+      // The compose cluster (docker/cluster.conf), reached from here at
+      // its containers' addresses on the compose network.
+      lockd_address_ = ContainerIp("lockd") + ":7201";
+      meta_address_ = ContainerIp("meta") + ":7001";
+      ASSERT_NE(lockd_address_, ":7201")
+          << "no lockd container in compose project " << ComposeProject();
+      char tmpl[] = "/tmp/rangefs-race-compose.XXXXXX";
+      ASSERT_NE(mkdtemp(tmpl), nullptr);
+      dir_ = tmpl;
+      return;
+    }
     cluster_ = std::make_unique<testing::LocalCluster>(o);
     std::string why;
     ASSERT_TRUE(cluster_->Start(&why)) << why;
+    dir_ = cluster_->dir();
+    lockd_address_ = cluster_->lockd_address(0);
+    meta_address_ = cluster_->meta_address();
   }
   RaceNode* AddNode(const std::string& name,
                     const std::vector<std::string>& args = {}) {
     auto n = std::make_unique<RaceNode>();
-    const std::string log = cluster_->dir() + "/" + name + ".log";
-    if (!n->Start(name, cluster_->config(), log, "", args)) {
+    const std::string log = dir_ + "/" + name + ".log";
+    bool started;
+    if (compose()) {
+      // Node a in container node0, b in node1, and so on, alternating.
+      const std::string service = "node" + std::to_string((nodes_.size()) % 2);
+      // execv: the client by its full path.
+      started = n->StartIn(
+          {Shell("command -v docker"), "exec", "-i", Container(service)},
+          "rangefs-racenode", name, "/etc/rangefs/cluster.conf", log, args);
+      node_services_[n.get()] = service;
+    } else {
+      started = n->Start(name, cluster_->config(), log, "", args);
+    }
+    if (!started) {
       ADD_FAILURE() << "node " << name
                     << " did not start: " << testing::Tail(log);
       return nullptr;
@@ -96,7 +174,7 @@ class RaceTest : public ::testing::Test {
   void TearDown() override {
     for (auto& n : nodes_) n->Quit();
     nodes_.clear();
-    if (cluster_ == nullptr) return;
+    if (lockd_address_.empty()) return;
     // Every node is gone: lockd must hold no lock of any of them.
     int locks = LockCount();
     for (int i = 0; i < 100 && locks != 0; ++i) {
@@ -106,11 +184,19 @@ class RaceTest : public ::testing::Test {
     EXPECT_EQ(locks, 0) << "locks leaked after every node left";
   }
 
-  std::vector<std::string> Fsck() { return cluster_->Fsck(); }
+  std::vector<std::string> Fsck() {
+    auto stub = proto::MetaService::NewStub(rpc::MakeChannel(meta_address_));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(60));
+    proto::FsckRequest req;
+    proto::FsckReply rep;
+    if (!stub->Fsck(&ctx, req, &rep).ok()) return {"fsck RPC failed"};
+    return {rep.problems().begin(), rep.problems().end()};
+  }
   // Locks lockd still holds for any session.
   int LockCount() {
-    auto stub = proto::LockService::NewStub(
-        rpc::MakeChannel(cluster_->lockd_address(0)));
+    auto stub = proto::LockService::NewStub(rpc::MakeChannel(lockd_address_));
     grpc::ClientContext ctx;
     proto::DumpRequest req;
     proto::DumpReply rep;
@@ -184,8 +270,10 @@ class RaceTest : public ::testing::Test {
            static_cast<unsigned long long>(seed - 1), secs);
   }
 
-  std::unique_ptr<testing::LocalCluster> cluster_;
+  std::unique_ptr<testing::LocalCluster> cluster_;  // Null with compose.
+  std::string dir_, lockd_address_, meta_address_;
   std::vector<std::unique_ptr<RaceNode>> nodes_;
+  std::map<RaceNode*, std::string> node_services_;  // Compose: container.
 };
 
 std::string P(uint64_t seed, const char* name) {
@@ -597,6 +685,7 @@ TEST_F(RaceTest, S8_MappedAndBufferedWritesOverHoles) {
 // It is evicted and fenced after its lease; A proceeds; when B comes back
 // its late data write is refused and never lands.
 TEST_F(RaceTest, S9_CutOffNodeIsFencedAndItsLateWriteNeverLands) {
+  if (compose()) GTEST_SKIP() << "changes lockd's options; C1 is its twin";
   testing::LocalClusterOptions co;
   co.callback_timeout_ms = 1500;
   StartCluster(co);
@@ -645,6 +734,7 @@ TEST_F(RaceTest, S9_CutOffNodeIsFencedAndItsLateWriteNeverLands) {
 // B asks for the range: B's request must wait until A has replayed its
 // locks (grace), then A's callback writes A's data back, and B reads it.
 TEST_F(RaceTest, S10_LockdRestartReplaysBeforeGranting) {
+  if (compose()) GTEST_SKIP() << "restarts lockd";
   testing::LocalClusterOptions co;
   co.grace_ms = 2000;
   RaceNode *a = nullptr, *b = nullptr;
@@ -674,6 +764,111 @@ TEST_F(RaceTest, S10_LockdRestartReplaysBeforeGranting) {
 
 // Random stress: three nodes run random operations on one file at once;
 // afterwards every node reads the same bytes and fsck is clean.
+// ---- compose only (RANGEFS_RACE_COMPOSE): nodes in containers.
+
+// C1: S9 across containers, the cut made by the network: B (container
+// node1) stops between MapWrite and its data write with INVAL EX and dirty
+// pages, and its container is disconnected from the compose network. A
+// (node0) needs the range: lockd evicts B after its callback timeout and
+// fences it. B is reconnected; its late write must never land.
+TEST_F(RaceTest, C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands) {
+  if (!compose()) GTEST_SKIP() << "needs RANGEFS_RACE_COMPOSE";
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  ASSERT_NE(a, nullptr);
+  const std::string net = ComposeNetwork();
+  ASSERT_FALSE(net.empty());
+  const uint64_t len = 16 * kPage;
+  Repeat(
+      "C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands",
+      [&](uint64_t seed) {
+        Outcome o;
+        const std::string f = P(seed, "c1");
+        a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+        a->Call("fsync " + f);
+        RaceNode* b = AddNode("b" + std::to_string(seed));
+        if (b == nullptr) {
+          o.failure = "node b did not start";
+          return o;
+        }
+        const std::string box = Container(node_services_[b]);
+        b->Call("fault client.after_mapwrite=3000::1");
+        b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+        Reply synced;
+        std::thread syncer([&] { synced = b->Call("fsync " + f, 120000); });
+        usleep(static_cast<useconds_t>(300000 + (seed % 5) * 100000));
+        Shell("docker network disconnect " + net + " " + box);
+        std::string got = ReadAll(*a, f, len, &o.failure);
+        if (o.failure.empty() && got != Fill('o', len)) {
+          o.failure = "A read B's uncommitted data: " + Runs(0, got);
+        }
+        Shell("docker network connect " + net + " " + box);
+        syncer.join();
+        if (o.failure.empty() && synced.ok) {
+          o.failure = "B's fsync succeeded after B was evicted";
+        }
+        Reply direct = a->Call(absl::StrCat("read ", f, " 0 ", len, " direct"));
+        if (o.failure.empty() && FromRuns(0, direct.text) != Fill('o', len)) {
+          o.failure = "B's late write landed: " + direct.text;
+        }
+        DropNode(b);
+        return o;
+      });
+}
+
+// C2: node loss. B (container node1) holds INVAL EX with dirty pages and a
+// write in flight when its container is killed. A must go on after
+// lockd's eviction, never see B's unsynced bytes half-applied, and B's
+// container comes back (restart policy) with a fresh node.
+TEST_F(RaceTest, C2_KilledContainerLosesItsLocksAndTheOthersGoOn) {
+  if (!compose()) GTEST_SKIP() << "needs RANGEFS_RACE_COMPOSE";
+  StartCluster();
+  RaceNode* a = AddNode("a");
+  ASSERT_NE(a, nullptr);
+  const uint64_t len = 16 * kPage;
+  Repeat("C2_KilledContainerLosesItsLocksAndTheOthersGoOn", [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "c2");
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+    a->Call("fsync " + f);
+    RaceNode* b = AddNode("b" + std::to_string(seed));
+    if (b == nullptr) {
+      o.failure = "node b did not start";
+      return o;
+    }
+    const std::string service = node_services_[b];
+    const std::string box = Container(service);
+    b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+    std::thread writer(
+        [&] { b->Call(absl::StrCat("write ", f, " 0 ", len, " C"), 5000); });
+    usleep(static_cast<useconds_t>((seed % 5) * 20000));
+    Shell("docker kill " + box + " >/dev/null 2>&1");
+    writer.join();
+    std::string got = ReadAll(*a, f, len, &o.failure);
+    // Nothing of B's was synced: A sees its own bytes, or (had B's
+    // write-back got through before the kill) B's whole pages.
+    for (uint64_t p = 0; o.failure.empty() && p < len; p += kPage) {
+      std::string page = got.substr(p, kPage);
+      if (page != Fill('o', kPage) && page != Fill('B', kPage) &&
+          page != Fill('C', kPage)) {
+        o.failure =
+            "A read a torn page at " + std::to_string(p) + ": " + Runs(p, page);
+      }
+    }
+    DropNode(b);
+    // Back for the next iteration.
+    Shell("docker start " + box + " >/dev/null 2>&1");
+    for (int i = 0; i < 120; ++i) {
+      if (Shell("docker inspect -f '{{.State.Health.Status}}' " + box) ==
+          "healthy") {
+        break;
+      }
+      usleep(500000);
+    }
+    return o;
+  });
+}
+
 TEST_F(RaceTest, Stress_RandomOperationsConverge) {
   StartCluster();
   std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
