@@ -270,6 +270,36 @@ class RaceTest : public ::testing::Test {
            static_cast<unsigned long long>(seed - 1), secs);
   }
 
+  // S9 and C1: B writes [0, len) of `f` (A wrote 'o' there and synced)
+  // and its fsync stops between MapWrite and its data write (`fault_ms`);
+  // there `cut()` cuts B off with INVAL EX and dirty pages. A needs B's
+  // lock: B is evicted and fenced, and A must read its own bytes. After
+  // `heal()`, B's fsync must fail and its late write must never land.
+  void CutOffDuringWriteBack(RaceNode* a, RaceNode* b, const std::string& f,
+                             uint64_t len, uint64_t seed, int fault_ms,
+                             const std::function<void()>& cut,
+                             const std::function<void()>& heal, Outcome* o) {
+    b->Call(absl::StrCat("fault client.after_mapwrite=", fault_ms, "::1"));
+    b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+    Reply synced;
+    std::thread syncer([&] { synced = b->Call("fsync " + f, 120000); });
+    usleep(static_cast<useconds_t>(200000 + (seed % 5) * 150000));
+    cut();
+    std::string got = ReadAll(*a, f, len, &o->failure);
+    if (o->failure.empty() && got != Fill('o', len)) {
+      o->failure = "A read B's uncommitted data: " + Runs(0, got);
+    }
+    heal();
+    syncer.join();
+    if (o->failure.empty() && synced.ok) {
+      o->failure = "B's fsync succeeded after B was evicted";
+    }
+    Reply direct = a->Call(absl::StrCat("read ", f, " 0 ", len, " direct"));
+    if (o->failure.empty() && FromRuns(0, direct.text) != Fill('o', len)) {
+      o->failure = "B's late write landed: " + direct.text;
+    }
+  }
+
   std::unique_ptr<testing::LocalCluster> cluster_;  // Null with compose.
   std::string dir_, lockd_address_, meta_address_;
   std::vector<std::unique_ptr<RaceNode>> nodes_;
@@ -702,29 +732,10 @@ TEST_F(RaceTest, S9_CutOffNodeIsFencedAndItsLateWriteNeverLands) {
       o.failure = "node b did not start";
       return o;
     }
-    b->Call("fault client.after_mapwrite=1500::1");
-    b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
-    // B's fsync stops between MapWrite and its data write; B is cut off
-    // (SIGSTOP) there, with INVAL EX and dirty pages.
-    Reply synced;
-    std::thread syncer([&] { synced = b->Call("fsync " + f, 60000); });
-    usleep(static_cast<useconds_t>(200000 + (seed % 5) * 150000));
-    b->Signal(SIGSTOP);
-    // A needs B's lock: B is evicted and fenced, and A goes on.
-    std::string got = ReadAll(*a, f, len, &o.failure);
-    if (o.failure.empty() && got != Fill('o', len)) {
-      o.failure = "A read B's uncommitted data: " + Runs(0, got);
-    }
-    // B comes back; its data write goes out late and must be refused.
-    b->Signal(SIGCONT);
-    syncer.join();
-    if (o.failure.empty() && synced.ok) {
-      o.failure = "B's fsync succeeded after B was evicted";
-    }
-    Reply direct = a->Call(absl::StrCat("read ", f, " 0 ", len, " direct"));
-    if (o.failure.empty() && FromRuns(0, direct.text) != Fill('o', len)) {
-      o.failure = "B's late write landed: " + direct.text;
-    }
+    // B is cut off (SIGSTOP) between MapWrite and its data write.
+    CutOffDuringWriteBack(
+        a, b, f, len, seed, 1500, [&] { b->Signal(SIGSTOP); },
+        [&] { b->Signal(SIGCONT); }, &o);
     DropNode(b);
     return o;
   });
@@ -779,41 +790,25 @@ TEST_F(RaceTest, C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands) {
   const std::string net = ComposeNetwork();
   ASSERT_FALSE(net.empty());
   const uint64_t len = 16 * kPage;
-  Repeat(
-      "C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands",
-      [&](uint64_t seed) {
-        Outcome o;
-        const std::string f = P(seed, "c1");
-        a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
-        a->Call("fsync " + f);
-        RaceNode* b = AddNode("b" + std::to_string(seed));
-        if (b == nullptr) {
-          o.failure = "node b did not start";
-          return o;
-        }
-        const std::string box = Container(node_services_[b]);
-        b->Call("fault client.after_mapwrite=3000::1");
-        b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
-        Reply synced;
-        std::thread syncer([&] { synced = b->Call("fsync " + f, 120000); });
-        usleep(static_cast<useconds_t>(300000 + (seed % 5) * 100000));
-        Shell("docker network disconnect " + net + " " + box);
-        std::string got = ReadAll(*a, f, len, &o.failure);
-        if (o.failure.empty() && got != Fill('o', len)) {
-          o.failure = "A read B's uncommitted data: " + Runs(0, got);
-        }
-        Shell("docker network connect " + net + " " + box);
-        syncer.join();
-        if (o.failure.empty() && synced.ok) {
-          o.failure = "B's fsync succeeded after B was evicted";
-        }
-        Reply direct = a->Call(absl::StrCat("read ", f, " 0 ", len, " direct"));
-        if (o.failure.empty() && FromRuns(0, direct.text) != Fill('o', len)) {
-          o.failure = "B's late write landed: " + direct.text;
-        }
-        DropNode(b);
-        return o;
-      });
+  Repeat("C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands",
+         [&](uint64_t seed) {
+           Outcome o;
+           const std::string f = P(seed, "c1");
+           a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+           a->Call("fsync " + f);
+           RaceNode* b = AddNode("b" + std::to_string(seed));
+           if (b == nullptr) {
+             o.failure = "node b did not start";
+             return o;
+           }
+           const std::string box = Container(node_services_[b]);
+           CutOffDuringWriteBack(
+               a, b, f, len, seed, 3000,
+               [&] { Shell("docker network disconnect " + net + " " + box); },
+               [&] { Shell("docker network connect " + net + " " + box); }, &o);
+           DropNode(b);
+           return o;
+         });
 }
 
 // C2: node loss. B (container node1) holds INVAL EX with dirty pages and a

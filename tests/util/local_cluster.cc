@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 
 #include "proto/data.grpc.pb.h"
 #include "proto/lock.grpc.pb.h"
@@ -13,14 +14,23 @@
 namespace rangefs::testing {
 namespace {
 
+// Until the server answers a ping (20 s at most), or its process is gone
+// (it could not bind: then whoever holds the port must not be taken for
+// it).
 template <typename Stub>
-bool WaitReady(Stub* stub) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  ctx.set_wait_for_ready(true);
-  proto::PingRequest req;
-  proto::PingReply reply;
-  return stub->Ping(&ctx, req, &reply).ok();
+bool WaitReady(Stub* stub, Subprocess* proc) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!proc->running()) return false;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(500));
+    ctx.set_wait_for_ready(true);
+    proto::PingRequest req;
+    proto::PingReply reply;
+    if (stub->Ping(&ctx, req, &reply).ok()) return proc->running();
+  }
+  return false;
 }
 
 }  // namespace
@@ -28,12 +38,22 @@ bool WaitReady(Stub* stub) {
 LocalCluster::LocalCluster(const LocalClusterOptions& options)
     : options_(options) {
   for (int i = 0; i < options_.data_servers; ++i) {
-    data_ports_.push_back(FreePort());
     data_.push_back(std::make_unique<Subprocess>());
   }
   for (int i = 0; i < options_.lockd_shards; ++i) {
-    lockd_ports_.push_back(FreePort());
     lockd_.push_back(std::make_unique<Subprocess>());
+  }
+  PickPorts();
+}
+
+void LocalCluster::PickPorts() {
+  data_ports_.clear();
+  lockd_ports_.clear();
+  for (int i = 0; i < options_.data_servers; ++i) {
+    data_ports_.push_back(FreePort());
+  }
+  for (int i = 0; i < options_.lockd_shards; ++i) {
+    lockd_ports_.push_back(FreePort());
   }
   meta_port_ = FreePort();
   config_ = "fs_id test\n";
@@ -78,12 +98,41 @@ void LocalCluster::StopLockd(int shard, int sig) { lockd_[shard]->Stop(sig); }
 bool LocalCluster::WaitLockd(int shard, std::string* why) {
   auto stub =
       proto::LockService::NewStub(rpc::MakeChannel(lockd_address(shard)));
-  if (WaitReady(stub.get())) return true;
+  if (WaitReady(stub.get(), lockd_[shard].get())) return true;
   *why = LogTail("lockd" + std::to_string(shard));
   return false;
 }
 
 bool LocalCluster::Start(std::string* why) {
+  for (int attempt = 1;; ++attempt) {
+    if (StartOnce(why)) return true;
+    if (attempt == 5 || why->find("cannot listen") == std::string::npos) {
+      return false;
+    }
+    // Another process took a port between FreePort() and the bind: start
+    // over on new ports, with fresh state (the metadata server formatted
+    // its devices with the old addresses).
+    StopAll();
+    std::error_code ec;
+    for (const auto& entry :
+         std::filesystem::directory_iterator(dir_.path(), ec)) {
+      if (entry.is_directory()) std::filesystem::remove_all(entry.path(), ec);
+    }
+    PickPorts();
+  }
+}
+
+void LocalCluster::StopAll() {
+  for (auto& d : data_) {
+    if (d->running()) d->Stop(SIGKILL);
+  }
+  for (auto& l : lockd_) {
+    if (l->running()) l->Stop(SIGKILL);
+  }
+  if (meta_.running()) meta_.Stop(SIGKILL);
+}
+
+bool LocalCluster::StartOnce(std::string* why) {
   std::string devices;
   for (int i = 0; i < options_.data_servers; ++i) {
     std::string name = "data" + std::to_string(i);
@@ -101,13 +150,13 @@ bool LocalCluster::Start(std::string* why) {
   for (int i = 0; i < options_.lockd_shards; ++i) StartLockd(i);
   for (int i = 0; i < options_.data_servers; ++i) {
     auto stub = proto::DataService::NewStub(rpc::MakeChannel(data_address(i)));
-    if (!WaitReady(stub.get())) {
+    if (!WaitReady(stub.get(), data_[i].get())) {
       *why = LogTail("data" + std::to_string(i));
       return false;
     }
   }
   auto meta = proto::MetaService::NewStub(rpc::MakeChannel(meta_address()));
-  if (!WaitReady(meta.get())) {
+  if (!WaitReady(meta.get(), &meta_)) {
     *why = LogTail("meta");
     return false;
   }

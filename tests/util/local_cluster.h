@@ -28,7 +28,9 @@ class LocalCluster {
   ~LocalCluster();
 
   // Starts every server and waits until each answers. False (with the log
-  // tails in *why) if one does not come up.
+  // tails in *why) if one does not come up. A port taken meanwhile (tests
+  // run side by side pick free ports independently) moves the cluster to
+  // new ports: config() and the addresses are final once Start returns.
   bool Start(std::string* why);
   // The cluster configuration text every binary and node reads.
   const std::string& config() const { return config_; }
@@ -47,6 +49,10 @@ class LocalCluster {
   std::vector<std::string> Fsck() const;
 
  private:
+  void PickPorts();
+  bool StartOnce(std::string* why);
+  void StopAll();
+
   LocalClusterOptions options_;
   TempDir dir_;
   std::string config_;
