@@ -22,13 +22,19 @@ class LockClient::Stream
  public:
   Stream(LockClient* owner, proto::LockService::Stub* stub) : owner_(owner) {
     stub->async()->Session(&ctx_, this);
+    // Writes start from threads outside gRPC's reactions (Send): without a
+    // hold, the call may complete (and its objects go) between our check
+    // and StartWrite once the last read has failed ("pure virtual method
+    // called" in a reconnect storm under ASAN). The hold goes when reading
+    // ends; no write starts after that.
+    AddHold();
     StartRead(&in_);
     StartCall();
   }
 
   void Send(const proto::NodeMessage& m) {
     absl::MutexLock lock(&mu_);
-    if (closing_ || done_) return;
+    if (closing_ || done_ || unheld_) return;
     out_.push_back(m);
     if (!writing_) WriteNext();
   }
@@ -37,7 +43,7 @@ class LockClient::Stream
   void CloseWrites() {
     absl::MutexLock lock(&mu_);
     closing_ = true;
-    if (!writing_ && !writes_done_ && !done_) {
+    if (!writing_ && !writes_done_ && !done_ && !unheld_) {
       writes_done_ = true;
       StartWritesDone();
     }
@@ -46,7 +52,15 @@ class LockClient::Stream
   void Cancel() { ctx_.TryCancel(); }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // OnDone follows.
+    if (!ok) {
+      // The stream is over: no more writes, and OnDone may follow.
+      {
+        absl::MutexLock lock(&mu_);
+        unheld_ = true;
+      }
+      RemoveHold();
+      return;
+    }
     owner_->Incoming(this, in_);
     StartRead(&in_);
   }
@@ -55,7 +69,7 @@ class LockClient::Stream
     absl::MutexLock lock(&mu_);
     writing_ = false;
     out_.pop_front();
-    if (!ok) return;
+    if (!ok || unheld_) return;
     if (!out_.empty()) {
       WriteNext();
     } else if (closing_ && !writes_done_) {
@@ -95,7 +109,8 @@ class LockClient::Stream
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone has begun.
+  bool done_ ABSL_GUARDED_BY(mu_) = false;    // OnDone has begun.
+  bool unheld_ ABSL_GUARDED_BY(mu_) = false;  // Reading ended, hold gone.
 };
 
 LockClient::LockClient(const LockClientOptions& options,
