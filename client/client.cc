@@ -458,17 +458,76 @@ absl::StatusOr<DirPage> Client::ReadDir(uint64_t ino, const std::string& after,
 absl::StatusOr<FsStat> Client::StatFs() { return impl_->stubs().StatFs(); }
 absl::StatusOr<std::string> Client::GetXattr(uint64_t ino,
                                              const std::string& name) {
-  return impl_->stubs().GetXattr(ino, name);
+  return impl_->GetXattr(ino, name);
 }
 absl::Status Client::SetXattr(uint64_t ino, const std::string& name,
                               const std::string& value, uint32_t flags) {
-  return impl_->stubs().SetXattr(impl_->session_id(), ino, name, value, flags);
+  return impl_->SetXattr(ino, name, value, flags);
 }
 absl::StatusOr<std::vector<std::string>> Client::ListXattr(uint64_t ino) {
   return impl_->stubs().ListXattr(ino);
 }
 absl::Status Client::RemoveXattr(uint64_t ino, const std::string& name) {
-  return impl_->stubs().RemoveXattr(impl_->session_id(), ino, name);
+  return impl_->RemoveXattr(ino, name);
+}
+
+namespace {
+constexpr char kCapsXattr[] = "security.capability";
+}  // namespace
+
+absl::StatusOr<std::string> Client::Impl::GetXattr(uint64_t ino,
+                                                   const std::string& name) {
+  if (name != kCapsXattr) return stubs_->GetXattr(ino, name);
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kSh);
+      !s.ok()) {
+    return s;
+  }
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  {
+    absl::MutexLock lock(&in->mu);
+    if (in->no_caps) {
+      return MakeError(Errc::kNoData, "no such attribute", ENODATA);
+    }
+  }
+  absl::StatusOr<std::string> v = stubs_->GetXattr(ino, name);
+  if (!v.ok() && ErrnoOf(v.status()) == ENODATA) {
+    absl::MutexLock lock(&in->mu);
+    in->no_caps = true;  // Still under our INODE SH.
+  }
+  return v;
+}
+
+// Changing attributes takes INODE EX: other nodes' cached answers go.
+absl::Status Client::Impl::SetXattr(uint64_t ino, const std::string& name,
+                                    const std::string& value, uint32_t flags) {
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
+      !s.ok()) {
+    return s;
+  }
+  absl::Status s =
+      stubs_->SetXattr(locks_.session_id(), ino, name, value, flags);
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  absl::MutexLock lock(&in->mu);
+  in->no_caps = false;
+  return s;
+}
+
+absl::Status Client::Impl::RemoveXattr(uint64_t ino, const std::string& name) {
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
+      !s.ok()) {
+    return s;
+  }
+  absl::Status s = stubs_->RemoveXattr(locks_.session_id(), ino, name);
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  absl::MutexLock lock(&in->mu);
+  in->no_caps = false;
+  return s;
 }
 
 absl::StatusOr<uint64_t> Client::Open(uint64_t ino, int flags) {

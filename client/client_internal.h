@@ -62,6 +62,10 @@ struct InodeState {
   // the committed size): writeback commits them.
   bool attr_valid ABSL_GUARDED_BY(mu) = false;
   Attr attr ABSL_GUARDED_BY(mu);
+  // security.capability is known absent (asked by the kernel before every
+  // write through a cached FUSE file); valid like `attr`, under INODE SH or
+  // EX. Setting or removing an attribute takes INODE EX.
+  bool no_caps ABSL_GUARDED_BY(mu) = false;
   // Bumped when dirty data of this inode was lost (eviction, fenced
   // writeback): handles opened before return EIO.
   uint64_t lost ABSL_GUARDED_BY(mu) = 0;
@@ -203,6 +207,10 @@ class Client::Impl {
   LockCache& locks() { return locks_; }
   PageCache& pages() { return pages_; }
   MmapTable& mmaps() { return *mmaps_; }
+  absl::StatusOr<std::string> GetXattr(uint64_t ino, const std::string& name);
+  absl::Status SetXattr(uint64_t ino, const std::string& name,
+                        const std::string& value, uint32_t flags);
+  absl::Status RemoveXattr(uint64_t ino, const std::string& name);
   // Client::SetCacheAbove; told before the node's INVAL hooks act.
   std::atomic<CacheAbove*> cache_above{nullptr};
   void InvalidateAbove(uint64_t ino, const ByteRange& range);

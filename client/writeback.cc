@@ -414,6 +414,7 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
   if (keep != LockMode::kSh) {
     absl::MutexLock l(&in->mu);
     in->attr_valid = false;
+    in->no_caps = false;
   }
 }
 
@@ -422,6 +423,7 @@ void Client::Impl::InodeLost(uint64_t ino) {
   if (in == nullptr) return;
   absl::MutexLock lock(&in->mu);
   in->attr_valid = false;
+  in->no_caps = false;
 }
 
 void Client::Impl::Hooks::Demote(const ResourceId& res, const ByteRange& range,

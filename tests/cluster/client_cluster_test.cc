@@ -42,6 +42,35 @@ TEST_F(ClientClusterTest, BufferedWriteOnOneNodeIsReadOnAnotherAtOnce) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// The kernel asks for security.capability before every write through a
+// cached FUSE file; the node remembers its absence under the INODE lock.
+// A capability set or removed on another node must still be seen at once.
+TEST_F(ClientClusterTest, CapabilityAttributeAbsenceIsCachedCoherently) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/caps", O_RDWR | O_CREAT);
+  const uint64_t ino = a->InoOf(fa);
+  const std::string kCaps = "security.capability";
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 2; ++i) {  // Twice: the second answer is cached.
+      absl::StatusOr<std::string> none = b->GetXattr(ino, kCaps);
+      EXPECT_EQ(ErrnoOf(none.status()), ENODATA) << "round " << round;
+    }
+    const std::string value(20, static_cast<char>('A' + round));
+    ASSERT_TRUE(a->SetXattr(ino, kCaps, value, 0).ok());
+    absl::StatusOr<std::string> got = b->GetXattr(ino, kCaps);
+    ASSERT_TRUE(got.ok()) << "round " << round << ": " << got.status();
+    EXPECT_EQ(*got, value);
+    ASSERT_TRUE(a->RemoveXattr(ino, kCaps).ok());
+    // Writes on b (INODE EX there) keep it right too.
+    uint64_t fb = MustOpen(*b, "/caps", O_RDWR);
+    MustWrite(*b, fb, "x", round);
+    EXPECT_TRUE(b->Close(fb).ok());
+  }
+  EXPECT_TRUE(a->Close(fa).ok());
+}
+
 TEST_F(ClientClusterTest, CachedPagesOnAReaderFollowEveryNewWrite) {
   StartCluster();
   auto a = Node("a");
