@@ -210,6 +210,16 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   looping = false;
   watchdog.join();
   readahead.join();
+  {
+    client::ClientStats st = (*c)->Stats();
+    RANGEFS_LOG(INFO) << "node: " << st.page_hits << " page hits, "
+                      << st.page_misses << " misses, " << st.map_calls
+                      << " map calls (" << st.map_cache_hits << " cached), "
+                      << st.lock_requests << " lock requests ("
+                      << st.lock_local_hits << " local), " << st.lock_callbacks
+                      << " callbacks, " << st.writeback_pages
+                      << " pages written back";
+  }
   bool leak_session = false;
   if (kcache != nullptr) {
     KernelCache::Stats ks = kcache->stats();
