@@ -270,6 +270,18 @@ class RaceTest : public ::testing::Test {
            static_cast<unsigned long long>(seed - 1), secs);
   }
 
+  // S9, C1, C2: A writes 'o' over [0, len) of `f` and syncs it, then a
+  // new node "b<seed>" starts; null (and o->failure set) if it cannot.
+  RaceNode* SyncedFileAndNewNode(RaceNode* a, const std::string& f,
+                                 uint64_t len, uint64_t seed, Outcome* o,
+                                 const std::vector<std::string>& args = {}) {
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+    a->Call("fsync " + f);
+    RaceNode* b = AddNode("b" + std::to_string(seed), args);
+    if (b == nullptr) o->failure = "node b did not start";
+    return b;
+  }
+
   // S9 and C1: B writes [0, len) of `f` (A wrote 'o' there and synced)
   // and its fsync stops between MapWrite and its data write (`fault_ms`);
   // there `cut()` cuts B off with INVAL EX and dirty pages. A needs B's
@@ -725,13 +737,9 @@ TEST_F(RaceTest, S9_CutOffNodeIsFencedAndItsLateWriteNeverLands) {
   Repeat("S9_CutOffNodeIsFencedAndItsLateWriteNeverLands", [&](uint64_t seed) {
     Outcome o;
     const std::string f = P(seed, "s9");
-    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
-    a->Call("fsync " + f);
-    RaceNode* b = AddNode("b" + std::to_string(seed), {"--lease_ms=1500"});
-    if (b == nullptr) {
-      o.failure = "node b did not start";
-      return o;
-    }
+    RaceNode* b =
+        SyncedFileAndNewNode(a, f, len, seed, &o, {"--lease_ms=1500"});
+    if (b == nullptr) return o;
     // B is cut off (SIGSTOP) between MapWrite and its data write.
     CutOffDuringWriteBack(
         a, b, f, len, seed, 1500, [&] { b->Signal(SIGSTOP); },
@@ -773,8 +781,6 @@ TEST_F(RaceTest, S10_LockdRestartReplaysBeforeGranting) {
   });
 }
 
-// Random stress: three nodes run random operations on one file at once;
-// afterwards every node reads the same bytes and fsck is clean.
 // ---- compose only (RANGEFS_RACE_COMPOSE): nodes in containers.
 
 // C1: S9 across containers, the cut made by the network: B (container
@@ -794,13 +800,8 @@ TEST_F(RaceTest, C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands) {
          [&](uint64_t seed) {
            Outcome o;
            const std::string f = P(seed, "c1");
-           a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
-           a->Call("fsync " + f);
-           RaceNode* b = AddNode("b" + std::to_string(seed));
-           if (b == nullptr) {
-             o.failure = "node b did not start";
-             return o;
-           }
+           RaceNode* b = SyncedFileAndNewNode(a, f, len, seed, &o);
+           if (b == nullptr) return o;
            const std::string box = Container(node_services_[b]);
            CutOffDuringWriteBack(
                a, b, f, len, seed, 3000,
@@ -824,13 +825,8 @@ TEST_F(RaceTest, C2_KilledContainerLosesItsLocksAndTheOthersGoOn) {
   Repeat("C2_KilledContainerLosesItsLocksAndTheOthersGoOn", [&](uint64_t seed) {
     Outcome o;
     const std::string f = P(seed, "c2");
-    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
-    a->Call("fsync " + f);
-    RaceNode* b = AddNode("b" + std::to_string(seed));
-    if (b == nullptr) {
-      o.failure = "node b did not start";
-      return o;
-    }
+    RaceNode* b = SyncedFileAndNewNode(a, f, len, seed, &o);
+    if (b == nullptr) return o;
     const std::string service = node_services_[b];
     const std::string box = Container(service);
     b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
@@ -864,6 +860,8 @@ TEST_F(RaceTest, C2_KilledContainerLosesItsLocksAndTheOthersGoOn) {
   });
 }
 
+// Random stress: three nodes run random operations on one file at once;
+// afterwards every node reads the same bytes and fsck is clean.
 TEST_F(RaceTest, Stress_RandomOperationsConverge) {
   StartCluster();
   std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
