@@ -424,9 +424,10 @@ void LockCache::OnMessage(uint32_t, uint64_t session,
   }
 }
 
-void LockCache::Demote(const ResourceId& res, const ByteRange& range,
+void LockCache::Demote(const ResourceId& res, const ByteRange& asked,
                        LockMode keep, uint64_t callback_id,
                        absl::Time deadline) {
+  ByteRange range = asked;
   uint64_t task;
   LockHooks* hooks = nullptr;
   std::vector<ByteRange> above;  // Parts held stronger than `keep`.
@@ -439,6 +440,15 @@ void LockCache::Demote(const ResourceId& res, const ByteRange& range,
                       static_cast<int64_t>(options_.min_hold_ms) * 1000000 -
                       NowNs();
     if (wait_ns > 0) NapLocked(&mu_, &stopping_, absl::Nanoseconds(wait_ns));
+    if (callback_id != 0 && options_.expand_idle_ms > 0) {
+      Resource& now = resources_[res];
+      const int64_t idle_ns =
+          static_cast<int64_t>(options_.expand_idle_ms) * 1000000;
+      if (now.holders == 0 && now.demoting == 1 &&
+          NowNs() - now.used_ns > idle_ns) {
+        range = ByteRange{0, kInfinity};  // Quiet here: give it all back.
+      }
+    }
     // Queue behind the local holders that conflict with giving up the
     // range, blocking new ones (FIFO).
     task = next_demote_task_++;

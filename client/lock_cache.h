@@ -83,6 +83,11 @@ struct LockCacheOptions {
   uint64_t min_hold_ms = 10;
   // Cached locks unused this long are given back (0: only on callback).
   uint64_t idle_release_ms = 30000;
+  // A callback on a resource no local task has used for this long gives
+  // back the node's whole lock on it (down to the mode the callback lets
+  // it keep), not only the range asked for: a reader after a quiet writer
+  // then pays one callback, not one per page (0: only the range asked).
+  uint64_t expand_idle_ms = 100;
   // Resources cached at most; beyond it the least recently used go back.
   size_t max_cached_resources = 65536;
   int callback_threads = 4;

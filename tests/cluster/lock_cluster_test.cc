@@ -394,6 +394,47 @@ TEST_F(LockClusterTest, WaitingLockIsNotRefusedWithAConcurrentTryLock) {
   }
 }
 
+// A node that wrote a file and went quiet holds EX over all of it; a
+// reader elsewhere asks for one page at a time. Giving back only the page
+// asked for costs the reader a lockd round trip and the writer a callback
+// per page: an idle holder gives back its whole lock (down to what the
+// callback lets it keep), a busy one only what was asked.
+TEST_F(LockClusterTest, IdleHolderGivesBackItsWholeLockOnACallback) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  const ByteRange whole{0, kInfinity};
+  auto w = a->Lock(Inval(9), {0, 16 * kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(w.ok()) << w.status();
+  a->Unlock(*w);
+  ASSERT_TRUE(a->Covered(Inval(9), whole, LockMode::kEx));
+  absl::SleepFor(absl::Milliseconds(300));  // a goes idle.
+  auto r = b->Lock(Inval(9), {0, kPage}, LockMode::kSh, 1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  b->Unlock(*r);
+  EXPECT_FALSE(a->Covered(Inval(9), {8 * kPage, 9 * kPage}, LockMode::kEx));
+  EXPECT_TRUE(a->Covered(Inval(9), {8 * kPage, 9 * kPage}, LockMode::kSh));
+  // b's next page needs no callback: a holds only SH now.
+  const uint64_t callbacks = a->Stats().callbacks;
+  auto r2 = b->Lock(Inval(9), {8 * kPage, 9 * kPage}, LockMode::kSh, 1);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  b->Unlock(*r2);
+  EXPECT_EQ(a->Stats().callbacks, callbacks);
+
+  // A holder in use keeps what was not asked for.
+  auto w2 = a->Lock(Inval(10), {0, 16 * kPage}, LockMode::kEx, 1);
+  ASSERT_TRUE(w2.ok()) << w2.status();
+  a->Unlock(*w2);
+  auto busy = a->Lock(Inval(10), {12 * kPage, 13 * kPage}, LockMode::kEx, 2);
+  ASSERT_TRUE(busy.ok()) << busy.status();
+  auto r3 = b->Lock(Inval(10), {0, kPage}, LockMode::kSh, 1);
+  ASSERT_TRUE(r3.ok()) << r3.status();
+  b->Unlock(*r3);
+  EXPECT_TRUE(a->Covered(Inval(10), {12 * kPage, 13 * kPage}, LockMode::kEx));
+  a->Unlock(*busy);
+}
+
 TEST_F(LockClusterTest, TaskWaitingOnItsOwnLockGetsDeadlock) {
   StartCluster();
   RecordingHooks ha;
