@@ -80,6 +80,10 @@ struct InodeState {
   // Readahead: where the next sequential read would start, and the window.
   uint64_t next_read ABSL_GUARDED_BY(mu) = 0;
   uint64_t ra_window ABSL_GUARDED_BY(mu) = 0;
+  // End of the last readahead: the next one starts once a sequential
+  // reader comes within half a window of it (Linux's PG_readahead mark), so
+  // a cached sequential read does not scan the window on every call.
+  uint64_t ra_filled ABSL_GUARDED_BY(mu) = 0;
   // Node-wide opens and the lock session the metadata server counts them
   // under.
   int opens ABSL_GUARDED_BY(mu) = 0;

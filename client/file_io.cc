@@ -172,6 +172,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       dst = staged.data();
     }
     uint64_t ra = 0;
+    bool read_ahead = false;  // Fill the readahead window this time.
     if (!direct) {
       absl::MutexLock lock(&in.mu);
       if (pos == in.next_read) {
@@ -179,8 +180,11 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
                                 std::max(kMinReadahead, in.ra_window * 2));
       } else {
         in.ra_window = 0;
+        in.ra_filled = 0;
       }
       ra = std::min(in.ra_window, kMaxFileSize - pos - want);
+      read_ahead = ra > 0 && pos + want + ra / 2 >= in.ra_filled;
+      if (read_ahead) in.ra_filled = pos + want + ra;
     }
     HeldLocks held(&locks_);
     const LockMode mode = direct ? kDf : kSh;
@@ -229,9 +233,10 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     } else {
       // Stores through this node's mappings are newer than the pages.
       mmaps_->Collect(in, PageCover(pos, end - pos));
+      const uint64_t fill_end = read_ahead ? end + ra : end;
       if (absl::Status s =
               FillPages(in, pos / kPageSize,
-                        PageCeil(std::min(end + ra, size)) / kPageSize, size,
+                        PageCeil(std::min(fill_end, size)) / kPageSize, size,
                         PageCover(pos, want + ra));
           !s.ok()) {
         return s;

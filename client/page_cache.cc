@@ -8,7 +8,46 @@ namespace rangefs::client {
 PageCache::PageCache(uint64_t capacity_bytes)
     : capacity_pages_(std::max<uint64_t>(capacity_bytes / kPageSize, 1)) {}
 
-void PageCache::Touch(uint64_t, uint64_t, Page& p) { p.referenced = true; }
+PageCache::Page* PageCache::Find(InodePages& pages, uint64_t index) {
+  auto cit = pages.chunks.find(index / kChunkPages);
+  if (cit == pages.chunks.end()) return nullptr;
+  return cit->second->slot[index % kChunkPages].get();
+}
+
+PageCache::Page& PageCache::Emplace(uint64_t ino, InodePages& pages,
+                                    uint64_t index, bool* fresh) {
+  std::unique_ptr<Chunk>& chunk = pages.chunks[index / kChunkPages];
+  if (chunk == nullptr) chunk = std::make_unique<Chunk>();
+  std::unique_ptr<Page>& slot = chunk->slot[index % kChunkPages];
+  *fresh = slot == nullptr;
+  if (*fresh) {
+    // Not value-initialised: the caller fills the data.
+    slot.reset(new Page);
+    slot->lru = lru_.insert(lru_.end(), {ino, index});
+    chunk->present |= 1ull << (index % kChunkPages);
+    ++pages.count;
+    ++pages_;
+  }
+  return *slot;
+}
+
+template <typename Fn>
+void PageCache::ForEach(InodePages& pages, uint64_t first, uint64_t last,
+                        Fn fn) {
+  for (auto cit = pages.chunks.lower_bound(first / kChunkPages);
+       cit != pages.chunks.end() && cit->first <= last / kChunkPages; ++cit) {
+    const uint64_t base = cit->first * kChunkPages;
+    uint64_t bits = cit->second->present;
+    while (bits != 0) {
+      const int i = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      const uint64_t index = base + i;
+      if (index < first) continue;
+      if (index > last) return;
+      fn(index, *cit->second->slot[i]);
+    }
+  }
+}
 
 void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   if (dirty) p.seq = next_seq_++;
@@ -25,31 +64,34 @@ void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   p.dirty = dirty;
 }
 
-PageCache::PageMap::iterator PageCache::EraseLocked(uint64_t ino,
-                                                    PageMap& pages,
-                                                    PageMap::iterator it) {
-  if (it->second.dirty) {
+void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index) {
+  auto cit = pages.chunks.find(index / kChunkPages);
+  std::unique_ptr<Page>& slot = cit->second->slot[index % kChunkPages];
+  if (slot->dirty) {
     --dirty_;
     if (--dirty_by_inode_[ino] == 0) dirty_by_inode_.erase(ino);
   } else {
-    lru_.erase(it->second.lru);
+    lru_.erase(slot->lru);
   }
+  slot.reset();
+  cit->second->present &= ~(1ull << (index % kChunkPages));
+  if (cit->second->present == 0) pages.chunks.erase(cit);
+  --pages.count;
   --pages_;
-  return pages.erase(it);
 }
 
 void PageCache::EvictLocked() {
   while (pages_ > capacity_pages_ && !lru_.empty()) {
     auto [ino, index] = lru_.front();
-    PageMap& pages = inodes_[ino];
-    auto it = pages.find(index);
-    if (it->second.referenced) {
-      it->second.referenced = false;
-      lru_.splice(lru_.end(), lru_, it->second.lru);
+    InodePages& pages = inodes_[ino];
+    Page* p = Find(pages, index);
+    if (p->referenced) {
+      p->referenced = false;
+      lru_.splice(lru_.end(), lru_, p->lru);
       continue;
     }
-    EraseLocked(ino, pages, it);
-    if (pages.empty()) inodes_.erase(ino);
+    EraseLocked(ino, pages, index);
+    if (pages.count == 0) inodes_.erase(ino);
     ++stats_.evictions;
   }
 }
@@ -58,10 +100,9 @@ bool PageCache::Read(uint64_t ino, uint64_t index, char* out) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit != inodes_.end()) {
-    auto pit = iit->second.find(index);
-    if (pit != iit->second.end()) {
-      memcpy(out, pit->second.data.data(), kPageSize);
-      Touch(ino, index, pit->second);
+    if (Page* p = Find(iit->second, index)) {
+      memcpy(out, p->data, kPageSize);
+      Touch(*p);
       ++stats_.hits;
       return true;
     }
@@ -80,26 +121,31 @@ PageCache::CopyResult PageCache::CopyOut(uint64_t ino, uint64_t offset,
     ++stats_.misses;
     return r;
   }
-  PageMap& pages = iit->second;
-  auto pit = pages.find(offset / kPageSize);
+  auto& chunks = iit->second.chunks;
+  auto cit = chunks.end();
   while (r.copied < length) {
     const uint64_t pos = offset + r.copied;
     const uint64_t index = pos / kPageSize;
-    if (pit == pages.end() || pit->first != index) {
+    if (cit == chunks.end() || cit->first != index / kChunkPages) {
+      cit = chunks.find(index / kChunkPages);
+    }
+    Page* p = cit == chunks.end()
+                  ? nullptr
+                  : cit->second->slot[index % kChunkPages].get();
+    if (p == nullptr) {
       ++stats_.misses;
       return r;
     }
     const uint64_t in_page = pos % kPageSize;
     const uint64_t n = std::min(kPageSize - in_page, length - r.copied);
-    size_t c = copy(out + r.copied, pit->second.data.data() + in_page, n);
-    Touch(ino, index, pit->second);
+    size_t c = copy(out + r.copied, p->data + in_page, n);
+    Touch(*p);
     ++stats_.hits;
     r.copied += c;
     if (c < n) {
       r.short_copy = true;
       return r;
     }
-    ++pit;
   }
   return r;
 }
@@ -108,19 +154,18 @@ std::vector<std::pair<uint64_t, uint64_t>> PageCache::MissingRuns(uint64_t ino,
                                                                   uint64_t from,
                                                                   uint64_t to) {
   std::vector<std::pair<uint64_t, uint64_t>> runs;
+  if (from >= to) return runs;
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end()) {
-    if (from < to) runs.push_back({from, to});
+    runs.push_back({from, to});
     return runs;
   }
-  const PageMap& pages = iit->second;
-  uint64_t pos = from;
-  for (auto it = pages.lower_bound(from); it != pages.end() && it->first < to;
-       ++it) {
-    if (it->first > pos) runs.push_back({pos, it->first});
-    pos = it->first + 1;
-  }
+  uint64_t pos = from;  // First index not yet known to be cached.
+  ForEach(iit->second, from, to - 1, [&](uint64_t index, Page&) {
+    if (index > pos) runs.push_back({pos, index});
+    pos = index + 1;
+  });
   if (pos < to) runs.push_back({pos, to});
   return runs;
 }
@@ -128,36 +173,27 @@ std::vector<std::pair<uint64_t, uint64_t>> PageCache::MissingRuns(uint64_t ino,
 bool PageCache::Contains(uint64_t ino, uint64_t index) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
-  return iit != inodes_.end() && iit->second.count(index) != 0;
+  return iit != inodes_.end() && Find(iit->second, index) != nullptr;
 }
 
 void PageCache::Insert(uint64_t ino, uint64_t index, const char* page,
                        bool dirty) {
   absl::MutexLock lock(&mu_);
-  PageMap& pages = inodes_[ino];
-  auto [it, fresh] = pages.try_emplace(index);
-  Page& p = it->second;
-  if (fresh) {
-    p.data.resize(kPageSize);
-    p.lru = lru_.insert(lru_.end(), {ino, index});
-    ++pages_;
-  } else {
-    Touch(ino, index, p);
-  }
-  memcpy(p.data.data(), page, kPageSize);
+  bool fresh = false;
+  Page& p = Emplace(ino, inodes_[ino], index, &fresh);
+  if (!fresh) Touch(p);
+  memcpy(p.data, page, kPageSize);
   SetDirty(ino, index, p, dirty);
   EvictLocked();
 }
 
 bool PageCache::InsertClean(uint64_t ino, uint64_t index, const char* page) {
   absl::MutexLock lock(&mu_);
-  PageMap& pages = inodes_[ino];
-  auto [it, fresh] = pages.try_emplace(index);
-  if (!fresh) return false;
-  Page& p = it->second;
-  p.data.assign(page, page + kPageSize);
-  p.lru = lru_.insert(lru_.end(), {ino, index});
-  ++pages_;
+  InodePages& pages = inodes_[ino];
+  if (Find(pages, index) != nullptr) return false;
+  bool fresh = false;
+  Page& p = Emplace(ino, pages, index, &fresh);
+  memcpy(p.data, page, kPageSize);
   EvictLocked();
   return true;
 }
@@ -168,10 +204,10 @@ bool PageCache::Write(uint64_t ino, uint64_t index, uint64_t offset,
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end()) return false;
-  auto pit = iit->second.find(index);
-  if (pit == iit->second.end()) return false;
-  memcpy(pit->second.data.data() + offset, data, length);
-  SetDirty(ino, index, pit->second, true);
+  Page* p = Find(iit->second, index);
+  if (p == nullptr) return false;
+  memcpy(p->data + offset, data, length);
+  SetDirty(ino, index, *p, true);
   return true;
 }
 
@@ -181,13 +217,12 @@ std::vector<DirtyPage> PageCache::TakeDirty(uint64_t ino,
   std::vector<DirtyPage> out;
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end() || !range.Valid()) return out;
-  uint64_t first = range.start / kPageSize;
-  uint64_t last = (range.end - 1) / kPageSize;  // Inclusive.
-  for (auto it = iit->second.lower_bound(first);
-       it != iit->second.end() && it->first <= last; ++it) {
-    if (!it->second.dirty) continue;
-    out.push_back(DirtyPage{it->first, it->second.seq, it->second.data});
-  }
+  ForEach(iit->second, range.start / kPageSize, (range.end - 1) / kPageSize,
+          [&](uint64_t index, Page& p) {
+            if (!p.dirty) return;
+            out.push_back(DirtyPage{
+                index, p.seq, std::vector<char>(p.data, p.data + kPageSize)});
+          });
   return out;
 }
 
@@ -195,12 +230,11 @@ void PageCache::MarkClean(uint64_t ino, uint64_t index, uint64_t seq) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end()) return;
-  auto pit = iit->second.find(index);
-  if (pit == iit->second.end() || !pit->second.dirty ||
-      pit->second.seq != seq) {
+  Page* p = Find(iit->second, index);
+  if (p == nullptr || !p->dirty || p->seq != seq) {
     return;  // Gone, already clean, or dirtied again since.
   }
-  SetDirty(ino, index, pit->second, false);
+  SetDirty(ino, index, *p, false);
   EvictLocked();
 }
 
@@ -208,16 +242,15 @@ uint64_t PageCache::Drop(uint64_t ino, const ByteRange& range) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end() || !range.Valid()) return 0;
-  uint64_t first = range.start / kPageSize;
-  uint64_t last = (range.end - 1) / kPageSize;
+  std::vector<uint64_t> doomed;
   uint64_t dirty = 0;
-  PageMap& pages = iit->second;
-  for (auto it = pages.lower_bound(first);
-       it != pages.end() && it->first <= last;) {
-    dirty += it->second.dirty;
-    it = EraseLocked(ino, pages, it);
-  }
-  if (pages.empty()) inodes_.erase(iit);
+  ForEach(iit->second, range.start / kPageSize, (range.end - 1) / kPageSize,
+          [&](uint64_t index, Page& p) {
+            dirty += p.dirty;
+            doomed.push_back(index);
+          });
+  for (uint64_t index : doomed) EraseLocked(ino, iit->second, index);
+  if (iit->second.count == 0) inodes_.erase(iit);
   return dirty;
 }
 
@@ -226,9 +259,9 @@ void PageCache::ZeroTail(uint64_t ino, uint64_t index, uint64_t offset) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end()) return;
-  auto pit = iit->second.find(index);
-  if (pit == iit->second.end()) return;
-  memset(pit->second.data.data() + offset, 0, kPageSize - offset);
+  if (Page* p = Find(iit->second, index)) {
+    memset(p->data + offset, 0, kPageSize - offset);
+  }
 }
 
 std::vector<uint64_t> PageCache::DirtyInodes() {

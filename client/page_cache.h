@@ -17,7 +17,6 @@
 
 #include <cstdint>
 #include <list>
-#include <map>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -103,34 +102,54 @@ class PageCache {
   PageCacheStats Stats();
 
  private:
+  using LruList = std::list<std::pair<uint64_t, uint64_t>>;
   struct Page {
-    std::vector<char> data;
     bool dirty = false;
     // Used since it was last queued: eviction gives it a second chance
     // (CLOCK), so a cache hit costs no list operation.
     bool referenced = false;
     uint64_t seq = 0;
     // Position in lru_ when clean (dirty pages are not on the list).
-    std::list<std::pair<uint64_t, uint64_t>>::iterator lru;
+    LruList::iterator lru;
+    char data[kPageSize];
   };
-  using PageMap = absl::btree_map<uint64_t, Page>;
+  // An inode's pages in aligned runs of kChunkPages indexes: a sequential
+  // copy or scan walks arrays and a bitmap, not one tree node per page.
+  static constexpr uint64_t kChunkPages = 64;
+  struct Chunk {
+    uint64_t present = 0;  // Bit i: slot[i] holds a page.
+    std::unique_ptr<Page> slot[kChunkPages];
+  };
+  struct InodePages {
+    absl::btree_map<uint64_t, std::unique_ptr<Chunk>> chunks;  // By index/64.
+    uint64_t count = 0;
+  };
 
-  void Touch(uint64_t ino, uint64_t index, Page& p)
+  // The page, or null.
+  static Page* Find(InodePages& pages, uint64_t index);
+  // The page at `index`, created (zeroed, clean, on the LRU) if absent.
+  Page& Emplace(uint64_t ino, InodePages& pages, uint64_t index, bool* fresh)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls fn(index, page) for each cached page in [first, last], in order;
+  // fn may not erase.
+  template <typename Fn>
+  static void ForEach(InodePages& pages, uint64_t first, uint64_t last, Fn fn);
+  void Touch(Page& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    p.referenced = true;
+  }
   void SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Erases one page (the caller erases the inode's map once it is empty);
-  // returns the next page.
-  PageMap::iterator EraseLocked(uint64_t ino, PageMap& pages,
-                                PageMap::iterator it)
+  // Erases one page (the caller erases the inode's entry once it has no
+  // pages left).
+  void EraseLocked(uint64_t ino, InodePages& pages, uint64_t index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint64_t capacity_pages_;
   absl::Mutex mu_;
-  std::unordered_map<uint64_t, PageMap> inodes_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, InodePages> inodes_ ABSL_GUARDED_BY(mu_);
   // Clean pages, least recently used at the front: (ino, index).
-  std::list<std::pair<uint64_t, uint64_t>> lru_ ABSL_GUARDED_BY(mu_);
+  LruList lru_ ABSL_GUARDED_BY(mu_);
   uint64_t pages_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dirty_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<uint64_t, uint64_t> dirty_by_inode_ ABSL_GUARDED_BY(mu_);

@@ -1,5 +1,8 @@
 #include "client/page_cache.h"
 
+#include <algorithm>
+#include <cstring>
+#include <iterator>
 #include <map>
 #include <random>
 #include <string>
@@ -110,10 +113,21 @@ TEST(PageCacheTest, RandomOperationsMatchAModel) {
   std::mt19937_64 rng(3);
   PageCache c(8 * kPageSize);
   std::map<std::pair<uint64_t, uint64_t>, std::pair<std::string, bool>> model;
-  for (int step = 0; step < 20000; ++step) {
-    uint64_t ino = rng() % 3, index = rng() % 8;
+  // Indexes on both sides of the cache's 64-page chunk boundaries.
+  const uint64_t kIndexes[] = {0, 1, 2, 62, 63, 64, 65, 127, 128, 200};
+  auto pick = [&] { return kIndexes[rng() % std::size(kIndexes)]; };
+  // A page the cache does not have any more: fine if the model had it
+  // clean (evicted), a lost write if dirty.
+  auto gone = [&](std::pair<uint64_t, uint64_t> key, int step) {
+    if (model.count(key)) {
+      ASSERT_FALSE(model[key].second) << "dirty page lost, step " << step;
+      model.erase(key);
+    }
+  };
+  for (int step = 0; step < 40000; ++step) {
+    uint64_t ino = rng() % 3, index = pick();
     auto key = std::make_pair(ino, index);
-    switch (rng() % 6) {
+    switch (rng() % 9) {
       case 0:
       case 1: {
         bool dirty = rng() % 2;
@@ -130,10 +144,8 @@ TEST(PageCacheTest, RandomOperationsMatchAModel) {
           ASSERT_TRUE(model.count(key));
           model[key].first[off] = b;
           model[key].second = true;
-        } else if (model.count(key)) {
-          // Not cached any more: it must have been a clean page, evicted.
-          ASSERT_FALSE(model[key].second) << "dirty page lost, step " << step;
-          model.erase(key);
+        } else {
+          gone(key, step);
         }
         break;
       }
@@ -156,10 +168,66 @@ TEST(PageCacheTest, RandomOperationsMatchAModel) {
         if (!got.empty()) {
           ASSERT_TRUE(model.count(key));
           ASSERT_EQ(got, model[key].first) << "step " << step;
-        } else if (model.count(key)) {
-          // Absent: only clean pages may be evicted.
-          ASSERT_FALSE(model[key].second) << "dirty page lost, step " << step;
-          model.erase(key);
+        } else {
+          gone(key, step);
+        }
+        break;
+      }
+      case 6: {  // Missing runs over a span of pages.
+        uint64_t a = pick(), b = pick();
+        if (a > b) std::swap(a, b);
+        ++b;
+        uint64_t pos = a;
+        for (auto [from, to] : c.MissingRuns(ino, a, b)) {
+          ASSERT_LT(from, to);
+          ASSERT_LE(pos, from) << "step " << step;
+          ASSERT_LE(to, b);
+          for (uint64_t i = pos; i < from; ++i) {
+            ASSERT_TRUE(c.Contains(ino, i));
+          }
+          for (uint64_t i = from; i < to; ++i) {
+            ASSERT_FALSE(c.Contains(ino, i)) << "step " << step;
+            gone({ino, i}, step);
+          }
+          pos = to;
+        }
+        break;
+      }
+      case 7: {  // A copy across pages stops at the first missing one.
+        uint64_t a = pick(), n = 1 + rng() % 70;
+        uint64_t skip = rng() % kPageSize;
+        std::string out(n * kPageSize - skip, '\0');
+        PageCache::CopyResult r =
+            c.CopyOut(ino, a * kPageSize + skip, out.size(), out.data(),
+                      [](void* d, const void* s, size_t len) {
+                        memcpy(d, s, len);
+                        return len;
+                      });
+        ASSERT_FALSE(r.short_copy);
+        for (uint64_t done = 0; done < r.copied;) {
+          const uint64_t pos = a * kPageSize + skip + done;
+          const uint64_t i = pos / kPageSize, in_page = pos % kPageSize;
+          const uint64_t len = std::min(kPageSize - in_page, r.copied - done);
+          const auto k = std::make_pair(ino, i);
+          ASSERT_TRUE(model.count(k)) << "step " << step;
+          ASSERT_EQ(out.substr(done, len), model[k].first.substr(in_page, len))
+              << "step " << step;
+          done += len;
+        }
+        if (r.copied < out.size()) {
+          const uint64_t stop = (a * kPageSize + skip + r.copied) / kPageSize;
+          ASSERT_FALSE(c.Contains(ino, stop));
+          gone({ino, stop}, step);
+        }
+        break;
+      }
+      case 8: {  // Drop a span of pages.
+        uint64_t a = pick(), b = pick();
+        if (a > b) std::swap(a, b);
+        c.Drop(ino, {a * kPageSize + 1, b * kPageSize + 2});
+        for (uint64_t i = a; i <= b; ++i) {
+          model.erase({ino, i});
+          ASSERT_FALSE(c.Contains(ino, i));
         }
         break;
       }
