@@ -404,9 +404,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
              fuse_file_info* fi, bool plus) {
   auto* d = reinterpret_cast<DirHandle*>(fi->fh);
-  std::lock_guard<std::mutex> lock(d->mu);
   std::vector<char> buf(size);
   size_t used = 0;
+  int error = 0;
+  std::unique_lock<std::mutex> lock(d->mu);
   for (size_t i = static_cast<size_t>(off);;) {
     if (i >= d->entries.size()) {
       if (d->eof) break;
@@ -415,10 +416,7 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
       absl::StatusOr<client::DirPage> page =
           C(req).ReadDir(ino, after, 256, plus);
       if (!page.ok()) {
-        if (used == 0) {
-          fuse_reply_err(req, Err(page.status()));
-          return;
-        }
+        if (used == 0) error = Err(page.status());
         break;
       }
       for (auto& e : page->entries) d->entries.push_back(std::move(e));
@@ -450,7 +448,14 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     used += n;
     ++i;
   }
-  fuse_reply_buf(req, buf.data(), used);
+  // Once the reply is out the kernel may release the handle at once (a
+  // RELEASEDIR on another thread): nothing of `d` is touched after it.
+  lock.unlock();
+  if (error != 0) {
+    fuse_reply_err(req, error);
+  } else {
+    fuse_reply_buf(req, buf.data(), used);
+  }
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -1,6 +1,7 @@
 // Real FUSE mounts: a local cluster and two rangefs-fuse daemons (two
 // client nodes) mounted in the test's directory, driven with ordinary
 // system calls. Skipped when /dev/fuse is not usable.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -117,6 +118,39 @@ TEST_F(FuseMountTest, WriteOnOneMountIsReadOnTheOther) {
   struct stat st;
   ASSERT_EQ(stat(P(0, "f").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 8);
+}
+
+// The kernel may send RELEASEDIR as soon as a READDIR reply is out: the
+// daemon must not touch the listing after replying (it did: a use after
+// free that crashed the daemon under `rm -rf` of a few directories).
+TEST_F(FuseMountTest, DirectoryListingsClosedRightAfterReadingAreSafe) {
+  ASSERT_EQ(mkdir(P(0, "dir").c_str(), 0755), 0);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(WriteFile(P(0, "dir/f" + std::to_string(i)), "x"));
+  }
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500 && wrong == 0; ++i) {
+        DIR* d = opendir(P(0, "dir").c_str());
+        if (d == nullptr) {
+          ++wrong;
+          break;
+        }
+        int n = 0;
+        while (readdir(d) != nullptr) ++n;
+        closedir(d);
+        if (n != 10) ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_TRUE(Mounted(mnt_[0])) << cluster_->LogTail("node0");
+  struct stat st;
+  EXPECT_EQ(stat(P(0, "dir/f0").c_str(), &st), 0)
+      << "the daemon died: " << strerror(errno);
 }
 
 TEST_F(FuseMountTest, NamespaceChangesAreSeenOnTheOtherMount) {
