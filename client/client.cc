@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_split.h"
 #include "client/client_internal.h"
 #include "common/log.h"
@@ -239,18 +241,39 @@ absl::Status Client::Impl::Rmdir(uint64_t parent, const std::string& name) {
   return stubs_->Rmdir(locks_.session_id(), parent, name);
 }
 
+// A rename changes the ctime of what it moves (and, with EXCHANGE, of what
+// it swaps with) and the link count of a file it replaces: it takes the
+// INODE EX of those regular files, in inode order, like Link and Unlink.
 absl::Status Client::Impl::Rename(uint64_t old_parent,
                                   const std::string& old_name,
                                   uint64_t new_parent,
                                   const std::string& new_name, uint32_t flags) {
+  std::vector<uint64_t> files;
+  for (auto [parent, name] : {std::make_pair(old_parent, &old_name),
+                              std::make_pair(new_parent, &new_name)}) {
+    absl::StatusOr<Attr> a = stubs_->Lookup(parent, *name);
+    if (a.ok() && S_ISREG(a->mode)) files.push_back(a->ino);
+  }
+  std::sort(files.begin(), files.end());
+  files.erase(std::unique(files.begin(), files.end()), files.end());
+  HeldLocks held(&locks_);
+  for (uint64_t ino : files) {
+    if (absl::Status s =
+            held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
+        !s.ok()) {
+      return s;
+    }
+  }
   absl::StatusOr<uint64_t> replaced = stubs_->Rename(
       locks_.session_id(), old_parent, old_name, new_parent, new_name, flags);
-  if (!replaced.ok()) return replaced.status();
-  if (std::shared_ptr<InodeState> in = FindInode(*replaced)) {
-    absl::MutexLock lock(&in->mu);
-    in->attr_valid = false;
+  files.push_back(replaced.ok() ? *replaced : 0);
+  for (uint64_t ino : files) {
+    if (std::shared_ptr<InodeState> in = FindInode(ino)) {
+      absl::MutexLock lock(&in->mu);
+      in->attr_valid = false;
+    }
   }
-  return absl::OkStatus();
+  return replaced.status();
 }
 
 // ------------------------------------------------------------ open/close

@@ -26,6 +26,8 @@ namespace {
 
 class ClientClusterTest : public ClientClusterFixture {};
 
+int64_t ToNanos(const Timespec& t) { return t.sec * 1000000000 + t.nsec; }
+
 TEST_F(ClientClusterTest, BufferedWriteOnOneNodeIsReadOnAnotherAtOnce) {
   StartCluster();
   auto a = Node("a");
@@ -365,6 +367,39 @@ TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
   absl::StatusOr<FsStat> after = a->StatFs();
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->free_blocks, empty->free_blocks);
+  EXPECT_TRUE(Fsck().empty());
+}
+
+// A rename changes the ctime of the inode it moves and the link count of a
+// file it replaces; nodes that cache those attributes (under INODE SH) must
+// not keep the old ones.
+TEST_F(ClientClusterTest, RenameUpdatesAttributesOtherNodesCached) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/moved", O_RDWR | O_CREAT);
+  uint64_t fb = MustOpen(*b, "/victim", O_RDWR | O_CREAT);
+  uint64_t fm = MustOpen(*b, "/moved", O_RDONLY);
+  absl::StatusOr<Attr> moved_before = b->FileAttr(fm);
+  absl::StatusOr<Attr> victim_before = b->FileAttr(fb);
+  ASSERT_TRUE(moved_before.ok() && victim_before.ok());
+  EXPECT_EQ(victim_before->nlink, 1u);
+  absl::SleepFor(absl::Milliseconds(20));  // A later ctime.
+  absl::StatusOr<Attr> root = a->Resolve("/");
+  ASSERT_TRUE(root.ok());
+  ASSERT_TRUE(a->Rename(root->ino, "moved", root->ino, "victim", 0).ok());
+  // The node that renamed, and the one that cached.
+  for (Client* c : {a.get(), b.get()}) {
+    uint64_t fh = c == a.get() ? fa : fm;
+    absl::StatusOr<Attr> moved = c->FileAttr(fh);
+    ASSERT_TRUE(moved.ok());
+    EXPECT_GT(ToNanos(moved->ctime), ToNanos(moved_before->ctime));
+  }
+  absl::StatusOr<Attr> victim = b->FileAttr(fb);
+  ASSERT_TRUE(victim.ok());
+  EXPECT_EQ(victim->nlink, 0u);
+  for (uint64_t fh : {fb, fm}) EXPECT_TRUE(b->Close(fh).ok());
+  EXPECT_TRUE(a->Close(fa).ok());
   EXPECT_TRUE(Fsck().empty());
 }
 
