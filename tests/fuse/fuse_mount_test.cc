@@ -3,12 +3,14 @@
 // system calls. Skipped when /dev/fuse is not usable.
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -75,7 +77,7 @@ class FuseMountTest : public ::testing::Test {
     daemons_[i] = std::make_unique<testing::Subprocess>();
     ASSERT_TRUE(daemons_[i]->Start(
         {testing::BinDir() + "/client/rangefs-fuse", conf_, mnt_[i], "-f", "-o",
-         "node=node" + std::to_string(i) + ",default_permissions"},
+         "node=node" + std::to_string(i) + ",default_permissions,allow_other"},
         cluster_->dir() + "/node" + std::to_string(i) + ".log"));
     for (int t = 0; t < 200 && !Mounted(mnt_[i]); ++t) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -260,6 +262,120 @@ TEST_F(FuseMountTest, ExtendedAttributesRoundTrip) {
   EXPECT_EQ(errno, ERANGE);
   EXPECT_EQ(getxattr(P(1, "x").c_str(), "user.none", v, sizeof(v)), -1);
   EXPECT_EQ(errno, ENODATA);
+}
+
+// POSIX ownership and permission rules for a user other than root, on the
+// mount that did not create the tree: chown/chgrp limits, set-id bits
+// cleared by writes, truncates and chmod, setgid directories, sticky
+// directories, utimes rules, access checks.
+TEST_F(FuseMountTest, OtherUsersFollowPosixOwnershipAndPermissionRules) {
+  const uid_t kUser = 65534;
+  const gid_t kGroup = 65534;
+  const gid_t kOtherGroup = 1;  // Not one of kUser's groups.
+  auto make = [&](const std::string& name, mode_t mode) {
+    ASSERT_TRUE(WriteFile(P(0, name), ""));
+    ASSERT_EQ(chmod(P(0, name).c_str(), mode), 0);
+  };
+  // The mounts live in the test's private directory: let the user through.
+  ASSERT_EQ(chmod(cluster_->dir().c_str(), 0711), 0);
+  ASSERT_EQ(mkdir(P(0, "u").c_str(), 0777), 0);
+  ASSERT_EQ(chmod(P(0, "u").c_str(), 0777), 0);
+  make("u/writable", 0666);
+  make("u/readonly", 0444);
+  ASSERT_EQ(mkdir(P(0, "u/closed").c_str(), 0700), 0);
+  make("u/closed/f", 0644);
+  ASSERT_EQ(mkdir(P(0, "u/setgid").c_str(), 0777), 0);
+  ASSERT_EQ(chown(P(0, "u/setgid").c_str(), 0, kOtherGroup), 0);
+  ASSERT_EQ(chmod(P(0, "u/setgid").c_str(), 02777), 0);
+  ASSERT_EQ(mkdir(P(0, "u/sticky").c_str(), 01777), 0);
+  ASSERT_EQ(chmod(P(0, "u/sticky").c_str(), 01777), 0);
+  make("u/sticky/roots", 0666);
+
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(out[0]);
+    std::string failed;
+    auto check = [&](const char* what, bool ok) {
+      if (!ok) failed += std::string(what) + "; ";
+    };
+    auto fails_with = [](int rc, int e) { return rc == -1 && errno == e; };
+    if (setgroups(0, nullptr) != 0 || setresgid(kGroup, kGroup, kGroup) != 0 ||
+        setresuid(kUser, kUser, kUser) != 0) {
+      failed = "could not become the other user";
+    } else {
+      umask(0);
+      const std::string u = P(1, "u/");
+      const std::string mine = u + "mine";
+      int fd = open(mine.c_str(), O_CREAT | O_WRONLY, 0644);
+      check("create", fd >= 0);
+      close(fd);
+      check("chown to root refused",
+            fails_with(chown(mine.c_str(), 0, -1), EPERM));
+      check("chgrp to a foreign group refused",
+            fails_with(chown(mine.c_str(), -1, kOtherGroup), EPERM));
+      check("chgrp to own group", chown(mine.c_str(), -1, kGroup) == 0);
+      chmod(mine.c_str(), 04755);
+      fd = open(mine.c_str(), O_WRONLY);
+      check("write", fd >= 0 && write(fd, "x", 1) == 1);
+      close(fd);
+      struct stat st;
+      check("write clears set-user-id",
+            stat(mine.c_str(), &st) == 0 && (st.st_mode & 04000) == 0);
+      chmod(mine.c_str(), 02755);
+      check("truncate", truncate(mine.c_str(), 0) == 0);
+      check("truncate clears set-group-id",
+            stat(mine.c_str(), &st) == 0 && (st.st_mode & 02000) == 0);
+      const std::string writable = u + "writable";
+      check("utimes to now on a writable file",
+            utimes(writable.c_str(), nullptr) == 0);
+      struct timeval tv[2] = {{1, 0}, {1, 0}};
+      check("explicit utimes on another's file refused",
+            fails_with(utimes(writable.c_str(), tv), EPERM));
+      check("chmod of another's file refused",
+            fails_with(chmod(writable.c_str(), 0777), EPERM));
+      check("open of a read-only file for writing refused",
+            fails_with(open((u + "readonly").c_str(), O_WRONLY), EACCES));
+      check("search of a closed directory refused",
+            fails_with(stat((u + "closed/f").c_str(), &st), EACCES));
+      check("mkdir in a setgid directory",
+            mkdir((u + "setgid/sub").c_str(), 0777) == 0);
+      check("subdirectory inherits group and setgid",
+            stat((u + "setgid/sub").c_str(), &st) == 0 &&
+                st.st_gid == kOtherGroup && (st.st_mode & 02000) != 0);
+      fd = open((u + "setgid/f").c_str(), O_CREAT | O_WRONLY, 02777);
+      close(fd);
+      check("file inherits group, drops setgid (not a member)",
+            stat((u + "setgid/f").c_str(), &st) == 0 &&
+                st.st_gid == kOtherGroup && (st.st_mode & 02000) == 0);
+      check("chmod g+s of a file of a foreign group is dropped",
+            chmod((u + "setgid/f").c_str(), 02755) == 0 &&
+                stat((u + "setgid/f").c_str(), &st) == 0 &&
+                (st.st_mode & 02000) == 0);
+      check("rename of another's file in a sticky directory refused",
+            fails_with(rename((u + "sticky/roots").c_str(),
+                              (u + "sticky/moved").c_str()),
+                       EPERM));
+      check("unlink of another's file in a sticky directory refused",
+            fails_with(unlink((u + "sticky/roots").c_str()), EPERM));
+      check("trusted attributes refused",
+            fails_with(setxattr(mine.c_str(), "trusted.a", "1", 1, 0), EPERM));
+    }
+    (void)!write(out[1], failed.data(), failed.size());
+    _exit(0);
+  }
+  close(out[1]);
+  std::string failed;
+  char buf[512];
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;)
+    failed.append(buf, n);
+  close(out[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(failed, "");
 }
 
 TEST_F(FuseMountTest, RecordLocksConflictAcrossMounts) {
