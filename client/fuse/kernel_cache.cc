@@ -56,10 +56,15 @@ bool KernelCache::Shutdown(int wait_ms) {
 uint64_t KernelCache::Register(uint64_t ino, uint64_t offset, uint64_t length) {
   absl::MutexLock lock(&mu_);
   const uint64_t id = next_id_++;
-  const uint64_t end = length > kInfinity - offset
-                           ? kInfinity
-                           : offset + std::max<uint64_t>(length, 1);
-  inflight_[ino][id] = ByteRange{offset, end};
+  // The kernel locks whole pages, a partial page too (and invalidation
+  // works in pages): the request's range is its pages, not its bytes.
+  constexpr uint64_t kPage = 4096;
+  const uint64_t end =
+      length > kInfinity - offset - kPage
+          ? kInfinity
+          : (offset + std::max<uint64_t>(length, 1) + kPage - 1) / kPage *
+                kPage;
+  inflight_[ino][id] = ByteRange{offset / kPage * kPage, end};
   return id;
 }
 

@@ -60,8 +60,9 @@ class KernelCache : public client::CacheAbove {
   // False if some are still running (the session must then be leaked).
   bool Shutdown(int wait_ms = 2000);
 
-  // A request whose pages the kernel holds locked until it is answered.
-  // Returns an id for Unregister, which must come right after the reply.
+  // A request whose pages the kernel holds locked until it is answered
+  // (every page it touches, partial ones included). Returns an id for
+  // Unregister, which must come right after the reply.
   uint64_t Register(uint64_t ino, uint64_t offset, uint64_t length);
   void Unregister(uint64_t ino, uint64_t id);
 
