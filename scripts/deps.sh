@@ -4,7 +4,8 @@
 # makes no network access. Every entry point (scripts/up, scripts/test) runs it.
 set -euo pipefail
 
-# Build and run: compiler, CMake, gRPC/Protobuf, RocksDB, FUSE, tests, benchmarks.
+# Build and run: compiler, CMake, gRPC/Protobuf, RocksDB, FUSE, tests
+# (python3 runs tests/fuse/fsx.py), benchmarks.
 packages=(
   build-essential cmake pkg-config ccache clang
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
@@ -12,6 +13,7 @@ packages=(
   libfuse3-dev fuse3
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps psmisc
+  python3
 )
 # The compose test and image build need these; install them only on request
 # (RANGEFS_WITH_DOCKER=1), as most runs never start a container.
@@ -19,9 +21,9 @@ if [[ "${RANGEFS_WITH_DOCKER:-0}" == 1 ]]; then
   packages+=(docker.io docker-compose debootstrap)
 fi
 
-# bench/fio-bench needs fio and python3 (reading fio's JSON).
+# bench/fio-bench needs fio.
 if [[ "${RANGEFS_WITH_BENCH:-0}" == 1 ]]; then
-  packages+=(fio python3)
+  packages+=(fio)
 fi
 
 missing=()

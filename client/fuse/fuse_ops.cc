@@ -140,7 +140,11 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // Record locks are cluster-wide (lockd), not per mount.
   if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
   if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
-  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // Another node may change the size (truncate, fallocate, a write past
+  // EOF) while this kernel caches pages and i_size: a read(2) then asks
+  // for the attributes first (at most once a jiffy: attr_timeout is 0),
+  // or it would return the zeros of a short read up to the stale i_size.
+  conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   conn->max_write = 1 << 20;
 }
