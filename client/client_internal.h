@@ -218,6 +218,7 @@ class Client::Impl {
   // Client::SetCacheAbove; told before the node's INVAL hooks act.
   std::atomic<CacheAbove*> cache_above{nullptr};
   void InvalidateAbove(uint64_t ino, const ByteRange& range);
+  void InvalidateAttributesAbove(uint64_t ino);
   const ClientOptions& options() const { return options_; }
 
   struct Counters {

@@ -157,6 +157,10 @@ class CacheAbove {
   // before its own write-back; it must not wait for a call into the node
   // that waits for a cluster lock.
   virtual void Invalidate(uint64_t ino, uint64_t offset, uint64_t length) = 0;
+  // The attributes of `ino` this node served may be out of date: the node
+  // is giving up (or lost) its INODE lock, or its own write-back changed
+  // them. Must not block.
+  virtual void InvalidateAttributes(uint64_t /*ino*/) {}
 };
 
 class Client {

@@ -273,6 +273,7 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
       DropMaps(in, {pos, piece_end});
       if (in.attr_valid) in.attr.blocks = c->attr.blocks;
     }
+    InvalidateAttributesAbove(in.ino);  // Its block count changed.
     pos = piece_end;
   }
   return absl::OkStatus();
@@ -412,18 +413,26 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
                        << "callback failed: " << s.message();
   }
   if (keep != LockMode::kSh) {
-    absl::MutexLock l(&in->mu);
-    in->attr_valid = false;
-    in->no_caps = false;
+    {
+      absl::MutexLock l(&in->mu);
+      in->attr_valid = false;
+      in->no_caps = false;
+    }
+    InvalidateAttributesAbove(ino);
   }
 }
 
 void Client::Impl::InodeLost(uint64_t ino) {
+  InvalidateAttributesAbove(ino);
   std::shared_ptr<InodeState> in = FindInode(ino);
   if (in == nullptr) return;
   absl::MutexLock lock(&in->mu);
   in->attr_valid = false;
   in->no_caps = false;
+}
+
+void Client::Impl::InvalidateAttributesAbove(uint64_t ino) {
+  if (CacheAbove* above = cache_above.load()) above->InvalidateAttributes(ino);
 }
 
 void Client::Impl::Hooks::Demote(const ResourceId& res, const ByteRange& range,

@@ -27,6 +27,10 @@ namespace {
 using client::Attr;
 using client::Client;
 
+// How long the kernel may keep a regular file's attributes that the node
+// holds its INODE lock for: until the lock goes, which invalidates them.
+constexpr double kCoveredAttrTimeout = 3600;
+
 Client& C(fuse_req_t req) {
   return *static_cast<Mount*>(fuse_req_userdata(req))->client;
 }
@@ -162,7 +166,11 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     return;
   }
   struct stat st = ToStat(*a);
-  fuse_reply_attr(req, &st, 0);
+  // A regular file's attributes come from the node's cache under its
+  // INODE lock; the kernel may keep them until that lock goes
+  // (KernelCache::InvalidateAttributes from the lock hook). Others: none.
+  const bool covered = KC(req) != nullptr && S_ISREG(a->mode);
+  fuse_reply_attr(req, &st, covered ? kCoveredAttrTimeout : 0);
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
@@ -342,6 +350,8 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
     // The kernel writes back pages dirtied through a shared mapping, maybe
     // from inside our own callback's invalidation: never wait for a lock.
     n = C(req).WriteFromCache(fi->fh, buf, size, pos);
+    // The node moved mtime; the kernel's copy of it is old.
+    if (KernelCache* kc = KC(req)) kc->InvalidateAttributes(ino);
   } else {
     // write(2): its pages stay locked (a partial page) until we answer.
     KernelCache* kc = KC(req);

@@ -152,6 +152,25 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
   }).detach();
 }
 
+void KernelCache::InvalidateAttributes(uint64_t ino) {
+  fuse_session* se;
+  {
+    absl::MutexLock lock(&mu_);
+    if (se_ == nullptr || stopping_) return;
+    se = se_;
+    ++running_;
+  }
+  // A negative offset: attributes only (and the kernel's attribute version
+  // moves, so a GETATTR reply already on its way is not cached).
+  int rc = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  if (rc != 0 && rc != -ENOENT) {
+    RANGEFS_LOG(WARNING) << "inode " << ino
+                         << ": attribute invalidation failed: errno " << -rc;
+  }
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
 void KernelCache::Invalidate(uint64_t ino, uint64_t offset, uint64_t length) {
   const uint64_t end = length == 0 || length > (1ull << 63) - offset
                            ? kInfinity

@@ -78,6 +78,10 @@ class KernelCache : public client::CacheAbove {
 
   // client::CacheAbove. length 0 or past 2^63: to the end of the file.
   void Invalidate(uint64_t ino, uint64_t offset, uint64_t length) override;
+  // The kernel forgets the attributes of `ino` (they were given with a
+  // timeout, op_getattr); the next stat or read(2) asks again. Touches no
+  // page, so it is sent at once.
+  void InvalidateAttributes(uint64_t ino) override;
 
   struct Stats {
     uint64_t invalidations = 0;  // Invalidate() calls.

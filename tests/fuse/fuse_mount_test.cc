@@ -458,6 +458,54 @@ TEST_F(FuseMountTest, FsxRandomOperationsOnBothMountsMatchAModel) {
   }
 }
 
+// The kernel keeps a regular file's attributes while the node holds its
+// INODE lock (op_getattr's timeout); every change elsewhere must reach a
+// stat at once: another mount's chmod, truncate, extending write, and this
+// mount's own write-back (block count) and mapped stores (mtime).
+TEST_F(FuseMountTest, CachedAttributesFollowChangesOnEitherMount) {
+  ASSERT_TRUE(WriteFile(P(0, "f"), std::string(10000, 'a')));
+  struct stat st;
+  for (int round = 0; round < 5; ++round) {
+    ASSERT_EQ(stat(P(1, "f").c_str(), &st), 0);  // Cached on mount 1.
+    const mode_t mode = round % 2 ? 0640 : 0604;
+    ASSERT_EQ(chmod(P(0, "f").c_str(), mode), 0);
+    ASSERT_EQ(stat(P(1, "f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, mode);
+    ASSERT_EQ(truncate(P(0, "f").c_str(), 5000 + round), 0);
+    ASSERT_EQ(stat(P(1, "f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 5000 + round);
+    ASSERT_TRUE(WriteFile(P(0, "f"), "z", O_WRONLY | O_APPEND));
+    ASSERT_EQ(stat(P(1, "f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 5001 + round);
+  }
+  // This mount's own write-back: the blocks show up after fsync.
+  int fd = open(P(1, "g").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fstat(fd, &st), 0);
+  std::string data(1 << 20, 'b');
+  ASSERT_EQ(write(fd, data.data(), data.size()),
+            static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(fstat(fd, &st), 0);
+  ASSERT_EQ(fsync(fd), 0);
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_GE(st.st_blocks, (1 << 20) / 512);
+  // A store through a shared mapping moves mtime once written back.
+  struct stat before;
+  ASSERT_EQ(fstat(fd, &before), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  char* map = static_cast<char*>(
+      mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(map, MAP_FAILED);
+  map[0] = 'm';
+  ASSERT_EQ(msync(map, 4096, MS_SYNC), 0);
+  munmap(map, 4096);
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_TRUE(st.st_mtim.tv_sec > before.st_mtim.tv_sec ||
+              (st.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+               st.st_mtim.tv_nsec > before.st_mtim.tv_nsec));
+  close(fd);
+}
+
 TEST_F(FuseMountTest, RecordLocksConflictAcrossMounts) {
   ASSERT_TRUE(WriteFile(P(0, "lk"), std::string(100, 'l')));
   int fa = open(P(0, "lk").c_str(), O_RDWR);
