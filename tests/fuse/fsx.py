@@ -3,11 +3,12 @@
 byte model after every step (in the spirit of fsx, the file system
 exerciser).
 
-  fsx.py MOUNT_A MOUNT_B SEED OPS
+  fsx.py MOUNT_A MOUNT_B SEED OPS [more]
 
 Each step picks a mount and one of: buffered write, read (checked), truncate,
 punch hole or zero range, a store through a shared mapping, an O_DIRECT
-write, fstat (size checked). The two mounts are two client nodes: every step
+write, fstat (size checked); with "more" also an O_DIRECT read (checked),
+allocate (with and without KEEP_SIZE), close and reopen. The two mounts are two client nodes: every step
 that changes nodes goes through the lock protocol, so a stale page, size or
 mapping shows up as a mismatch. Prints the last steps and exits 1 on the
 first mismatch; the same seed gives the same steps.
@@ -34,10 +35,12 @@ def fallocate(fd, mode, offset, length):
 
 
 class Run:
-    def __init__(self, mounts, seed):
+    def __init__(self, mounts, seed, more):
+        self.more = more  # Also O_DIRECT reads, allocate, reopen.
         self.rng = random.Random(seed)
         self.seed = seed
         paths = [os.path.join(m, "fsx.%d" % seed) for m in mounts]
+        self.paths = paths
         self.fds = [os.open(paths[0], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644),
                     os.open(paths[1], os.O_RDWR)]
         self.direct = [os.open(p, os.O_RDWR | os.O_DIRECT) for p in paths]
@@ -59,7 +62,7 @@ class Run:
         rng = self.rng
         node = rng.randrange(2)
         fd = self.fds[node]
-        op = rng.randrange(10)
+        op = rng.randrange(13 if self.more else 10)
         size = len(self.model)
         if op <= 2:
             off, n = rng.randrange(MAX_OFFSET), rng.randrange(1, 65536)
@@ -112,6 +115,27 @@ class Run:
             os.pwritev(self.direct[node], [memoryview(self.aligned)[0:n]], off)
             self.extend(off + n)
             self.model[off:off + n] = data
+        elif op == 10:
+            off = rng.randrange(MAX_OFFSET // PAGE) * PAGE
+            n = rng.randrange(1, 64) * PAGE
+            self.log.append("%d node%d O_DIRECT read %d+%d" % (i, node, off, n))
+            got = os.preadv(self.direct[node], [memoryview(self.aligned)[0:n]], off)
+            want = bytes(self.model[off:off + n])
+            if got != len(want) or self.aligned[0:got] != want:
+                self.fail("O_DIRECT read %d+%d: %d bytes (want %d) or other "
+                          "bytes" % (off, n, got, len(want)))
+        elif op == 11:
+            off, n = rng.randrange(MAX_OFFSET), rng.randrange(1, 131072)
+            keep = rng.randrange(2)
+            mode = FALLOC_FL_KEEP_SIZE if keep else 0
+            self.log.append("%d node%d allocate %#x %d+%d" % (i, node, mode, off, n))
+            fallocate(fd, mode, off, n)
+            if not keep:
+                self.extend(off + n)
+        elif op == 12:
+            self.log.append("%d node%d reopen" % (i, node))
+            os.close(self.fds[node])
+            self.fds[node] = os.open(self.paths[node], os.O_RDWR)
         else:
             self.log.append("%d node%d fstat" % (i, node))
             st = os.fstat(fd)
@@ -120,9 +144,9 @@ class Run:
 
 
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6) or sys.argv[5:] not in ([], ["more"]):
         sys.exit(__doc__)
-    run = Run(sys.argv[1:3], int(sys.argv[3]))
+    run = Run(sys.argv[1:3], int(sys.argv[3]), sys.argv[5:] == ["more"])
     ops = int(sys.argv[4])
     for i in range(ops):
         run.step(i)

@@ -442,11 +442,16 @@ TEST_F(FuseMountTest, OverlappingPartialPageWritesFromBothMountsDoNotDeadlock) {
 // the daemon asked the kernel to refresh attributes on read
 // (FUSE_CAP_AUTO_INVAL_DATA).
 TEST_F(FuseMountTest, FsxRandomOperationsOnBothMountsMatchAModel) {
-  for (auto [seed, steps] : {std::make_pair(2, 1300), std::make_pair(8, 500)}) {
+  struct Run {
+    int seed, steps;
+    const char* mix;  // "more": also O_DIRECT reads, allocate, reopen.
+  };
+  for (const Run& run :
+       {Run{2, 1300, ""}, Run{8, 500, ""}, Run{60, 500, "more"}}) {
     std::string cmd = std::string("python3 ") + RANGEFS_SOURCE_DIR +
                       "/tests/fuse/fsx.py " + mnt_[0] + " " + mnt_[1] + " " +
-                      std::to_string(seed) + " " + std::to_string(steps) +
-                      " 2>&1";
+                      std::to_string(run.seed) + " " +
+                      std::to_string(run.steps) + " " + run.mix + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
     std::string out;
