@@ -361,12 +361,13 @@ absl::StatusOr<UnlinkResult> MetaServer::Rename(
     if (recs[new_parent].nlink == 0) {
       return MakeError(Errc::kNotFound, "target directory was removed");
     }
-    if (src_ino == dst_ino) return UnlinkResult{};  // Same inode: no-op.
-    if (dst_ino == 0 && exchange) {
-      return MakeError(Errc::kNotFound, "exchange target missing");
-    }
     if (dst_ino != 0 && (flags & kRenameNoReplace)) {
       return MakeError(Errc::kExists, new_name + " exists");
+    }
+    // Two names of one file (or one name): POSIX says do nothing.
+    if (src_ino == dst_ino) return UnlinkResult{};
+    if (dst_ino == 0 && exchange) {
+      return MakeError(Errc::kNotFound, "exchange target missing");
     }
     InodeRecord& s = recs[src_ino];
     const bool src_dir = S_ISDIR(s.mode);

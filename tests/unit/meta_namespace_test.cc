@@ -171,6 +171,27 @@ TEST_F(MetaNamespaceTest, RenameNoReplaceRefusesExistingTarget) {
             Errc::kExists);
 }
 
+// rename(2) between two names of one file does nothing and succeeds, but
+// RENAME_NOREPLACE still refuses an existing target (as Linux does).
+TEST_F(MetaNamespaceTest, RenameBetweenLinksOfOneFile) {
+  Attr f = MustCreate(kRootIno, "f");
+  ASSERT_TRUE(server_->Link(kSession, f.ino, kRootIno, "g").ok());
+  EXPECT_EQ(ErrcOf(server_
+                       ->Rename(kSession, kRootIno, "f", kRootIno, "g",
+                                kRenameNoReplace)
+                       .status()),
+            Errc::kExists);
+  for (uint32_t flags : {0u, static_cast<uint32_t>(kRenameExchange)}) {
+    auto r = server_->Rename(kSession, kRootIno, "f", kRootIno, "g", flags);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->ino, 0u);
+  }
+  EXPECT_EQ(server_->Lookup(kRootIno, "f")->ino, f.ino);
+  EXPECT_EQ(server_->Lookup(kRootIno, "g")->ino, f.ino);
+  EXPECT_EQ(server_->GetAttr(f.ino)->nlink, 2u);
+  ExpectClean();
+}
+
 TEST_F(MetaNamespaceTest, RenameExchangeSwapsFileAndDirectory) {
   Attr f = MustCreate(kRootIno, "f");
   Attr d1 = MustMkdir(kRootIno, "d1");
