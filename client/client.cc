@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_split.h"
 #include "client/client_internal.h"
@@ -110,175 +111,10 @@ absl::Status Client::Impl::SyncAll() {
   return first.ok() ? s : first;
 }
 
-// ------------------------------------------------------------ namespace
-
-absl::StatusOr<Attr> Client::Impl::Lookup(uint64_t parent,
-                                          const std::string& name) {
-  absl::StatusOr<Attr> a = stubs_->Lookup(parent, name);
-  if (!a.ok() || !S_ISREG(a->mode)) return a;
-  // A regular file's size and times may be ahead on the node holding its
-  // INODE EX: ask under INODE SH.
-  return FileAttr(*GetInode(a->ino));
-}
-
-absl::StatusOr<Attr> Client::Impl::GetAttr(uint64_t ino) {
-  std::shared_ptr<InodeState> in = FindInode(ino);
-  bool regular = false;
-  if (in != nullptr) {
-    absl::MutexLock lock(&in->mu);
-    regular = in->attr_valid && S_ISREG(in->attr.mode);
-  }
-  if (!regular) {
-    absl::StatusOr<Attr> a = stubs_->GetAttr(ino);
-    if (!a.ok() || !S_ISREG(a->mode)) return a;
-    in = GetInode(ino);
-  }
-  return FileAttr(*in);
-}
-
-absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
-                                           const SetAttrArgs& args) {
-  absl::StatusOr<Attr> cur = stubs_->GetAttr(ino);
-  if (!cur.ok()) return cur.status();
-  if (!S_ISREG(cur->mode)) {
-    if (args.valid & kSetSize) {
-      return MakeError(
-          S_ISDIR(cur->mode) ? Errc::kIsDir : Errc::kInvalidArgument,
-          "size of a non-regular file");
-    }
-    return stubs_->SetAttr(locks_.session_id(), ino, args);
-  }
-  std::shared_ptr<InodeState> in = GetInode(ino);
-  if (args.valid & kSetSize) {
-    if (absl::Status s = Truncate(*in, args.size); !s.ok()) return s;
-  }
-  SetAttrArgs rest = args;
-  rest.valid &= ~static_cast<uint32_t>(kSetSize);
-  if (rest.valid == 0) return FileAttr(*in);
-  HeldLocks held(&locks_);
-  if (absl::Status s =
-          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
-      !s.ok()) {
-    return s;
-  }
-  // Dirty data first: its commit would overwrite the times set here.
-  if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) return s;
-  absl::StatusOr<Attr> a = stubs_->SetAttr(locks_.session_id(), ino, rest);
-  if (!a.ok()) return a.status();
-  absl::MutexLock lock(&in->mu);
-  in->attr = *a;
-  in->attr_valid = true;
-  return *a;
-}
-
-absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
-                                         const std::string& name, uint32_t mode,
-                                         uint64_t rdev, const Creds& creds,
-                                         bool exclusive) {
-  return stubs_->Create(locks_.session_id(), parent, name, mode, rdev, creds,
-                        exclusive);
-}
-
-absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
-                                         const std::string& name, uint32_t mode,
-                                         const Creds& creds) {
-  return stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds);
-}
-
-absl::StatusOr<Attr> Client::Impl::Symlink(uint64_t parent,
-                                           const std::string& name,
-                                           const std::string& target,
-                                           const Creds& creds) {
-  return stubs_->Symlink(locks_.session_id(), parent, name, target, creds);
-}
-
-// Operations that change a regular file's link count take its INODE EX so
-// no node keeps serving the old count.
-absl::StatusOr<Attr> Client::Impl::Link(uint64_t ino, uint64_t new_parent,
-                                        const std::string& new_name) {
-  HeldLocks held(&locks_);
-  if (absl::Status s =
-          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
-      !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<Attr> a =
-      stubs_->Link(locks_.session_id(), ino, new_parent, new_name);
-  std::shared_ptr<InodeState> in = FindInode(ino);
-  if (in != nullptr) {
-    absl::MutexLock lock(&in->mu);
-    in->attr_valid = false;
-  }
-  if (!a.ok() || !S_ISREG(a->mode)) return a;
-  held.Release();
-  return FileAttr(*GetInode(ino));
-}
-
-absl::Status Client::Impl::Unlink(uint64_t parent, const std::string& name) {
-  absl::StatusOr<Attr> target = stubs_->Lookup(parent, name);
-  if (!target.ok()) return target.status();
-  HeldLocks held(&locks_);
-  if (S_ISREG(target->mode)) {
-    if (absl::Status s = held.Take(LockKind::kInode, target->ino, WholeFile(),
-                                   LockMode::kEx);
-        !s.ok()) {
-      return s;
-    }
-  }
-  absl::StatusOr<uint64_t> ino =
-      stubs_->Unlink(locks_.session_id(), parent, name);
-  if (!ino.ok()) return ino.status();
-  for (uint64_t i : {target->ino, *ino}) {
-    if (std::shared_ptr<InodeState> in = FindInode(i)) {
-      absl::MutexLock lock(&in->mu);
-      in->attr_valid = false;
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Client::Impl::Rmdir(uint64_t parent, const std::string& name) {
-  return stubs_->Rmdir(locks_.session_id(), parent, name);
-}
-
-// A rename changes the ctime of what it moves (and, with EXCHANGE, of what
-// it swaps with) and the link count of a file it replaces: it takes the
-// INODE EX of those regular files, in inode order, like Link and Unlink.
-absl::Status Client::Impl::Rename(uint64_t old_parent,
-                                  const std::string& old_name,
-                                  uint64_t new_parent,
-                                  const std::string& new_name, uint32_t flags) {
-  std::vector<uint64_t> files;
-  for (auto [parent, name] : {std::make_pair(old_parent, &old_name),
-                              std::make_pair(new_parent, &new_name)}) {
-    absl::StatusOr<Attr> a = stubs_->Lookup(parent, *name);
-    if (a.ok() && S_ISREG(a->mode)) files.push_back(a->ino);
-  }
-  std::sort(files.begin(), files.end());
-  files.erase(std::unique(files.begin(), files.end()), files.end());
-  HeldLocks held(&locks_);
-  for (uint64_t ino : files) {
-    if (absl::Status s =
-            held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
-        !s.ok()) {
-      return s;
-    }
-  }
-  absl::StatusOr<uint64_t> replaced = stubs_->Rename(
-      locks_.session_id(), old_parent, old_name, new_parent, new_name, flags);
-  files.push_back(replaced.ok() ? *replaced : 0);
-  for (uint64_t ino : files) {
-    if (std::shared_ptr<InodeState> in = FindInode(ino)) {
-      absl::MutexLock lock(&in->mu);
-      in->attr_valid = false;
-    }
-  }
-  return replaced.status();
-}
-
 // ------------------------------------------------------------ open/close
 
-absl::Status Client::Impl::RegisterOpen(InodeState& in) {
+absl::Status Client::Impl::RegisterOpen(InodeState& in,
+                                        std::optional<Attr>* fresh) {
   uint64_t session = locks_.session_id();
   {
     absl::MutexLock lock(&in.mu);
@@ -291,6 +127,7 @@ absl::Status Client::Impl::RegisterOpen(InodeState& in) {
   // unlinked file stays until the last node closes it (or is fenced).
   absl::StatusOr<Attr> a = stubs_->Open(session, in.ino, /*close=*/false);
   if (!a.ok()) return a.status();
+  *fresh = *a;
   absl::MutexLock lock(&in.mu);
   if (in.opens > 0 && in.open_session == session) {
     // Another thread registered meanwhile: one server handle is enough.
@@ -303,13 +140,26 @@ absl::Status Client::Impl::RegisterOpen(InodeState& in) {
 }
 
 absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
-  absl::StatusOr<Attr> a = stubs_->GetAttr(ino);
-  if (!a.ok()) return a.status();
-  if (S_ISDIR(a->mode) && (flags & O_ACCMODE) != O_RDONLY) {
-    return MakeError(Errc::kIsDir, "directory opened for writing", EISDIR);
-  }
   std::shared_ptr<InodeState> in = GetInode(ino);
-  if (absl::Status s = RegisterOpen(*in); !s.ok()) return s;
+  HeldLocks held(&locks_);
+  if (absl::Status s =
+          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kSh);
+      !s.ok()) {
+    return s;
+  }
+  // Registering the open answers with the attributes: under INODE SH they
+  // are current, so a first open costs one request to the server.
+  std::optional<Attr> fresh;
+  if (absl::Status s = RegisterOpen(*in, &fresh); !s.ok()) return s;
+  if (fresh.has_value()) {
+    absl::MutexLock lock(&in->mu);
+    if (!in->attr_valid) {
+      in->attr = *fresh;
+      in->attr_valid = true;
+    }
+  }
+  absl::StatusOr<Attr> a = CachedAttr(*in);
+  held.Release();
   Handle h;
   h.inode = in;
   h.flags = flags;
@@ -323,12 +173,18 @@ absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
     fh = next_fh_++;
     handles_[fh] = h;
   }
-  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
-      S_ISREG(a->mode)) {
-    if (absl::Status s = Truncate(*in, 0); !s.ok()) {
-      (void)Close(fh);
-      return s;
-    }
+  absl::Status refused;
+  if (!a.ok()) {
+    refused = a.status();
+  } else if (S_ISDIR(a->mode) && (flags & O_ACCMODE) != O_RDONLY) {
+    refused = MakeError(Errc::kIsDir, "directory opened for writing", EISDIR);
+  } else if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
+             S_ISREG(a->mode)) {
+    refused = Truncate(*in, 0);
+  }
+  if (!refused.ok()) {
+    (void)Close(fh);
+    return refused;
   }
   return fh;
 }
@@ -494,65 +350,6 @@ absl::Status Client::RemoveXattr(uint64_t ino, const std::string& name) {
   return impl_->RemoveXattr(ino, name);
 }
 
-namespace {
-constexpr char kCapsXattr[] = "security.capability";
-}  // namespace
-
-absl::StatusOr<std::string> Client::Impl::GetXattr(uint64_t ino,
-                                                   const std::string& name) {
-  if (name != kCapsXattr) return stubs_->GetXattr(ino, name);
-  HeldLocks held(&locks_);
-  if (absl::Status s =
-          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kSh);
-      !s.ok()) {
-    return s;
-  }
-  std::shared_ptr<InodeState> in = GetInode(ino);
-  {
-    absl::MutexLock lock(&in->mu);
-    if (in->no_caps) {
-      return MakeError(Errc::kNoData, "no such attribute", ENODATA);
-    }
-  }
-  absl::StatusOr<std::string> v = stubs_->GetXattr(ino, name);
-  if (!v.ok() && ErrnoOf(v.status()) == ENODATA) {
-    absl::MutexLock lock(&in->mu);
-    in->no_caps = true;  // Still under our INODE SH.
-  }
-  return v;
-}
-
-// Changing attributes takes INODE EX: other nodes' cached answers go.
-absl::Status Client::Impl::SetXattr(uint64_t ino, const std::string& name,
-                                    const std::string& value, uint32_t flags) {
-  HeldLocks held(&locks_);
-  if (absl::Status s =
-          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
-      !s.ok()) {
-    return s;
-  }
-  absl::Status s =
-      stubs_->SetXattr(locks_.session_id(), ino, name, value, flags);
-  std::shared_ptr<InodeState> in = GetInode(ino);
-  absl::MutexLock lock(&in->mu);
-  in->no_caps = false;
-  return s;
-}
-
-absl::Status Client::Impl::RemoveXattr(uint64_t ino, const std::string& name) {
-  HeldLocks held(&locks_);
-  if (absl::Status s =
-          held.Take(LockKind::kInode, ino, WholeFile(), LockMode::kEx);
-      !s.ok()) {
-    return s;
-  }
-  absl::Status s = stubs_->RemoveXattr(locks_.session_id(), ino, name);
-  std::shared_ptr<InodeState> in = GetInode(ino);
-  absl::MutexLock lock(&in->mu);
-  in->no_caps = false;
-  return s;
-}
-
 absl::StatusOr<uint64_t> Client::Open(uint64_t ino, int flags) {
   return impl_->Open(ino, flags);
 }
@@ -565,7 +362,7 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Create(
   if (!a.ok()) return a.status();
   absl::StatusOr<uint64_t> fh = impl_->Open(a->ino, flags);
   if (!fh.ok()) return fh.status();
-  absl::StatusOr<Attr> fresh = impl_->GetAttr(a->ino);
+  absl::StatusOr<Attr> fresh = impl_->GetAttr(a->ino);  // Cached by Open.
   if (!fresh.ok()) return fresh.status();
   return std::make_pair(*fresh, *fh);
 }

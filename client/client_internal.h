@@ -20,10 +20,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "client/lock_cache.h"
 #include "client/mmap.h"
@@ -45,6 +48,16 @@ inline ByteRange PageCover(uint64_t offset, uint64_t length) {
   return {PageFloor(offset), PageCeil(offset + length)};
 }
 
+// A name in a directory as the node last saw it: the inode and its type
+// bits, or ino 0 when the name is known to be absent.
+struct Dentry {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+};
+
+// A directory's cached names are forgotten past this many (its lock stays).
+inline constexpr size_t kMaxCachedNames = 16384;
+
 // What the node knows about one inode. Lives as long as the node (an
 // inode's locks and pages may outlive its last open handle).
 struct InodeState {
@@ -57,11 +70,20 @@ struct InodeState {
   absl::Mutex wb_mu;
 
   absl::Mutex mu;
-  // Attributes, valid only while the node holds INODE SH or EX. Under EX
-  // the size and mtime here may be ahead of the server (dirty pages past
-  // the committed size): writeback commits them.
+  // Attributes, valid only while the node holds INODE SH or EX (every
+  // change of an inode's attributes, its link count included, takes its
+  // INODE EX). Under EX the size and mtime here may be ahead of the server
+  // (dirty pages past the committed size): writeback commits them.
   bool attr_valid ABSL_GUARDED_BY(mu) = false;
   Attr attr ABSL_GUARDED_BY(mu);
+  // A directory's names, valid like `attr` (every change of a directory's
+  // names takes the directory's INODE EX). `names_complete`: every name of
+  // the directory is here (the node made it and has held its lock since),
+  // so a name not here is absent. `names_epoch` moves whenever they are
+  // dropped: a lookup answered meanwhile is not cached.
+  absl::flat_hash_map<std::string, Dentry> names ABSL_GUARDED_BY(mu);
+  bool names_complete ABSL_GUARDED_BY(mu) = false;
+  uint64_t names_epoch ABSL_GUARDED_BY(mu) = 0;
   // security.capability is known absent (asked by the kernel before every
   // write through a cached FUSE file); valid like `attr`, under INODE SH or
   // EX. Setting or removing an attribute takes INODE EX.
@@ -91,6 +113,8 @@ struct InodeState {
   // Memory mappings of the inode on this node (MmapTable's fast path).
   std::atomic<int> mmaps{0};
 };
+
+class HeldLocks;
 
 struct Handle {
   std::shared_ptr<InodeState> inode;
@@ -246,10 +270,47 @@ class Client::Impl {
   void Flusher();
   // Forgets inodes the node no longer needs state for.
   void TrimInodes();
+  // Whether anything is cached under the inode's INODE lock (true when
+  // that cannot be told without waiting).
+  static bool HoldsCache(InodeState& in);
 
   // Makes the node's open of `in` known to the metadata server under the
-  // current session.
-  absl::Status RegisterOpen(InodeState& in);
+  // current session; `fresh` gets the attributes when it asked the server.
+  absl::Status RegisterOpen(InodeState& in, std::optional<Attr>* fresh);
+
+  // ---- namespace.cc
+  // `name` in directory `dir`: from the node's cache of the directory's
+  // names, else from the metadata server (then cached, with its attributes
+  // in `fresh` when not null). NOT_FOUND when absent. Caller holds dir's
+  // INODE SH or EX.
+  absl::StatusOr<Dentry> NameLocked(InodeState& dir, const std::string& name,
+                                    std::optional<Attr>* fresh);
+  // The same under the directory's INODE SH, taken for the call.
+  absl::StatusOr<Dentry> LookupName(uint64_t parent, const std::string& name,
+                                    std::optional<Attr>* fresh);
+  void RememberName(InodeState& dir, const std::string& name, const Dentry& d)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu);
+  // A change the caller made under the directory's INODE EX: `name` now
+  // names `now`; or it is not known what it names (a failed call).
+  void NameChanged(uint64_t dir, const std::string& name, const Dentry& now);
+  void NameUnknown(uint64_t dir, const std::string& name);
+  // The inode's attributes changed under the caller's INODE EX (ino 0 is
+  // ignored): forgotten here and in the cache above.
+  void AttrChanged(uint64_t ino);
+  void XattrChanged(uint64_t ino);
+  // Writes back the dirty data of `inos` (under the caller's INODE EX).
+  void WritebackBeforeChange(const std::vector<uint64_t>& inos);
+  // Forgets everything cached under the inode's INODE lock.
+  void ForgetInode(InodeState& in);
+  // Takes INODE EX on `inos` in inode order (0s and repeats skipped).
+  absl::Status TakeInodesEx(HeldLocks& held, std::vector<uint64_t> inos);
+  // Takes INODE EX on `dirs` and on the inodes `names` (directory, name)
+  // name, in inode order; returns what the names named under the locks.
+  absl::StatusOr<std::vector<Dentry>> LockNamesEx(
+      HeldLocks& held, const std::vector<uint64_t>& dirs,
+      const std::vector<std::pair<uint64_t, const std::string*>>& names);
+  // Unlink or rmdir.
+  absl::Status RemoveName(uint64_t parent, const std::string& name, bool dir);
 
   const ClusterConfig config_;
   const ClientOptions options_;

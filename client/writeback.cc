@@ -413,22 +413,14 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
                        << "callback failed: " << s.message();
   }
   if (keep != LockMode::kSh) {
-    {
-      absl::MutexLock l(&in->mu);
-      in->attr_valid = false;
-      in->no_caps = false;
-    }
+    ForgetInode(*in);
     InvalidateAttributesAbove(ino);
   }
 }
 
 void Client::Impl::InodeLost(uint64_t ino) {
   InvalidateAttributesAbove(ino);
-  std::shared_ptr<InodeState> in = FindInode(ino);
-  if (in == nullptr) return;
-  absl::MutexLock lock(&in->mu);
-  in->attr_valid = false;
-  in->no_caps = false;
+  if (std::shared_ptr<InodeState> in = FindInode(ino)) ForgetInode(*in);
 }
 
 void Client::Impl::InvalidateAttributesAbove(uint64_t ino) {
@@ -461,15 +453,26 @@ void Client::Impl::InstallHooks() {
 
 // ------------------------------------------------------------- flusher
 
+bool Client::Impl::HoldsCache(InodeState& in) {
+  // Under mu_, which comes after InodeState::mu: only try it.
+  if (!in.mu.TryLock()) return true;
+  bool cached = in.attr_valid || in.names_complete || !in.names.empty();
+  in.mu.Unlock();
+  return cached;
+}
+
 void Client::Impl::TrimInodes() {
   // An InodeState nobody else references (no handle, no call in flight,
   // no hook running: the map's is the only reference, and new ones are
-  // only made under mu_) and with no dirty pages can go; a later call
-  // starts from a fresh one (attributes and mappings are fetched again).
+  // only made under mu_), with no dirty pages and nothing cached under its
+  // INODE lock can go; a later call starts from a fresh one. What is
+  // cached under the lock (attributes, a directory's names) stays until
+  // the lock goes: the lock cache bounds how many.
   std::vector<std::shared_ptr<InodeState>> doomed;
   absl::MutexLock lock(&mu_);
   for (auto it = inodes_.begin(); it != inodes_.end();) {
-    if (it->second.use_count() == 1 && !pages_.HasDirty(it->first)) {
+    if (it->second.use_count() == 1 && !pages_.HasDirty(it->first) &&
+        !HoldsCache(*it->second)) {
       doomed.push_back(std::move(it->second));
       it = inodes_.erase(it);
     } else {

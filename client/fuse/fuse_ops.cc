@@ -27,8 +27,8 @@ namespace {
 using client::Attr;
 using client::Client;
 
-// How long the kernel may keep a regular file's attributes that the node
-// holds its INODE lock for: until the lock goes, which invalidates them.
+// How long the kernel may keep attributes the node holds the inode's
+// INODE lock for: until the lock goes, which invalidates them.
 constexpr double kCoveredAttrTimeout = 3600;
 
 Client& C(fuse_req_t req) {
@@ -37,6 +37,14 @@ Client& C(fuse_req_t req) {
 
 KernelCache* KC(fuse_req_t req) {
   return static_cast<Mount*>(fuse_req_userdata(req))->kcache;
+}
+
+// The attribute timeout for attributes from the node's cache under the
+// inode's INODE lock: the INODE hooks (and the node's own changes) call
+// KernelCache::InvalidateAttributes, so the kernel may keep them until
+// then. Without the kernel cache nothing invalidates them: 0.
+double CoveredTimeout(fuse_req_t req) {
+  return KC(req) != nullptr ? kCoveredAttrTimeout : 0;
 }
 
 // How an open file's data goes: through the kernel page cache, or straight
@@ -96,15 +104,20 @@ struct stat ToStat(const Attr& a) {
   return st;
 }
 
-fuse_entry_param ToEntry(const Attr& a) {
+// `attr_timeout`: kCoveredAttrTimeout when the attributes come from the
+// node's cache under the inode's INODE lock and the kernel's copy is
+// invalidated when that lock goes (see op_getattr), else 0.
+fuse_entry_param ToEntry(const Attr& a, double attr_timeout = 0) {
   fuse_entry_param e;
   memset(&e, 0, sizeof(e));
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = ToStat(a);
-  // The kernel keeps no names or attributes of its own: the node's caches
-  // are coherent across nodes, the kernel's would not be.
-  e.attr_timeout = 0;
+  e.attr_timeout = attr_timeout;
+  // The kernel keeps no names: the node answers lookups from its cache of
+  // the directory's names under the directory's INODE lock, and the
+  // kernel's dentries could only be invalidated under the directory's
+  // i_rwsem, which a request waiting for that lock may be holding.
   e.entry_timeout = 0;
   return e;
 }
@@ -121,12 +134,15 @@ client::Creds CredsOf(fuse_req_t req) {
   return c;
 }
 
-void ReplyEntry(fuse_req_t req, const absl::StatusOr<Attr>& a) {
+// `covered`: the attributes are from the node's cache under the inode's
+// INODE lock.
+void ReplyEntry(fuse_req_t req, const absl::StatusOr<Attr>& a,
+                bool covered = false) {
   if (!a.ok()) {
     fuse_reply_err(req, Err(a.status()));
     return;
   }
-  fuse_entry_param e = ToEntry(*a);
+  fuse_entry_param e = ToEntry(*a, covered ? CoveredTimeout(req) : 0);
   fuse_reply_entry(req, &e);
 }
 
@@ -154,7 +170,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReplyEntry(req, C(req).Lookup(parent, name));
+  ReplyEntry(req, C(req).Lookup(parent, name), /*covered=*/true);
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
@@ -166,11 +182,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     return;
   }
   struct stat st = ToStat(*a);
-  // A regular file's attributes come from the node's cache under its
-  // INODE lock; the kernel may keep them until that lock goes
-  // (KernelCache::InvalidateAttributes from the lock hook). Others: none.
-  const bool covered = KC(req) != nullptr && S_ISREG(a->mode);
-  fuse_reply_attr(req, &st, covered ? kCoveredAttrTimeout : 0);
+  fuse_reply_attr(req, &st, CoveredTimeout(req));
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
@@ -260,7 +272,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name,
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
              const char* newname) {
-  ReplyEntry(req, C(req).Link(ino, newparent, newname));
+  ReplyEntry(req, C(req).Link(ino, newparent, newname), /*covered=*/true);
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -287,7 +299,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   fi->fh = r->second;
   SetCaching(req, r->first.ino, fi, r->second);
-  fuse_entry_param e = ToEntry(r->first);
+  fuse_entry_param e = ToEntry(r->first, CoveredTimeout(req));
   if (fuse_reply_create(req, &e, fi) == -ENOENT) {
     UndoCaching(req, fi->fh);
     (void)C(req).Close(fi->fh);

@@ -403,6 +403,54 @@ TEST_F(ClientClusterTest, RenameUpdatesAttributesOtherNodesCached) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// The size of data still dirty on the node is ahead of the server's: a
+// link, rename or unlink of the file on that node must not lose it.
+TEST_F(ClientClusterTest, NamespaceChangesKeepTheSizeOfDirtyData) {
+  StartCluster();
+  auto a = Node("a");
+  uint64_t fh = MustOpen(*a, "/grows", O_RDWR | O_CREAT);
+  absl::StatusOr<Attr> root = a->Resolve("/");
+  absl::StatusOr<Attr> file = a->Resolve("/grows");
+  ASSERT_TRUE(root.ok() && file.ok());
+  MustWrite(*a, fh, Fill('g', 100), 0);
+  ASSERT_TRUE(a->Link(file->ino, root->ino, "second").ok());
+  MustWrite(*a, fh, Fill('h', 100), 100);
+  ASSERT_TRUE(a->Rename(root->ino, "grows", root->ino, "moved", 0).ok());
+  MustWrite(*a, fh, Fill('i', 100), 200);
+  ASSERT_TRUE(a->Unlink(root->ino, "second").ok());
+  absl::StatusOr<Attr> now = a->FileAttr(fh);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->size, 300u);
+  auto b = Node("b");
+  absl::StatusOr<Attr> seen = b->Resolve("/moved");
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(seen->size, 300u);
+  EXPECT_TRUE(a->Close(fh).ok());
+}
+
+// Setting or removing an extended attribute changes the ctime: the node
+// that did it must not keep serving the one it had cached.
+TEST_F(ClientClusterTest, XattrChangesUpdateTheCtimeTheNodeCached) {
+  StartCluster();
+  auto a = Node("a");
+  uint64_t fh = MustOpen(*a, "/tagged", O_RDWR | O_CREAT);
+  absl::StatusOr<Attr> before = a->FileAttr(fh);
+  ASSERT_TRUE(before.ok());
+  absl::StatusOr<Attr> file = a->Resolve("/tagged");
+  ASSERT_TRUE(file.ok());
+  absl::SleepFor(absl::Milliseconds(20));  // A later ctime.
+  ASSERT_TRUE(a->SetXattr(file->ino, "user.tag", "v", 0).ok());
+  absl::StatusOr<Attr> set = a->FileAttr(fh);
+  ASSERT_TRUE(set.ok());
+  EXPECT_GT(ToNanos(set->ctime), ToNanos(before->ctime));
+  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(a->RemoveXattr(file->ino, "user.tag").ok());
+  absl::StatusOr<Attr> removed = a->FileAttr(fh);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_GT(ToNanos(removed->ctime), ToNanos(set->ctime));
+  EXPECT_TRUE(a->Close(fh).ok());
+}
+
 TEST_F(ClientClusterTest, SeekDataAndHoleSeeDirtyDataOfAnotherNode) {
   StartCluster();
   auto a = Node("a");

@@ -1,0 +1,436 @@
+// Names and attributes: lookup, the namespace changes, setattr and
+// extended attributes.
+//
+// An inode's INODE lock covers everything a node caches about it besides
+// its data: its attributes, and for a directory its names (GFS2's
+// directory glock). A node answers lookups and stats from its caches while
+// it holds the lock SH or EX, and every change takes INODE EX on what it
+// changes: the directories whose names change, and the inodes whose link
+// count or ctime change, in inode order. Another node's cached answers
+// therefore go (through the INODE demote hook) before any change lands.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "client/client_internal.h"
+#include "common/log.h"
+#include "common/status.h"
+
+namespace rangefs::client {
+namespace {
+
+constexpr LockMode kSh = LockMode::kSh;
+constexpr LockMode kEx = LockMode::kEx;
+constexpr LockKind kInode = LockKind::kInode;
+constexpr char kCapsXattr[] = "security.capability";
+constexpr uint32_t kRenameExchange = 2;  // RENAME_EXCHANGE
+
+absl::Status Absent(const std::string& name) {
+  return MakeError(Errc::kNotFound, "no such file or directory: " + name,
+                   ENOENT);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------- caches
+
+absl::StatusOr<Dentry> Client::Impl::NameLocked(InodeState& dir,
+                                                const std::string& name,
+                                                std::optional<Attr>* fresh) {
+  uint64_t epoch = 0;
+  {
+    absl::MutexLock lock(&dir.mu);
+    auto it = dir.names.find(name);
+    if (it != dir.names.end()) {
+      if (it->second.ino == 0) return Absent(name);
+      return it->second;
+    }
+    if (dir.names_complete) return Absent(name);
+    epoch = dir.names_epoch;
+  }
+  absl::StatusOr<Attr> a = stubs_->Lookup(dir.ino, name);
+  if (!a.ok() && ErrcOf(a.status()) != Errc::kNotFound) return a.status();
+  Dentry d;
+  if (a.ok()) d = {a->ino, a->mode & S_IFMT};
+  {
+    absl::MutexLock lock(&dir.mu);
+    if (dir.names_epoch == epoch) RememberName(dir, name, d);
+  }
+  if (!a.ok()) return a.status();
+  if (fresh != nullptr) *fresh = *a;
+  return d;
+}
+
+void Client::Impl::RememberName(InodeState& dir, const std::string& name,
+                                const Dentry& d) {
+  if (dir.names.size() >= kMaxCachedNames && !dir.names.contains(name)) {
+    dir.names.clear();
+    dir.names_complete = false;
+  }
+  dir.names[name] = d;
+}
+
+absl::StatusOr<Dentry> Client::Impl::LookupName(uint64_t parent,
+                                                const std::string& name,
+                                                std::optional<Attr>* fresh) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, parent, WholeFile(), kSh); !s.ok()) {
+    return s;
+  }
+  return NameLocked(*GetInode(parent), name, fresh);
+}
+
+void Client::Impl::NameChanged(uint64_t dir, const std::string& name,
+                               const Dentry& now) {
+  std::shared_ptr<InodeState> in = GetInode(dir);
+  absl::MutexLock lock(&in->mu);
+  RememberName(*in, name, now);
+}
+
+void Client::Impl::NameUnknown(uint64_t dir, const std::string& name) {
+  std::shared_ptr<InodeState> in = GetInode(dir);
+  absl::MutexLock lock(&in->mu);
+  in->names.erase(name);
+  if (in->names_complete) {
+    // The change may or may not have happened: ask next time.
+    in->names.clear();
+    in->names_complete = false;
+  }
+}
+
+void Client::Impl::AttrChanged(uint64_t ino) {
+  if (ino == 0) return;
+  if (std::shared_ptr<InodeState> in = FindInode(ino)) {
+    absl::MutexLock lock(&in->mu);
+    in->attr_valid = false;
+  }
+  // A reply the kernel is about to cache may predate the change.
+  InvalidateAttributesAbove(ino);
+}
+
+void Client::Impl::ForgetInode(InodeState& in) {
+  absl::MutexLock lock(&in.mu);
+  in.attr_valid = false;
+  in.no_caps = false;
+  in.names.clear();
+  in.names_complete = false;
+  ++in.names_epoch;
+}
+
+void Client::Impl::WritebackBeforeChange(const std::vector<uint64_t>& inos) {
+  for (uint64_t ino : inos) {
+    std::shared_ptr<InodeState> in = ino != 0 ? FindInode(ino) : nullptr;
+    if (in == nullptr) continue;
+    // Under the node's INODE EX the size of dirty data may be ahead of the
+    // server's; it goes with the data, before the attributes are dropped.
+    if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) {
+      RANGEFS_LOG(WARNING) << "inode " << ino
+                           << ": write-back before a namespace change: "
+                           << s.message();
+    }
+  }
+}
+
+absl::Status Client::Impl::TakeInodesEx(HeldLocks& held,
+                                        std::vector<uint64_t> inos) {
+  std::sort(inos.begin(), inos.end());
+  inos.erase(std::unique(inos.begin(), inos.end()), inos.end());
+  for (uint64_t ino : inos) {
+    if (ino == 0) continue;
+    if (absl::Status s = held.Take(kInode, ino, WholeFile(), kEx); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Dentry>> Client::Impl::LockNamesEx(
+    HeldLocks& held, const std::vector<uint64_t>& dirs,
+    const std::vector<std::pair<uint64_t, const std::string*>>& names) {
+  // The inodes behind the names are known only by looking, and locks go in
+  // inode order: look, lock, and look again under the locks until nothing
+  // moved in between (each round that fails saw another node's change).
+  constexpr int kMaxRounds = 64;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    std::vector<Dentry> seen;
+    for (const auto& [dir, name] : names) {
+      absl::StatusOr<Dentry> d = LookupName(dir, *name, nullptr);
+      if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
+      seen.push_back(d.ok() ? *d : Dentry{});
+    }
+    std::vector<uint64_t> inos = dirs;
+    for (const Dentry& d : seen) inos.push_back(d.ino);
+    if (absl::Status s = TakeInodesEx(held, inos); !s.ok()) return s;
+    bool same = true;
+    for (size_t i = 0; i < names.size() && same; ++i) {
+      absl::StatusOr<Dentry> d =
+          NameLocked(*GetInode(names[i].first), *names[i].second, nullptr);
+      if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
+      same = (d.ok() ? d->ino : 0) == seen[i].ino;
+    }
+    if (same) return seen;
+    held.Release();
+  }
+  return MakeError(Errc::kBusy, "names kept changing under a namespace call",
+                   EAGAIN);
+}
+
+// ------------------------------------------------------------- lookups
+
+absl::StatusOr<Attr> Client::Impl::Lookup(uint64_t parent,
+                                          const std::string& name) {
+  absl::StatusOr<Dentry> d = LookupName(parent, name, nullptr);
+  if (!d.ok()) return d.status();
+  // The child's attributes under its own INODE lock, taken after the
+  // directory's was let go (locks of two inodes go in inode order).
+  return FileAttr(*GetInode(d->ino));
+}
+
+absl::StatusOr<Attr> Client::Impl::GetAttr(uint64_t ino) {
+  return FileAttr(*GetInode(ino));
+}
+
+absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
+                                           const SetAttrArgs& args) {
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  absl::StatusOr<Attr> cur = FileAttr(*in);
+  if (!cur.ok()) return cur.status();
+  if (!S_ISREG(cur->mode) && (args.valid & kSetSize)) {
+    return MakeError(S_ISDIR(cur->mode) ? Errc::kIsDir : Errc::kInvalidArgument,
+                     "size of a non-regular file");
+  }
+  if (args.valid & kSetSize) {
+    if (absl::Status s = Truncate(*in, args.size); !s.ok()) return s;
+  }
+  SetAttrArgs rest = args;
+  rest.valid &= ~static_cast<uint32_t>(kSetSize);
+  if (rest.valid == 0) return FileAttr(*in);
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  // Dirty data first: its commit would overwrite the times set here.
+  if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) return s;
+  absl::StatusOr<Attr> a = stubs_->SetAttr(locks_.session_id(), ino, rest);
+  absl::MutexLock lock(&in->mu);
+  if (!a.ok()) {
+    in->attr_valid = false;
+    return a.status();
+  }
+  in->attr = *a;  // Under INODE EX, written back: the server's are current.
+  in->attr_valid = true;
+  return *a;
+}
+
+// ----------------------------------------------------- namespace changes
+
+absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
+                                         const std::string& name, uint32_t mode,
+                                         uint64_t rdev, const Creds& creds,
+                                         bool exclusive) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
+  absl::StatusOr<Attr> a = stubs_->Create(locks_.session_id(), parent, name,
+                                          mode, rdev, creds, exclusive);
+  if (a.ok()) {
+    NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
+  } else {
+    NameUnknown(parent, name);
+  }
+  AttrChanged(parent);
+  return a;
+}
+
+absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
+                                         const std::string& name, uint32_t mode,
+                                         const Creds& creds) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
+  absl::StatusOr<Attr> a =
+      stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds);
+  AttrChanged(parent);
+  if (!a.ok()) {
+    NameUnknown(parent, name);
+    return a;
+  }
+  NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
+  // Nobody can have looked into the new directory while the parent is
+  // held: with its lock taken now (a new inode sorts last), the node knows
+  // every name in it, so lookups of names yet to be created (one before
+  // each create) need no server.
+  if (TakeInodesEx(held, {a->ino}).ok()) {
+    std::shared_ptr<InodeState> dir = GetInode(a->ino);
+    absl::MutexLock lock(&dir->mu);
+    dir->names.clear();
+    dir->names_complete = true;
+    dir->attr = *a;
+    dir->attr_valid = true;
+  }
+  return a;
+}
+
+absl::StatusOr<Attr> Client::Impl::Symlink(uint64_t parent,
+                                           const std::string& name,
+                                           const std::string& target,
+                                           const Creds& creds) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
+  absl::StatusOr<Attr> a =
+      stubs_->Symlink(locks_.session_id(), parent, name, target, creds);
+  if (a.ok()) {
+    NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
+  } else {
+    NameUnknown(parent, name);
+  }
+  AttrChanged(parent);
+  return a;
+}
+
+absl::StatusOr<Attr> Client::Impl::Link(uint64_t ino, uint64_t new_parent,
+                                        const std::string& new_name) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = TakeInodesEx(held, {ino, new_parent}); !s.ok()) {
+    return s;
+  }
+  WritebackBeforeChange({ino});
+  absl::StatusOr<Attr> a =
+      stubs_->Link(locks_.session_id(), ino, new_parent, new_name);
+  if (a.ok()) {
+    NameChanged(new_parent, new_name, {ino, a->mode & S_IFMT});
+  } else {
+    NameUnknown(new_parent, new_name);
+  }
+  AttrChanged(ino);
+  AttrChanged(new_parent);
+  if (!a.ok()) return a;
+  held.Release();
+  return FileAttr(*GetInode(ino));
+}
+
+absl::Status Client::Impl::RemoveName(uint64_t parent, const std::string& name,
+                                      bool dir) {
+  HeldLocks held(&locks_);
+  absl::StatusOr<std::vector<Dentry>> seen =
+      LockNamesEx(held, {parent}, {{parent, &name}});
+  if (!seen.ok()) return seen.status();
+  const uint64_t target = (*seen)[0].ino;
+  WritebackBeforeChange({target});
+  absl::Status s;
+  if (dir) {
+    s = stubs_->Rmdir(locks_.session_id(), parent, name);
+  } else {
+    s = stubs_->Unlink(locks_.session_id(), parent, name).status();
+  }
+  if (s.ok()) {
+    NameChanged(parent, name, Dentry{});
+  } else {
+    NameUnknown(parent, name);
+  }
+  AttrChanged(parent);
+  AttrChanged(target);
+  if (s.ok() && dir) ForgetInode(*GetInode(target));
+  return s;
+}
+
+absl::Status Client::Impl::Unlink(uint64_t parent, const std::string& name) {
+  return RemoveName(parent, name, /*dir=*/false);
+}
+
+absl::Status Client::Impl::Rmdir(uint64_t parent, const std::string& name) {
+  return RemoveName(parent, name, /*dir=*/true);
+}
+
+absl::Status Client::Impl::Rename(uint64_t old_parent,
+                                  const std::string& old_name,
+                                  uint64_t new_parent,
+                                  const std::string& new_name, uint32_t flags) {
+  HeldLocks held(&locks_);
+  absl::StatusOr<std::vector<Dentry>> seen =
+      LockNamesEx(held, {old_parent, new_parent},
+                  {{old_parent, &old_name}, {new_parent, &new_name}});
+  if (!seen.ok()) return seen.status();
+  const Dentry moved = (*seen)[0];
+  const Dentry replaced = (*seen)[1];
+  WritebackBeforeChange({moved.ino, replaced.ino});
+  absl::StatusOr<uint64_t> r = stubs_->Rename(
+      locks_.session_id(), old_parent, old_name, new_parent, new_name, flags);
+  if (r.ok() && moved.ino == replaced.ino) {
+    return absl::OkStatus();  // Two names of one file: nothing changed.
+  }
+  if (r.ok()) {
+    const bool exchange = (flags & kRenameExchange) != 0;
+    NameChanged(old_parent, old_name, exchange ? replaced : Dentry{});
+    NameChanged(new_parent, new_name, moved);
+  } else {
+    NameUnknown(old_parent, old_name);
+    NameUnknown(new_parent, new_name);
+  }
+  // A moved directory's ".." changed too.
+  for (const Dentry& d : {moved, replaced}) {
+    if (d.ino != 0 && S_ISDIR(d.mode)) ForgetInode(*GetInode(d.ino));
+  }
+  for (uint64_t ino : {old_parent, new_parent, moved.ino, replaced.ino}) {
+    AttrChanged(ino);
+  }
+  return r.status();
+}
+
+// -------------------------------------------------- extended attributes
+
+absl::StatusOr<std::string> Client::Impl::GetXattr(uint64_t ino,
+                                                   const std::string& name) {
+  if (name != kCapsXattr) return stubs_->GetXattr(ino, name);
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, ino, WholeFile(), kSh); !s.ok()) {
+    return s;
+  }
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  {
+    absl::MutexLock lock(&in->mu);
+    if (in->no_caps) {
+      return MakeError(Errc::kNoData, "no such attribute", ENODATA);
+    }
+  }
+  absl::StatusOr<std::string> v = stubs_->GetXattr(ino, name);
+  if (!v.ok() && ErrnoOf(v.status()) == ENODATA) {
+    absl::MutexLock lock(&in->mu);
+    in->no_caps = true;  // Still under our INODE SH.
+  }
+  return v;
+}
+
+// Changing attributes takes INODE EX: other nodes' cached answers go, and
+// this node's cached ctime.
+absl::Status Client::Impl::SetXattr(uint64_t ino, const std::string& name,
+                                    const std::string& value, uint32_t flags) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  absl::Status s =
+      stubs_->SetXattr(locks_.session_id(), ino, name, value, flags);
+  XattrChanged(ino);
+  return s;
+}
+
+absl::Status Client::Impl::RemoveXattr(uint64_t ino, const std::string& name) {
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  absl::Status s = stubs_->RemoveXattr(locks_.session_id(), ino, name);
+  XattrChanged(ino);
+  return s;
+}
+
+void Client::Impl::XattrChanged(uint64_t ino) {
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  {
+    absl::MutexLock lock(&in->mu);
+    in->no_caps = false;
+  }
+  AttrChanged(ino);
+}
+
+}  // namespace rangefs::client
