@@ -113,28 +113,12 @@ absl::Status Client::Impl::SyncAll() {
 
 // ------------------------------------------------------------ open/close
 
-absl::Status Client::Impl::RegisterOpen(InodeState& in,
-                                        std::optional<Attr>* fresh) {
-  uint64_t session = locks_.session_id();
-  {
-    absl::MutexLock lock(&in.mu);
-    if (in.opens > 0 && in.open_session == session) {
-      ++in.opens;
-      return absl::OkStatus();
-    }
-  }
-  // The metadata server counts the node's opens per session, so an
-  // unlinked file stays until the last node closes it (or is fenced).
+absl::Status Client::Impl::RegisterOpens(InodeState& in) {
+  absl::MutexLock lock(&in.open_mu);
+  const uint64_t session = locks_.session_id();
+  if (in.opens == 0 || in.open_session == session) return absl::OkStatus();
   absl::StatusOr<Attr> a = stubs_->Open(session, in.ino, /*close=*/false);
   if (!a.ok()) return a.status();
-  *fresh = *a;
-  absl::MutexLock lock(&in.mu);
-  if (in.opens > 0 && in.open_session == session) {
-    // Another thread registered meanwhile: one server handle is enough.
-    ++in.opens;
-    return stubs_->Open(session, in.ino, /*close=*/true).status();
-  }
-  in.opens = 1;
   in.open_session = session;
   return absl::OkStatus();
 }
@@ -147,18 +131,15 @@ absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
       !s.ok()) {
     return s;
   }
-  // Registering the open answers with the attributes: under INODE SH they
-  // are current, so a first open costs one request to the server.
-  std::optional<Attr> fresh;
-  if (absl::Status s = RegisterOpen(*in, &fresh); !s.ok()) return s;
-  if (fresh.has_value()) {
-    absl::MutexLock lock(&in->mu);
-    if (!in->attr_valid) {
-      in->attr = *fresh;
-      in->attr_valid = true;
-    }
-  }
   absl::StatusOr<Attr> a = CachedAttr(*in);
+  if (!a.ok()) return a.status();
+  {
+    // Counted under the INODE lock: the metadata server hears of it only
+    // if the lock goes while the file is open (InodeDemote), or before
+    // this node removes a name of it.
+    absl::MutexLock lock(&in->open_mu);
+    ++in->opens;
+  }
   held.Release();
   Handle h;
   h.inode = in;
@@ -174,9 +155,7 @@ absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
     handles_[fh] = h;
   }
   absl::Status refused;
-  if (!a.ok()) {
-    refused = a.status();
-  } else if (S_ISDIR(a->mode) && (flags & O_ACCMODE) != O_RDONLY) {
+  if (S_ISDIR(a->mode) && (flags & O_ACCMODE) != O_RDONLY) {
     refused = MakeError(Errc::kIsDir, "directory opened for writing", EISDIR);
   } else if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
              S_ISREG(a->mode)) {
@@ -211,29 +190,32 @@ absl::Status Client::Impl::Close(uint64_t fh) {
   }
   InodeState& in = *h.inode;
   absl::Status result;
-  bool last = false;
-  uint64_t session = 0;
   {
     absl::MutexLock lock(&in.mu);
     if (in.lost != h.lost_seen) {
       result =
           MakeError(Errc::kIoError, "dirty data of this file was lost", EIO);
     }
-    last = --in.opens == 0;
-    session = in.open_session;
   }
-  if (!last) return result;
+  {
+    absl::MutexLock lock(&in.open_mu);
+    if (--in.opens > 0) return result;
+  }
   // Close-to-open: the last close on the node writes its data back, and
   // must before the server may free an unlinked file.
   if (absl::Status s = Writeback(in, WholeFile()); !s.ok() && result.ok()) {
     result = s;
   }
-  if (session == locks_.session_id()) {
-    absl::StatusOr<Attr> a = stubs_->Open(session, in.ino, /*close=*/true);
+  absl::MutexLock lock(&in.open_mu);
+  if (in.opens > 0 || in.open_session == 0) return result;
+  if (in.open_session == locks_.session_id()) {
+    absl::StatusOr<Attr> a =
+        stubs_->Open(in.open_session, in.ino, /*close=*/true);
     if (!a.ok() && ErrcOf(a.status()) != Errc::kNotFound && result.ok()) {
       result = a.status();
     }
   }
+  in.open_session = 0;  // (A fenced session's handles are gone anyway.)
   return result;
 }
 
@@ -357,14 +339,7 @@ absl::StatusOr<uint64_t> Client::Open(uint64_t ino, int flags) {
 absl::StatusOr<std::pair<Attr, uint64_t>> Client::Create(
     uint64_t parent, const std::string& name, uint32_t mode, int flags,
     const Creds& creds) {
-  absl::StatusOr<Attr> a = impl_->Mknod(parent, name, S_IFREG | (mode & 07777),
-                                        0, creds, (flags & O_EXCL) != 0);
-  if (!a.ok()) return a.status();
-  absl::StatusOr<uint64_t> fh = impl_->Open(a->ino, flags);
-  if (!fh.ok()) return fh.status();
-  absl::StatusOr<Attr> fresh = impl_->GetAttr(a->ino);  // Cached by Open.
-  if (!fresh.ok()) return fresh.status();
-  return std::make_pair(*fresh, *fh);
+  return impl_->Create(parent, name, mode, flags, creds);
 }
 
 absl::Status Client::Close(uint64_t fh) { return impl_->Close(fh); }

@@ -8,6 +8,7 @@
 // Lock order, outermost first:
 //   cluster locks (LockCache, taken DATA -> INVAL -> INODE by a task)
 //   -> InodeState::wb_mu (writeback and extent changes of one inode)
+//   -> InodeState::open_mu (the node's opens; held across their requests)
 //   -> InodeState::mu (attributes, cached mappings; short)
 //   -> Impl::mu_ (handle and inode tables; short)
 // and PageCache / LockCache internals are leaves. Nothing waits for a
@@ -106,10 +107,18 @@ struct InodeState {
   // reader comes within half a window of it (Linux's PG_readahead mark), so
   // a cached sequential read does not scan the window on every call.
   uint64_t ra_filled ABSL_GUARDED_BY(mu) = 0;
-  // Node-wide opens and the lock session the metadata server counts them
-  // under.
-  int opens ABSL_GUARDED_BY(mu) = 0;
-  uint64_t open_session ABSL_GUARDED_BY(mu) = 0;
+  // The node's open handles of the inode. The metadata server keeps an
+  // unlinked file while some session has it open, and hears of this
+  // node's opens lazily: a node with opens either holds the INODE lock
+  // (Open takes it) or has registered them under `open_session` (0: not
+  // registered). The INODE demote hook registers before the lock goes,
+  // the node's own unlink or rename-over before the name goes, and the
+  // last close unregisters; a file created, written and closed while the
+  // node keeps its lock costs no open or close request. open_mu is held
+  // across those requests.
+  absl::Mutex open_mu;
+  int opens ABSL_GUARDED_BY(open_mu) = 0;
+  uint64_t open_session ABSL_GUARDED_BY(open_mu) = 0;
   // Memory mappings of the inode on this node (MmapTable's fast path).
   std::atomic<int> mmaps{0};
 };
@@ -149,6 +158,10 @@ class Client::Impl {
                       uint64_t new_parent, const std::string& new_name,
                       uint32_t flags);
   absl::StatusOr<uint64_t> Open(uint64_t ino, int flags);
+  absl::StatusOr<std::pair<Attr, uint64_t>> Create(uint64_t parent,
+                                                   const std::string& name,
+                                                   uint32_t mode, int flags,
+                                                   const Creds& creds);
   absl::Status Close(uint64_t fh);
   absl::StatusOr<Handle> HandleOf(uint64_t fh);
   absl::Status SyncAll();
@@ -274,9 +287,9 @@ class Client::Impl {
   // that cannot be told without waiting).
   static bool HoldsCache(InodeState& in);
 
-  // Makes the node's open of `in` known to the metadata server under the
-  // current session; `fresh` gets the attributes when it asked the server.
-  absl::Status RegisterOpen(InodeState& in, std::optional<Attr>* fresh);
+  // Makes the node's opens of `in`, if any, known to the metadata server
+  // under the current session.
+  absl::Status RegisterOpens(InodeState& in);
 
   // ---- namespace.cc
   // `name` in directory `dir`: from the node's cache of the directory's
@@ -298,8 +311,10 @@ class Client::Impl {
   // ignored): forgotten here and in the cache above.
   void AttrChanged(uint64_t ino);
   void XattrChanged(uint64_t ino);
-  // Writes back the dirty data of `inos` (under the caller's INODE EX).
-  void WritebackBeforeChange(const std::vector<uint64_t>& inos);
+  // Before a namespace change removes or replaces a name of `inos` (under
+  // the caller's INODE EX): writes their dirty data back and registers
+  // their opens with the metadata server.
+  void PrepareForChange(const std::vector<uint64_t>& inos);
   // Forgets everything cached under the inode's INODE lock.
   void ForgetInode(InodeState& in);
   // Takes INODE EX on `inos` in inode order (0s and repeats skipped).

@@ -8,6 +8,7 @@
 // changes: the directories whose names change, and the inodes whose link
 // count or ctime change, in inode order. Another node's cached answers
 // therefore go (through the INODE demote hook) before any change lands.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -118,7 +119,7 @@ void Client::Impl::ForgetInode(InodeState& in) {
   ++in.names_epoch;
 }
 
-void Client::Impl::WritebackBeforeChange(const std::vector<uint64_t>& inos) {
+void Client::Impl::PrepareForChange(const std::vector<uint64_t>& inos) {
   for (uint64_t ino : inos) {
     std::shared_ptr<InodeState> in = ino != 0 ? FindInode(ino) : nullptr;
     if (in == nullptr) continue;
@@ -127,6 +128,13 @@ void Client::Impl::WritebackBeforeChange(const std::vector<uint64_t>& inos) {
     if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) {
       RANGEFS_LOG(WARNING) << "inode " << ino
                            << ": write-back before a namespace change: "
+                           << s.message();
+    }
+    // The server frees a file that loses its last name unless it knows
+    // of an open.
+    if (absl::Status s = RegisterOpens(*in); !s.ok()) {
+      RANGEFS_LOG(WARNING) << "inode " << ino
+                           << ": registering opens before a namespace change: "
                            << s.message();
     }
   }
@@ -242,6 +250,52 @@ absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
   return a;
 }
 
+absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
+    uint64_t parent, const std::string& name, uint32_t mode, int flags,
+    const Creds& creds) {
+  const bool excl = (flags & O_EXCL) != 0;
+  absl::StatusOr<Attr> a;
+  {
+    HeldLocks held(&locks_);
+    if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
+    // Under the directory's EX a name known absent stays absent: the call
+    // makes a new file, whose attributes are the server's for as long as
+    // this node then holds its INODE lock (a new inode sorts last).
+    absl::StatusOr<Dentry> d = NameLocked(*GetInode(parent), name, nullptr);
+    if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
+    const bool fresh = !d.ok();
+    const uint32_t file_mode = S_IFREG | (mode & 07777);
+    a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,
+                       excl || fresh);
+    if (!a.ok() && fresh && !excl && ErrcOf(a.status()) == Errc::kExists) {
+      a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0,
+                         creds, false);
+    }
+    AttrChanged(parent);
+    if (!a.ok()) {
+      NameUnknown(parent, name);
+      return a.status();
+    }
+    NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
+    if (fresh && held.Take(kInode, a->ino, WholeFile(), kSh).ok()) {
+      std::shared_ptr<InodeState> in = GetInode(a->ino);
+      absl::MutexLock lock(&in->mu);
+      if (!in->attr_valid && a->nlink == 1 && S_ISREG(a->mode)) {
+        in->attr = *a;
+        in->attr_valid = true;
+      }
+    }
+  }
+  absl::StatusOr<uint64_t> fh = Open(a->ino, flags);
+  if (!fh.ok()) return fh.status();
+  absl::StatusOr<Attr> now = GetAttr(a->ino);  // Cached by now.
+  if (!now.ok()) {
+    (void)Close(*fh);
+    return now.status();
+  }
+  return std::make_pair(*now, *fh);
+}
+
 absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
                                          const std::string& name, uint32_t mode,
                                          const Creds& creds) {
@@ -293,7 +347,7 @@ absl::StatusOr<Attr> Client::Impl::Link(uint64_t ino, uint64_t new_parent,
   if (absl::Status s = TakeInodesEx(held, {ino, new_parent}); !s.ok()) {
     return s;
   }
-  WritebackBeforeChange({ino});
+  PrepareForChange({ino});
   absl::StatusOr<Attr> a =
       stubs_->Link(locks_.session_id(), ino, new_parent, new_name);
   if (a.ok()) {
@@ -315,7 +369,7 @@ absl::Status Client::Impl::RemoveName(uint64_t parent, const std::string& name,
       LockNamesEx(held, {parent}, {{parent, &name}});
   if (!seen.ok()) return seen.status();
   const uint64_t target = (*seen)[0].ino;
-  WritebackBeforeChange({target});
+  PrepareForChange({target});
   absl::Status s;
   if (dir) {
     s = stubs_->Rmdir(locks_.session_id(), parent, name);
@@ -352,7 +406,7 @@ absl::Status Client::Impl::Rename(uint64_t old_parent,
   if (!seen.ok()) return seen.status();
   const Dentry moved = (*seen)[0];
   const Dentry replaced = (*seen)[1];
-  WritebackBeforeChange({moved.ino, replaced.ino});
+  PrepareForChange({moved.ino, replaced.ino});
   absl::StatusOr<uint64_t> r = stubs_->Rename(
       locks_.session_id(), old_parent, old_name, new_parent, new_name, flags);
   if (r.ok() && moved.ino == replaced.ino) {

@@ -413,6 +413,18 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
                        << "callback failed: " << s.message();
   }
   if (keep != LockMode::kSh) {
+    // Opens counted under the lock must be known to the metadata server
+    // before another node may remove the file's last name.
+    for (int i = 0; i < kHookRetries; ++i) {
+      s = RegisterOpens(*in);
+      if (s.ok()) break;
+      absl::SleepFor(absl::Milliseconds(100 << i));
+    }
+    if (!s.ok()) {
+      RANGEFS_LOG(ERROR) << "inode " << ino << ": could not register the "
+                         << "node's opens before giving up its lock: "
+                         << s.message();
+    }
     ForgetInode(*in);
     InvalidateAttributesAbove(ino);
   }

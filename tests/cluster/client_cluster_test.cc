@@ -370,6 +370,40 @@ TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// A node tells the metadata server of its opens only when it lets go of
+// the file's INODE lock or removes a name of the file itself: the file
+// must live on in both cases, and be freed at the last close.
+TEST_F(ClientClusterTest, OpensTheServerHeardOfLazilyKeepUnlinkedFilesAlive) {
+  StartCluster();
+  ClientOptions quick;
+  quick.idle_release_ms = 50;  // Gives the INODE lock back while open.
+  auto a = Node("a", quick);
+  auto b = Node("b");
+  absl::StatusOr<FsStat> empty = a->StatFs();
+  ASSERT_TRUE(empty.ok());
+  absl::StatusOr<Attr> root = a->Resolve("/");
+  ASSERT_TRUE(root.ok());
+  // Own unlink of a file the node has open.
+  uint64_t own = MustOpen(*a, "/own", O_RDWR | O_CREAT);
+  MustWrite(*a, own, Fill('o', 16 * kPage), 0);
+  ASSERT_TRUE(a->Unlink(root->ino, "own").ok());
+  ASSERT_TRUE(a->Fsync(own, false).ok());
+  EXPECT_TRUE(SameBytes(MustRead(*a, own, 0, 16 * kPage), Fill('o', 16 * kPage)));
+  // Another node's unlink after the opener's lock went idle.
+  uint64_t idle = MustOpen(*a, "/idle", O_RDWR | O_CREAT);
+  MustWrite(*a, idle, Fill('i', 16 * kPage), 0);
+  ASSERT_TRUE(a->Fsync(idle, false).ok());
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_TRUE(b->Unlink(root->ino, "idle").ok());
+  EXPECT_TRUE(SameBytes(MustRead(*a, idle, 0, 16 * kPage), Fill('i', 16 * kPage)));
+  for (uint64_t fh : {own, idle}) EXPECT_TRUE(a->Close(fh).ok());
+  absl::StatusOr<FsStat> after = a->StatFs();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->free_blocks, empty->free_blocks);
+  EXPECT_EQ(after->files, empty->files);
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // A rename changes the ctime of the inode it moves and the link count of a
 // file it replaces; nodes that cache those attributes (under INODE SH) must
 // not keep the old ones.
