@@ -364,6 +364,9 @@ class HeldLocks {
 
 uint64_t CurrentTask();
 Timespec NowTimespec();
+inline Timespec LaterOf(const Timespec& a, const Timespec& b) {
+  return a.sec != b.sec ? (a.sec > b.sec ? a : b) : (a.nsec >= b.nsec ? a : b);
+}
 // The whole file, for the INODE lock and whole-file operations.
 inline ByteRange WholeFile() { return {0, kInfinity}; }
 

@@ -271,7 +271,14 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
     {
       absl::MutexLock lock(&in.mu);
       DropMaps(in, {pos, piece_end});
-      if (in.attr_valid) in.attr.blocks = c->attr.blocks;
+      if (in.attr_valid) {
+        in.attr.blocks = c->attr.blocks;
+        // The commit moved the server's mtime and ctime. Data the cache
+        // above wrote back while the node held only INODE SH could not
+        // move the cached ones (WriteFromCache): they follow now.
+        in.attr.mtime = LaterOf(in.attr.mtime, c->attr.mtime);
+        in.attr.ctime = LaterOf(in.attr.ctime, c->attr.ctime);
+      }
     }
     InvalidateAttributesAbove(in.ino);  // Its block count changed.
     pos = piece_end;

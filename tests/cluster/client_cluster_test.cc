@@ -388,14 +388,16 @@ TEST_F(ClientClusterTest, OpensTheServerHeardOfLazilyKeepUnlinkedFilesAlive) {
   MustWrite(*a, own, Fill('o', 16 * kPage), 0);
   ASSERT_TRUE(a->Unlink(root->ino, "own").ok());
   ASSERT_TRUE(a->Fsync(own, false).ok());
-  EXPECT_TRUE(SameBytes(MustRead(*a, own, 0, 16 * kPage), Fill('o', 16 * kPage)));
+  EXPECT_TRUE(
+      SameBytes(MustRead(*a, own, 0, 16 * kPage), Fill('o', 16 * kPage)));
   // Another node's unlink after the opener's lock went idle.
   uint64_t idle = MustOpen(*a, "/idle", O_RDWR | O_CREAT);
   MustWrite(*a, idle, Fill('i', 16 * kPage), 0);
   ASSERT_TRUE(a->Fsync(idle, false).ok());
   absl::SleepFor(absl::Milliseconds(500));
   ASSERT_TRUE(b->Unlink(root->ino, "idle").ok());
-  EXPECT_TRUE(SameBytes(MustRead(*a, idle, 0, 16 * kPage), Fill('i', 16 * kPage)));
+  EXPECT_TRUE(
+      SameBytes(MustRead(*a, idle, 0, 16 * kPage), Fill('i', 16 * kPage)));
   for (uint64_t fh : {own, idle}) EXPECT_TRUE(a->Close(fh).ok());
   absl::StatusOr<FsStat> after = a->StatFs();
   ASSERT_TRUE(after.ok());
@@ -460,6 +462,37 @@ TEST_F(ClientClusterTest, NamespaceChangesKeepTheSizeOfDirtyData) {
   ASSERT_TRUE(seen.ok());
   EXPECT_EQ(seen->size, 300u);
   EXPECT_TRUE(a->Close(fh).ok());
+}
+
+// Data a cache above the node (the kernel's, for mapped stores) writes
+// back may arrive while the node holds only INODE SH, so its mtime cannot
+// go into the node's cached attributes then; the commit moves the
+// server's mtime, and the node's cached one must follow.
+TEST_F(ClientClusterTest, CacheAboveWriteBackMovesTheMtimeTheNodeCached) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/mapped", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('x', kPage), 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  std::string page(kPage, '\0');
+  absl::StatusOr<size_t> got = a->ReadForCache(
+      fa, page.data(), kPage, 0, /*exclusive=*/true, [](size_t) {});
+  ASSERT_TRUE(got.ok() && *got == kPage);
+  // B's stat leaves A with INODE SH only.
+  ASSERT_TRUE(b->Resolve("/mapped").ok());
+  absl::StatusOr<Attr> before = a->FileAttr(fa);
+  ASSERT_TRUE(before.ok());
+  absl::SleepFor(absl::Milliseconds(20));
+  std::string store = Fill('y', kPage);
+  absl::StatusOr<size_t> put = a->WriteFromCache(fa, store.data(), kPage, 0);
+  ASSERT_TRUE(put.ok()) << put.status();
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  absl::StatusOr<Attr> after = a->FileAttr(fa);
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(ToNanos(after->mtime), ToNanos(before->mtime));
+  EXPECT_TRUE(SameBytes(MustRead(*a, fa, 0, kPage), store));
+  EXPECT_TRUE(a->Close(fa).ok());
 }
 
 // Setting or removing an extended attribute changes the ctime: the node
