@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client/lock_cache.h"
 #include "client/lock_client.h"
+#include "common/process.h"
 #include "proto/lock.grpc.pb.h"
 #include "rpc/channel.h"
 #include "tests/util/subprocess.h"
@@ -251,6 +252,8 @@ int Run(double seconds) {
 }  // namespace rangefs::bench
 
 int main(int argc, char** argv) {
+  // As the servers run (common/process.h).
+  rangefs::InitProgram("lock_bench");
   double seconds = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--seconds")) seconds = atof(argv[i + 1]);

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/process.h"
 #include "server/meta/meta_server.h"
 
 namespace rangefs::meta {
@@ -164,6 +165,8 @@ int Run(const Options& o) {
 }  // namespace rangefs::meta
 
 int main(int argc, char** argv) {
+  // As the servers run (common/process.h).
+  rangefs::InitProgram("meta_bench");
   rangefs::meta::Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--threads")) o.threads = atoi(argv[i + 1]);

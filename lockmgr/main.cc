@@ -21,6 +21,7 @@
 #include "common/cluster_config.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "lockmgr/lock_service.h"
 #include "rpc/server_util.h"
 
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("rangefs lock manager shard");
   absl::ParseCommandLine(argc, argv);
   rpc::BlockTerminationSignals();
-  InitLogging("rangefs-lockd");
+  InitProgram("rangefs-lockd");
   if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
     RANGEFS_LOG(ERROR) << "RANGEFS_FAULTS: " << s.message();
     return 2;

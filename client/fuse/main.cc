@@ -31,6 +31,7 @@
 #include "common/cluster_config.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
+#include "common/process.h"
 
 // libfuse 3.12's loop entry point, which takes a thread limit (our
 // FUSE_USE_VERSION 34 headers name the older one).
@@ -298,7 +299,7 @@ int Main(int argc, char** argv) {
             "/dev/fuse and CAP_SYS_ADMIN)\n");
     return 1;
   }
-  InitLogging("rangefs-fuse");
+  InitProgram("rangefs-fuse");
   // Client-side fault points (docs/client.md) for race tests.
   if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
     fprintf(stderr, "rangefs-fuse: RANGEFS_FAULTS: %s\n",

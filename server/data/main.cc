@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "rpc/server_util.h"
 #include "server/data/block_store.h"
 #include "server/data/data_service.h"
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("rangefs data server");
   absl::ParseCommandLine(argc, argv);
   rpc::BlockTerminationSignals();
-  InitLogging("rangefs-data");
+  InitProgram("rangefs-data");
   if (absl::Status s = LoadFaultsFromEnv(); !s.ok()) {
     RANGEFS_LOG(ERROR) << "RANGEFS_FAULTS: " << s.message();
     return 2;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "common/status.h"
 #include "rpc/server_util.h"
 #include "server/meta/meta_server.h"
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("rangefs metadata server");
   absl::ParseCommandLine(argc, argv);
   rangefs::rpc::BlockTerminationSignals();
-  rangefs::InitLogging("rangefs-meta");
+  rangefs::InitProgram("rangefs-meta");
   if (absl::Status s = rangefs::LoadFaultsFromEnv(); !s.ok()) {
     RANGEFS_LOG(ERROR) << "RANGEFS_FAULTS: " << s.message();
     return 2;

@@ -59,6 +59,9 @@ bool Subprocess::StartPiped(const std::vector<std::string>& argv,
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Tests run rangefs's programs with abseil's mutex deadlock detection
+    // (common/process.h); a benchmark sets RANGEFS_MUTEX_CHECKS=0 first.
+    setenv("RANGEFS_MUTEX_CHECKS", "1", /*overwrite=*/0);
     for (const std::string& e : env) putenv(strdup(e.c_str()));
     execv(args[0], args.data());
     _exit(127);
