@@ -268,8 +268,8 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,
                        excl || fresh);
     if (!a.ok() && fresh && !excl && ErrcOf(a.status()) == Errc::kExists) {
-      a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0,
-                         creds, false);
+      a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,
+                         false);
     }
     AttrChanged(parent);
     if (!a.ok()) {
