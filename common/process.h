@@ -6,7 +6,9 @@
 
 namespace rangefs {
 
-// Names the program in its log lines (InitLogging), and switches off
+// Names the program in its log lines (InitLogging), keeps large buffers
+// in the malloc heap rather than mapping each fresh (process.cc), and
+// switches off
 // abseil's mutex deadlock detection unless RANGEFS_MUTEX_CHECKS=1:
 // Debian's abseil is built with it on, and it keeps a process-wide graph
 // of lock acquisitions behind one global lock, taken on every Mutex::Lock
