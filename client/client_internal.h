@@ -281,6 +281,10 @@ class Client::Impl {
   };
   void InstallHooks();
   void Flusher();
+  // A writer's share of write-back (Linux's balance_dirty_pages): past half
+  // the dirty limit the flusher starts; past the limit the writer waits for
+  // it (writing back itself if it makes no progress).
+  absl::Status ThrottleWriter(InodeState& in);
   // Forgets inodes the node no longer needs state for.
   void TrimInodes();
   // Whether anything is cached under the inode's INODE lock (true when
@@ -341,6 +345,8 @@ class Client::Impl {
   std::map<uint64_t, Handle> handles_ ABSL_GUARDED_BY(mu_);
   uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by a writer past half the dirty limit: the flusher starts at once.
+  bool flush_kick_ ABSL_GUARDED_BY(mu_) = false;
   std::thread flusher_;
 };
 

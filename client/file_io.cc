@@ -479,10 +479,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       }
       continue;
     }
-    if (pages_.dirty_bytes() > options_.dirty_limit_bytes) {
-      // Throttle: the writer pays for its own dirty data.
-      if (absl::Status s = Writeback(in, WholeFile()); !s.ok()) return s;
-    }
+    if (absl::Status s = ThrottleWriter(in); !s.ok()) return s;
   }
   if (fell_back && done > 0) {
     // O_DIRECT's promise: the data is on the data servers on return.

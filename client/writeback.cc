@@ -500,15 +500,37 @@ void Client::Impl::TrimInodes() {
   }
 }
 
+absl::Status Client::Impl::ThrottleWriter(InodeState& in) {
+  const uint64_t limit = options_.dirty_limit_bytes;
+  if (pages_.dirty_bytes() <= limit / 2) return absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    flush_kick_ = true;
+  }
+  // The flusher writes back while this writer goes on filling pages; only
+  // past the limit does the writer wait, and a flusher that makes no
+  // progress (a long callback, a server away) is not waited for long.
+  const absl::Time deadline = absl::Now() + absl::Seconds(1);
+  while (pages_.dirty_bytes() > limit) {
+    if (absl::Now() >= deadline) return Writeback(in, WholeFile());
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return absl::OkStatus();
+}
+
 void Client::Impl::Flusher() {
   const absl::Duration period = absl::Milliseconds(
       std::max<uint64_t>(10, options_.writeback_interval_ms / 4));
   int64_t last_full = 0;
+  auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return stopping_ || flush_kick_;
+  };
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), period);
+      mu_.AwaitWithTimeout(absl::Condition(&woken), period);
       if (stopping_) return;
+      flush_kick_ = false;
     }
     int64_t now = absl::GetCurrentTimeNanos();
     bool pressure = pages_.dirty_bytes() > options_.dirty_limit_bytes / 2;
