@@ -211,30 +211,31 @@ bool PageCache::Write(uint64_t ino, uint64_t index, uint64_t offset,
   return true;
 }
 
-std::vector<DirtyPage> PageCache::TakeDirty(uint64_t ino,
-                                            const ByteRange& range) {
+DirtyPages PageCache::TakeDirty(uint64_t ino, const ByteRange& range) {
   absl::MutexLock lock(&mu_);
-  std::vector<DirtyPage> out;
+  DirtyPages out;
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end() || !range.Valid()) return out;
   ForEach(iit->second, range.start / kPageSize, (range.end - 1) / kPageSize,
           [&](uint64_t index, Page& p) {
             if (!p.dirty) return;
-            out.push_back(DirtyPage{
-                index, p.seq, std::vector<char>(p.data, p.data + kPageSize)});
+            out.pages.push_back(DirtyPage{index, p.seq});
+            out.data.insert(out.data.end(), p.data, p.data + kPageSize);
           });
   return out;
 }
 
-void PageCache::MarkClean(uint64_t ino, uint64_t index, uint64_t seq) {
+void PageCache::MarkClean(uint64_t ino, const DirtyPage* pages, size_t n) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end()) return;
-  Page* p = Find(iit->second, index);
-  if (p == nullptr || !p->dirty || p->seq != seq) {
-    return;  // Gone, already clean, or dirtied again since.
+  for (size_t k = 0; k < n; ++k) {
+    Page* p = Find(iit->second, pages[k].index);
+    if (p == nullptr || !p->dirty || p->seq != pages[k].seq) {
+      continue;  // Gone, already clean, or dirtied again since.
+    }
+    SetDirty(ino, pages[k].index, *p, false);
   }
-  SetDirty(ino, index, *p, false);
   EvictLocked();
 }
 

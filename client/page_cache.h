@@ -33,7 +33,18 @@ inline constexpr uint64_t kPageSize = 4096;
 struct DirtyPage {
   uint64_t index = 0;  // Page number: file offset / kPageSize.
   uint64_t seq = 0;    // Dirty sequence, for MarkClean.
+};
+
+// Copies of dirty pages, in page order, their bytes side by side (the k-th
+// page's at data[k * kPageSize]): a run of consecutive pages is one span
+// of `data`, written back without another copy.
+struct DirtyPages {
+  std::vector<DirtyPage> pages;
   std::vector<char> data;
+  size_t size() const { return pages.size(); }
+  bool empty() const { return pages.empty(); }
+  const DirtyPage& operator[](size_t k) const { return pages[k]; }
+  const char* Data(size_t k) const { return data.data() + k * kPageSize; }
 };
 
 struct PageCacheStats {
@@ -84,10 +95,14 @@ class PageCache {
 
   // Copies of the dirty pages of `ino` whose bytes overlap `range`, in
   // page order.
-  std::vector<DirtyPage> TakeDirty(uint64_t ino, const ByteRange& range);
-  // Marks a written-back page clean unless it was dirtied again after
-  // TakeDirty (its sequence changed).
-  void MarkClean(uint64_t ino, uint64_t index, uint64_t seq);
+  DirtyPages TakeDirty(uint64_t ino, const ByteRange& range);
+  // Marks written-back pages clean unless dirtied again after TakeDirty
+  // (their sequence changed).
+  void MarkClean(uint64_t ino, const DirtyPage* pages, size_t n);
+  void MarkClean(uint64_t ino, uint64_t index, uint64_t seq) {
+    DirtyPage p{index, seq};
+    MarkClean(ino, &p, 1);
+  }
   // Drops every page of `ino` overlapping `range`, dirty ones included;
   // returns how many dirty pages were dropped (data lost unless written).
   uint64_t Drop(uint64_t ino, const ByteRange& range);

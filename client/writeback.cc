@@ -295,7 +295,7 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
                                            const ByteRange& range) {
   LockCache::SessionSnapshot snap = locks_.Snapshot();
   mmaps_->Collect(in, range);  // Stores through mappings join the pages.
-  std::vector<DirtyPage> dirty = pages_.TakeDirty(in.ino, range);
+  DirtyPages dirty = pages_.TakeDirty(in.ino, range);
   if (dirty.empty()) return absl::OkStatus();
   uint64_t size = 0;
   bool lost = false;
@@ -323,19 +323,16 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
     drop(0, dirty.size());
     return MakeError(Errc::kIoError, "dirty data lost with the lock session");
   }
-  std::vector<char> buf;
   for (size_t i = 0; i < dirty.size();) {
     size_t j = i + 1;
     while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1 &&
            (j - i) * kPageSize < kWritebackRun) {
       ++j;
     }
-    buf.resize((j - i) * kPageSize);
-    for (size_t k = i; k < j; ++k) {
-      memcpy(buf.data() + (k - i) * kPageSize, dirty[k].data.data(), kPageSize);
-    }
-    absl::Status s = WriteBlocks(in, dirty[i].index * kPageSize, buf.data(),
-                                 buf.size(), size, /*sync=*/false, snap);
+    // Consecutive pages lie side by side in the copy: written from there.
+    absl::Status s =
+        WriteBlocks(in, dirty[i].index * kPageSize, dirty.Data(i),
+                    (j - i) * kPageSize, size, /*sync=*/false, snap);
     if (!s.ok()) {
       Errc e = ErrcOf(s);
       if (e == Errc::kFenced || e == Errc::kNotFound) {
@@ -345,9 +342,7 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
       }
       return s;  // Pages stay dirty; a later writeback retries.
     }
-    for (size_t k = i; k < j; ++k) {
-      pages_.MarkClean(in.ino, dirty[k].index, dirty[k].seq);
-    }
+    pages_.MarkClean(in.ino, &dirty.pages[i], j - i);
     counters.writeback_pages += j - i;
     i = j;
   }

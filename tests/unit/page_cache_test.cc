@@ -65,15 +65,15 @@ TEST(PageCacheTest, WritebackCleansOnlyPagesNotDirtiedAgain) {
   PageCache c(1 << 20);
   c.Insert(1, 0, Page('a').data(), true);
   c.Insert(1, 1, Page('b').data(), true);
-  std::vector<DirtyPage> d = c.TakeDirty(1, {0, 2 * kPageSize});
+  DirtyPages d = c.TakeDirty(1, {0, 2 * kPageSize});
   ASSERT_EQ(d.size(), 2u);
   c.Write(1, 1, 0, "z", 1);  // Redirtied while being written back.
-  for (const DirtyPage& p : d) c.MarkClean(1, p.index, p.seq);
+  for (const DirtyPage& p : d.pages) c.MarkClean(1, p.index, p.seq);
   EXPECT_EQ(c.Stats().dirty_pages, 1u);
   d = c.TakeDirty(1, {0, kInfinity});
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].index, 1u);
-  EXPECT_EQ(d[0].data[0], 'z');
+  EXPECT_EQ(d.Data(0)[0], 'z');
 }
 
 TEST(PageCacheTest, TakeDirtySelectsPagesOverlappingTheRange) {
@@ -150,12 +150,15 @@ TEST(PageCacheTest, RandomOperationsMatchAModel) {
         break;
       }
       case 3: {
-        for (const DirtyPage& d : c.TakeDirty(ino, {0, kInfinity})) {
-          ASSERT_EQ(std::string(d.data.begin(), d.data.end()),
+        DirtyPages dirty = c.TakeDirty(ino, {0, kInfinity});
+        for (size_t k = 0; k < dirty.size(); ++k) {
+          const DirtyPage& d = dirty[k];
+          ASSERT_EQ(std::string(dirty.Data(k), kPageSize),
                     model[std::make_pair(ino, d.index)].first);
-          c.MarkClean(ino, d.index, d.seq);
           model[std::make_pair(ino, d.index)].second = false;
         }
+        // Cleaned as write-back does: a run of pages at once.
+        c.MarkClean(ino, dirty.pages.data(), dirty.size());
         break;
       }
       case 4: {
