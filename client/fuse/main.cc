@@ -48,7 +48,7 @@ struct Options {
   char* log = nullptr;
   int cache_mb = 256;
   int kernel_cache = 1;     // File data through the kernel page cache.
-  int readahead_kb = 1024;  // The kernel's readahead on the mount.
+  int readahead_kb = 4096;  // The kernel's readahead on the mount.
 };
 
 const fuse_opt kOpts[] = {
