@@ -311,6 +311,10 @@ class Client::Impl {
   // names `now`; or it is not known what it names (a failed call).
   void NameChanged(uint64_t dir, const std::string& name, const Dentry& now);
   void NameUnknown(uint64_t dir, const std::string& name);
+  // After a call that makes `name` in `dir`: the name, and the
+  // directory's attributes (its mtime and size changed).
+  void NameMade(uint64_t dir, const std::string& name,
+                const absl::StatusOr<Attr>& made);
   // The inode's attributes changed under the caller's INODE EX (ino 0 is
   // ignored): forgotten here and in the cache above.
   void AttrChanged(uint64_t ino);

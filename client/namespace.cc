@@ -89,6 +89,16 @@ void Client::Impl::NameChanged(uint64_t dir, const std::string& name,
   RememberName(*in, name, now);
 }
 
+void Client::Impl::NameMade(uint64_t dir, const std::string& name,
+                            const absl::StatusOr<Attr>& made) {
+  if (made.ok()) {
+    NameChanged(dir, name, {made->ino, made->mode & S_IFMT});
+  } else {
+    NameUnknown(dir, name);
+  }
+  AttrChanged(dir);
+}
+
 void Client::Impl::NameUnknown(uint64_t dir, const std::string& name) {
   std::shared_ptr<InodeState> in = GetInode(dir);
   absl::MutexLock lock(&in->mu);
@@ -241,12 +251,7 @@ absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
   if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
   absl::StatusOr<Attr> a = stubs_->Create(locks_.session_id(), parent, name,
                                           mode, rdev, creds, exclusive);
-  if (a.ok()) {
-    NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
-  } else {
-    NameUnknown(parent, name);
-  }
-  AttrChanged(parent);
+  NameMade(parent, name, a);
   return a;
 }
 
@@ -271,12 +276,8 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
       a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,
                          false);
     }
-    AttrChanged(parent);
-    if (!a.ok()) {
-      NameUnknown(parent, name);
-      return a.status();
-    }
-    NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
+    NameMade(parent, name, a);
+    if (!a.ok()) return a.status();
     if (fresh && held.Take(kInode, a->ino, WholeFile(), kSh).ok()) {
       std::shared_ptr<InodeState> in = GetInode(a->ino);
       absl::MutexLock lock(&in->mu);
@@ -303,12 +304,8 @@ absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
   if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
   absl::StatusOr<Attr> a =
       stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds);
-  AttrChanged(parent);
-  if (!a.ok()) {
-    NameUnknown(parent, name);
-    return a;
-  }
-  NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
+  NameMade(parent, name, a);
+  if (!a.ok()) return a;
   // Nobody can have looked into the new directory while the parent is
   // held: with its lock taken now (a new inode sorts last), the node knows
   // every name in it, so lookups of names yet to be created (one before
@@ -332,12 +329,7 @@ absl::StatusOr<Attr> Client::Impl::Symlink(uint64_t parent,
   if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
   absl::StatusOr<Attr> a =
       stubs_->Symlink(locks_.session_id(), parent, name, target, creds);
-  if (a.ok()) {
-    NameChanged(parent, name, {a->ino, a->mode & S_IFMT});
-  } else {
-    NameUnknown(parent, name);
-  }
-  AttrChanged(parent);
+  NameMade(parent, name, a);
   return a;
 }
 
