@@ -265,7 +265,9 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
     // Under the directory's EX a name known absent stays absent: the call
     // makes a new file, whose attributes are the server's for as long as
-    // this node then holds its INODE lock (a new inode sorts last).
+    // this node then holds its INODE lock (a new inode sorts last). It
+    // takes it EX, as GFS2 does a new inode's glock: what follows a create
+    // is mostly a write or an unlink, which would otherwise upgrade.
     absl::StatusOr<Dentry> d = NameLocked(*GetInode(parent), name, nullptr);
     if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
     const bool fresh = !d.ok();
@@ -278,7 +280,7 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     }
     NameMade(parent, name, a);
     if (!a.ok()) return a.status();
-    if (fresh && held.Take(kInode, a->ino, WholeFile(), kSh).ok()) {
+    if (fresh && held.Take(kInode, a->ino, WholeFile(), kEx).ok()) {
       std::shared_ptr<InodeState> in = GetInode(a->ino);
       absl::MutexLock lock(&in->mu);
       if (!in->attr_valid && a->nlink == 1 && S_ISREG(a->mode)) {
