@@ -56,8 +56,10 @@ struct Dentry {
   uint32_t mode = 0;
 };
 
-// A directory's cached names are forgotten past this many (its lock stays).
+// A directory's cached names are forgotten past this many in it, or past
+// this many on the node (its lock stays).
 inline constexpr size_t kMaxCachedNames = 16384;
+inline constexpr uint64_t kMaxCachedNamesTotal = 1 << 19;
 
 // What the node knows about one inode. Lives as long as the node (an
 // inode's locks and pages may outlive its last open handle).
@@ -307,6 +309,7 @@ class Client::Impl {
                                     std::optional<Attr>* fresh);
   void RememberName(InodeState& dir, const std::string& name, const Dentry& d)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu);
+  void DropNames(InodeState& dir) ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu);
   // A change the caller made under the directory's INODE EX: `name` now
   // names `now`; or it is not known what it names (a failed call).
   void NameChanged(uint64_t dir, const std::string& name, const Dentry& now);
@@ -351,6 +354,8 @@ class Client::Impl {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Set by a writer past half the dirty limit: the flusher starts at once.
   bool flush_kick_ ABSL_GUARDED_BY(mu_) = false;
+  // Names cached in all directories' InodeState::names.
+  std::atomic<uint64_t> cached_names_{0};
   std::thread flusher_;
 };
 

@@ -65,11 +65,25 @@ absl::StatusOr<Dentry> Client::Impl::NameLocked(InodeState& dir,
 
 void Client::Impl::RememberName(InodeState& dir, const std::string& name,
                                 const Dentry& d) {
-  if (dir.names.size() >= kMaxCachedNames && !dir.names.contains(name)) {
-    dir.names.clear();
-    dir.names_complete = false;
+  auto it = dir.names.find(name);
+  if (it != dir.names.end()) {
+    it->second = d;
+    return;
   }
-  dir.names[name] = d;
+  // Past either cap the directory starts over: memory stays bounded by
+  // the node-wide cap plus one name per directory.
+  if (dir.names.size() >= kMaxCachedNames ||
+      cached_names_.load(std::memory_order_relaxed) >= kMaxCachedNamesTotal) {
+    DropNames(dir);
+  }
+  dir.names.emplace(name, d);
+  cached_names_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Client::Impl::DropNames(InodeState& dir) {
+  cached_names_.fetch_sub(dir.names.size(), std::memory_order_relaxed);
+  dir.names.clear();
+  dir.names_complete = false;
 }
 
 absl::StatusOr<Dentry> Client::Impl::LookupName(uint64_t parent,
@@ -102,12 +116,11 @@ void Client::Impl::NameMade(uint64_t dir, const std::string& name,
 void Client::Impl::NameUnknown(uint64_t dir, const std::string& name) {
   std::shared_ptr<InodeState> in = GetInode(dir);
   absl::MutexLock lock(&in->mu);
-  in->names.erase(name);
-  if (in->names_complete) {
-    // The change may or may not have happened: ask next time.
-    in->names.clear();
-    in->names_complete = false;
+  if (in->names.erase(name) > 0) {
+    cached_names_.fetch_sub(1, std::memory_order_relaxed);
   }
+  // The change may or may not have happened: ask next time.
+  if (in->names_complete) DropNames(*in);
 }
 
 void Client::Impl::AttrChanged(uint64_t ino) {
@@ -124,8 +137,7 @@ void Client::Impl::ForgetInode(InodeState& in) {
   absl::MutexLock lock(&in.mu);
   in.attr_valid = false;
   in.no_caps = false;
-  in.names.clear();
-  in.names_complete = false;
+  DropNames(in);
   ++in.names_epoch;
 }
 
@@ -315,7 +327,7 @@ absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
   if (TakeInodesEx(held, {a->ino}).ok()) {
     std::shared_ptr<InodeState> dir = GetInode(a->ino);
     absl::MutexLock lock(&dir->mu);
-    dir->names.clear();
+    DropNames(*dir);
     dir->names_complete = true;
     dir->attr = *a;
     dir->attr_valid = true;
