@@ -203,6 +203,7 @@ absl::Status Client::Impl::Close(uint64_t fh) {
   }
   // Close-to-open: the last close on the node writes its data back, and
   // must before the server may free an unlinked file.
+  if (absl::Status s = SettleMtime(in); !s.ok() && result.ok()) result = s;
   if (absl::Status s = Writeback(in, WholeFile()); !s.ok() && result.ok()) {
     result = s;
   }

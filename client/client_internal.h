@@ -87,6 +87,10 @@ struct InodeState {
   absl::flat_hash_map<std::string, Dentry> names ABSL_GUARDED_BY(mu);
   bool names_complete ABSL_GUARDED_BY(mu) = false;
   uint64_t names_epoch ABSL_GUARDED_BY(mu) = 0;
+  // Data the cache above wrote back (WriteFromCache) moved the mtime while
+  // the node could not take INODE EX to say so: the next fsync or last
+  // close takes it (SettleMtime), so other nodes drop what they cached.
+  bool mtime_pending ABSL_GUARDED_BY(mu) = false;
   // security.capability is known absent (asked by the kernel before every
   // write through a cached FUSE file); valid like `attr`, under INODE SH or
   // EX. Setting or removing an attribute takes INODE EX.
@@ -191,6 +195,8 @@ class Client::Impl {
   absl::StatusOr<size_t> Write(const Handle& h, const char* buf, size_t len,
                                uint64_t offset);
   absl::Status Fsync(const Handle& h);
+  // See InodeState::mtime_pending. Takes INODE EX: not from a lock hook.
+  absl::Status SettleMtime(InodeState& in);
   absl::Status Truncate(InodeState& in, uint64_t size);
   absl::Status Fallocate(const Handle& h, uint32_t mode, uint64_t offset,
                          uint64_t length);

@@ -585,6 +585,8 @@ absl::StatusOr<size_t> Client::Impl::WriteFromCache(const Handle& h,
     if (have_attr && in.attr_valid) {
       in.attr.size = std::max(in.attr.size, offset + *stored);
       in.attr.mtime = in.attr.ctime = NowTimespec();
+    } else if (!have_attr) {
+      in.mtime_pending = true;
     }
     in.dirty_incarnation = snap.incarnation;
   }
@@ -595,8 +597,26 @@ absl::StatusOr<size_t> Client::Impl::WriteFromCache(const Handle& h,
   return *stored;
 }
 
+absl::Status Client::Impl::SettleMtime(InodeState& in) {
+  {
+    absl::MutexLock lock(&in.mu);
+    if (!in.mtime_pending) return absl::OkStatus();
+  }
+  // INODE EX calls back every node caching the old attributes; the commit
+  // of the data then moves the server's mtime.
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, in.ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  absl::MutexLock lock(&in.mu);
+  in.mtime_pending = false;
+  if (in.attr_valid) in.attr.mtime = in.attr.ctime = NowTimespec();
+  return absl::OkStatus();
+}
+
 absl::Status Client::Impl::Fsync(const Handle& h) {
   InodeState& in = *h.inode;
+  if (absl::Status s = SettleMtime(in); !s.ok()) return s;
   if (absl::Status s = Writeback(in, WholeFile()); !s.ok()) return s;
   if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
   return stubs_->FlushData(locks_.session_id());

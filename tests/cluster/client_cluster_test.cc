@@ -492,6 +492,11 @@ TEST_F(ClientClusterTest, CacheAboveWriteBackMovesTheMtimeTheNodeCached) {
   ASSERT_TRUE(after.ok());
   EXPECT_GT(ToNanos(after->mtime), ToNanos(before->mtime));
   EXPECT_TRUE(SameBytes(MustRead(*a, fa, 0, kPage), store));
+  // And B, which cached the old one under INODE SH all along, after A's
+  // fsync (msync through a mount).
+  absl::StatusOr<Attr> seen = b->Resolve("/mapped");
+  ASSERT_TRUE(seen.ok());
+  EXPECT_GT(ToNanos(seen->mtime), ToNanos(before->mtime));
   EXPECT_TRUE(a->Close(fa).ok());
 }
 
