@@ -7,11 +7,12 @@
 // model's type and link count, and each directory lists the model's names.
 // A node serving a name or an attribute it should have dropped shows up
 // as a divergence. Reproducible from the seed; prints the operation log on
-// a failure.
+// a failure. RANGEFS_NAMESPACE_SEEDS=N runs more seeds.
 #include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
@@ -269,7 +270,12 @@ TEST_F(NamespaceModelTest, RandomNamespaceChangesOnThreeNodesMatchAModel) {
     nodes.push_back(Node("ns" + std::to_string(i)));
     ASSERT_NE(nodes.back(), nullptr);
   }
-  for (uint64_t seed : {1, 2, 3}) {
+  // RANGEFS_NAMESPACE_SEEDS=N runs seeds 1..N (default 3).
+  uint64_t seeds = 3;
+  if (const char* env = getenv("RANGEFS_NAMESPACE_SEEDS")) {
+    seeds = strtoull(env, nullptr, 10);
+  }
+  for (uint64_t seed = 1; seed <= seeds; ++seed) {
     // Each seed in its own directory, made by the first node.
     std::string top = "/seed" + std::to_string(seed);
     absl::StatusOr<Attr> root = nodes[0]->Resolve("/");
