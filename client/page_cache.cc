@@ -211,14 +211,20 @@ bool PageCache::Write(uint64_t ino, uint64_t index, uint64_t offset,
   return true;
 }
 
-DirtyPages PageCache::TakeDirty(uint64_t ino, const ByteRange& range) {
+DirtyPages PageCache::TakeDirty(uint64_t ino, const ByteRange& range,
+                                size_t max_pages) {
   absl::MutexLock lock(&mu_);
   DirtyPages out;
   auto iit = inodes_.find(ino);
-  if (iit == inodes_.end() || !range.Valid()) return out;
+  if (iit == inodes_.end() || !range.Valid() || max_pages == 0) return out;
+  auto dit = dirty_by_inode_.find(ino);
+  const size_t most = std::min<size_t>(
+      max_pages, dit == dirty_by_inode_.end() ? 0 : dit->second);
+  out.pages.reserve(most);
+  out.data.reserve(most * kPageSize);  // One allocation, no regrowth.
   ForEach(iit->second, range.start / kPageSize, (range.end - 1) / kPageSize,
           [&](uint64_t index, Page& p) {
-            if (!p.dirty) return;
+            if (!p.dirty || out.pages.size() >= max_pages) return;
             out.pages.push_back(DirtyPage{index, p.seq});
             out.data.insert(out.data.end(), p.data, p.data + kPageSize);
           });

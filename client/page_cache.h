@@ -94,8 +94,9 @@ class PageCache {
                                                          uint64_t to);
 
   // Copies of the dirty pages of `ino` whose bytes overlap `range`, in
-  // page order.
-  DirtyPages TakeDirty(uint64_t ino, const ByteRange& range);
+  // page order: the first `max_pages` of them.
+  DirtyPages TakeDirty(uint64_t ino, const ByteRange& range,
+                       size_t max_pages = SIZE_MAX);
   // Marks written-back pages clean unless dirtied again after TakeDirty
   // (their sequence changed).
   void MarkClean(uint64_t ino, const DirtyPage* pages, size_t n);

@@ -295,58 +295,73 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
                                            const ByteRange& range) {
   LockCache::SessionSnapshot snap = locks_.Snapshot();
   mmaps_->Collect(in, range);  // Stores through mappings join the pages.
-  DirtyPages dirty = pages_.TakeDirty(in.ino, range);
-  if (dirty.empty()) return absl::OkStatus();
-  uint64_t size = 0;
-  bool lost = false;
-  {
-    absl::MutexLock lock(&in.mu);
-    lost = in.dirty_incarnation != snap.incarnation;
-    if (in.attr_valid) {
-      size = in.attr.size;
-    } else {
-      // Pages the cache above wrote back without the attribute lock
-      // (WriteFromCache): they lie inside the file, whose size stays.
-      RANGEFS_LOG(DEBUG) << "dirty pages of inode " << in.ino
-                         << " without attributes; size not raised";
-    }
-  }
-  auto drop = [&](size_t from, size_t to) {
-    for (size_t i = from; i < to; ++i) {
-      pages_.Drop(in.ino, {dirty[i].index * kPageSize,
-                           (dirty[i].index + 1) * kPageSize});
-    }
-    NoteLost(in, to - from);
-  };
-  if (lost) {
-    // Made under a lock session that was lost: never written (DESIGN.md).
-    drop(0, dirty.size());
-    return MakeError(Errc::kIoError, "dirty data lost with the lock session");
-  }
-  for (size_t i = 0; i < dirty.size();) {
-    size_t j = i + 1;
-    while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1 &&
-           (j - i) * kPageSize < kWritebackRun) {
-      ++j;
-    }
-    // Consecutive pages lie side by side in the copy: written from there.
-    absl::Status s =
-        WriteBlocks(in, dirty[i].index * kPageSize, dirty.Data(i),
-                    (j - i) * kPageSize, size, /*sync=*/false, snap);
-    if (!s.ok()) {
-      Errc e = ErrcOf(s);
-      if (e == Errc::kFenced || e == Errc::kNotFound) {
-        drop(i, dirty.size());
-        return MakeError(Errc::kIoError,
-                         "write-back refused: " + std::string(s.message()));
+  // In batches of one run: the copy stays below malloc's mmap threshold,
+  // so the next batch reuses its memory instead of faulting fresh pages.
+  constexpr size_t kBatchPages = kWritebackRun / kPageSize;
+  // Once the data is lost or refused, every later page goes the same way.
+  absl::Status failed;
+  for (uint64_t from = range.start; from < range.end;) {
+    DirtyPages dirty = pages_.TakeDirty(in.ino, {from, range.end}, kBatchPages);
+    if (dirty.empty()) break;
+    from = (dirty.pages.back().index + 1) * kPageSize;
+    const bool last_batch = dirty.size() < kBatchPages;
+    uint64_t size = 0;
+    bool lost = false;
+    {
+      absl::MutexLock lock(&in.mu);
+      lost = in.dirty_incarnation != snap.incarnation;
+      if (in.attr_valid) {
+        size = in.attr.size;
+      } else {
+        // Pages the cache above wrote back without the attribute lock
+        // (WriteFromCache): they lie inside the file, whose size stays.
+        RANGEFS_LOG(DEBUG) << "dirty pages of inode " << in.ino
+                           << " without attributes; size not raised";
       }
-      return s;  // Pages stay dirty; a later writeback retries.
     }
-    pages_.MarkClean(in.ino, &dirty.pages[i], j - i);
-    counters.writeback_pages += j - i;
-    i = j;
+    auto drop = [&](size_t first, size_t end) {
+      for (size_t i = first; i < end; ++i) {
+        pages_.Drop(in.ino, {dirty[i].index * kPageSize,
+                             (dirty[i].index + 1) * kPageSize});
+      }
+      NoteLost(in, end - first);
+    };
+    if (lost && failed.ok()) {
+      // Made under a lock session that was lost: never written (DESIGN.md).
+      failed =
+          MakeError(Errc::kIoError, "dirty data lost with the lock session");
+    }
+    if (!failed.ok()) {
+      drop(0, dirty.size());
+      if (last_batch) break;
+      continue;
+    }
+    for (size_t i = 0; i < dirty.size();) {
+      size_t j = i + 1;
+      while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1) {
+        ++j;
+      }
+      // Consecutive pages lie side by side in the copy: written from there.
+      absl::Status s =
+          WriteBlocks(in, dirty[i].index * kPageSize, dirty.Data(i),
+                      (j - i) * kPageSize, size, /*sync=*/false, snap);
+      if (!s.ok()) {
+        Errc e = ErrcOf(s);
+        if (e != Errc::kFenced && e != Errc::kNotFound) {
+          return s;  // Pages stay dirty; a later writeback retries.
+        }
+        drop(i, dirty.size());
+        failed = MakeError(Errc::kIoError,
+                           "write-back refused: " + std::string(s.message()));
+        break;
+      }
+      pages_.MarkClean(in.ino, &dirty.pages[i], j - i);
+      counters.writeback_pages += j - i;
+      i = j;
+    }
+    if (last_batch) break;
   }
-  return absl::OkStatus();
+  return failed;
 }
 
 // ------------------------------------------------------------ lock hooks

@@ -85,6 +85,23 @@ TEST(PageCacheTest, TakeDirtySelectsPagesOverlappingTheRange) {
   EXPECT_EQ(d[1].index, 2u);
 }
 
+TEST(PageCacheTest, TakeDirtyStopsAtMaxPagesInPageOrder) {
+  PageCache c(1 << 20);
+  for (uint64_t i = 0; i < 6; ++i) {
+    c.Insert(1, i, Page(static_cast<char>('a' + i)).data(), i != 2);
+  }
+  DirtyPages d = c.TakeDirty(1, {0, kInfinity}, 3);
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_EQ(d[0].index, 0u);
+  EXPECT_EQ(d[1].index, 1u);
+  EXPECT_EQ(d[2].index, 3u);
+  EXPECT_EQ(d.Data(2)[0], 'd');
+  EXPECT_EQ(d.data.size(), 3 * kPageSize);
+  DirtyPages rest = c.TakeDirty(1, {4 * kPageSize, kInfinity}, 3);
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[1].index, 5u);
+}
+
 TEST(PageCacheTest, DropRemovesTheRangeAndCountsLostDirtyPages) {
   PageCache c(1 << 20);
   c.Insert(1, 0, Page('a').data(), true);
