@@ -305,14 +305,11 @@ class Client::Impl {
 
   // ---- namespace.cc
   // `name` in directory `dir`: from the node's cache of the directory's
-  // names, else from the metadata server (then cached, with its attributes
-  // in `fresh` when not null). NOT_FOUND when absent. Caller holds dir's
-  // INODE SH or EX.
-  absl::StatusOr<Dentry> NameLocked(InodeState& dir, const std::string& name,
-                                    std::optional<Attr>* fresh);
+  // names, else from the metadata server (then cached). NOT_FOUND when
+  // absent. Caller holds dir's INODE SH or EX.
+  absl::StatusOr<Dentry> NameLocked(InodeState& dir, const std::string& name);
   // The same under the directory's INODE SH, taken for the call.
-  absl::StatusOr<Dentry> LookupName(uint64_t parent, const std::string& name,
-                                    std::optional<Attr>* fresh);
+  absl::StatusOr<Dentry> LookupName(uint64_t parent, const std::string& name);
   void RememberName(InodeState& dir, const std::string& name, const Dentry& d)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu);
   void DropNames(InodeState& dir) ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu);

@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <optional>
 
 #include "client/client_internal.h"
 #include "common/log.h"
@@ -37,8 +36,7 @@ absl::Status Absent(const std::string& name) {
 // ------------------------------------------------------------- caches
 
 absl::StatusOr<Dentry> Client::Impl::NameLocked(InodeState& dir,
-                                                const std::string& name,
-                                                std::optional<Attr>* fresh) {
+                                                const std::string& name) {
   uint64_t epoch = 0;
   {
     absl::MutexLock lock(&dir.mu);
@@ -59,7 +57,6 @@ absl::StatusOr<Dentry> Client::Impl::NameLocked(InodeState& dir,
     if (dir.names_epoch == epoch) RememberName(dir, name, d);
   }
   if (!a.ok()) return a.status();
-  if (fresh != nullptr) *fresh = *a;
   return d;
 }
 
@@ -87,13 +84,12 @@ void Client::Impl::DropNames(InodeState& dir) {
 }
 
 absl::StatusOr<Dentry> Client::Impl::LookupName(uint64_t parent,
-                                                const std::string& name,
-                                                std::optional<Attr>* fresh) {
+                                                const std::string& name) {
   HeldLocks held(&locks_);
   if (absl::Status s = held.Take(kInode, parent, WholeFile(), kSh); !s.ok()) {
     return s;
   }
-  return NameLocked(*GetInode(parent), name, fresh);
+  return NameLocked(*GetInode(parent), name);
 }
 
 void Client::Impl::NameChanged(uint64_t dir, const std::string& name,
@@ -185,7 +181,7 @@ absl::StatusOr<std::vector<Dentry>> Client::Impl::LockNamesEx(
   for (int round = 0; round < kMaxRounds; ++round) {
     std::vector<Dentry> seen;
     for (const auto& [dir, name] : names) {
-      absl::StatusOr<Dentry> d = LookupName(dir, *name, nullptr);
+      absl::StatusOr<Dentry> d = LookupName(dir, *name);
       if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
       seen.push_back(d.ok() ? *d : Dentry{});
     }
@@ -195,7 +191,7 @@ absl::StatusOr<std::vector<Dentry>> Client::Impl::LockNamesEx(
     bool same = true;
     for (size_t i = 0; i < names.size() && same; ++i) {
       absl::StatusOr<Dentry> d =
-          NameLocked(*GetInode(names[i].first), *names[i].second, nullptr);
+          NameLocked(*GetInode(names[i].first), *names[i].second);
       if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
       same = (d.ok() ? d->ino : 0) == seen[i].ino;
     }
@@ -210,7 +206,7 @@ absl::StatusOr<std::vector<Dentry>> Client::Impl::LockNamesEx(
 
 absl::StatusOr<Attr> Client::Impl::Lookup(uint64_t parent,
                                           const std::string& name) {
-  absl::StatusOr<Dentry> d = LookupName(parent, name, nullptr);
+  absl::StatusOr<Dentry> d = LookupName(parent, name);
   if (!d.ok()) return d.status();
   // The child's attributes under its own INODE lock, taken after the
   // directory's was let go (locks of two inodes go in inode order).
@@ -280,7 +276,7 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     // this node then holds its INODE lock (a new inode sorts last). It
     // takes it EX, as GFS2 does a new inode's glock: what follows a create
     // is mostly a write or an unlink, which would otherwise upgrade.
-    absl::StatusOr<Dentry> d = NameLocked(*GetInode(parent), name, nullptr);
+    absl::StatusOr<Dentry> d = NameLocked(*GetInode(parent), name);
     if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
     const bool fresh = !d.ok();
     const uint32_t file_mode = S_IFREG | (mode & 07777);
