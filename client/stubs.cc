@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 
+#include "client/bulk_client.h"
 #include "common/status.h"
 #include "proto/data.grpc.pb.h"
 #include "proto/meta.grpc.pb.h"
@@ -66,6 +67,9 @@ class GrpcStubs : public Stubs {
       for (int i = 0; i < kDataConnections; ++i) {
         stubs.push_back(
             proto::DataService::NewStub(rpc::MakeChannel(d.address)));
+      }
+      if (!d.bulk.empty()) {
+        bulk_[d.device] = std::make_unique<BulkChannel>(d.bulk, timeout_ms);
       }
     }
   }
@@ -380,6 +384,9 @@ class GrpcStubs : public Stubs {
 
   absl::Status ReadData(uint64_t session, uint32_t device, uint64_t physical,
                         uint64_t length, char* out) override {
+    if (BulkChannel* b = Bulk(device, length); b != nullptr) {
+      return b->Read(session, physical, static_cast<uint32_t>(length), out);
+    }
     proto::DataService::Stub* stub = DataStub(device);
     if (stub == nullptr) return UnknownDevice(device);
     proto::ReadRequest req;
@@ -401,6 +408,10 @@ class GrpcStubs : public Stubs {
   absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,
                          const char* data, uint64_t length,
                          bool sync) override {
+    if (BulkChannel* b = Bulk(device, length); b != nullptr) {
+      return b->Write(session, physical, data, static_cast<uint32_t>(length),
+                      sync);
+    }
     proto::DataService::Stub* stub = DataStub(device);
     if (stub == nullptr) return UnknownDevice(device);
     proto::WriteRequest req;
@@ -467,6 +478,14 @@ class GrpcStubs : public Stubs {
                  it->second.size()]
         .get();
   }
+  // The bulk channel to `device`, if it has one and `length` fits.
+  BulkChannel* Bulk(uint32_t device, uint64_t length) {
+    auto it = bulk_.find(device);
+    if (it == bulk_.end() || length == 0 || length > bulk::kMaxLength) {
+      return nullptr;
+    }
+    return it->second.get();
+  }
   static absl::Status UnknownDevice(uint32_t device) {
     return MakeError(Errc::kIoError,
                      "mapping names device " + std::to_string(device) +
@@ -477,6 +496,7 @@ class GrpcStubs : public Stubs {
   std::unique_ptr<proto::MetaService::Stub> meta_;
   std::map<uint32_t, std::vector<std::unique_ptr<proto::DataService::Stub>>>
       data_;
+  std::map<uint32_t, std::unique_ptr<BulkChannel>> bulk_;
   std::atomic<uint64_t> next_{0};
 };
 

@@ -50,12 +50,15 @@ absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& text) {
         if (!c.meta.empty()) return bad("only one metadata server");
         c.meta = std::string(w[1]);
       }
-    } else if (w[0] == "data" && w.size() == 4) {
+    } else if (w[0] == "data" && (w.size() == 4 || w.size() == 5)) {
       DataServerConfig d;
       if (!absl::SimpleAtoi(w[1], &d.device) || !ValidAddress(w[2]) ||
-          !absl::SimpleAtoi(w[3], &d.size) || d.size == 0) {
-        return bad("want data DEVICE HOST:PORT SIZE");
+          !absl::SimpleAtoi(w[3], &d.size) || d.size == 0 ||
+          (w.size() == 5 &&
+           (!absl::ConsumePrefix(&w[4], "bulk=") || !ValidAddress(w[4])))) {
+        return bad("want data DEVICE HOST:PORT SIZE [bulk=HOST:PORT]");
       }
+      if (w.size() == 5) d.bulk = std::string(w[4]);
       if (!devices.insert(d.device).second) return bad("device listed twice");
       d.address = std::string(w[2]);
       c.data.push_back(d);
@@ -94,7 +97,9 @@ std::string ClusterConfig::ToString() const {
   for (const std::string& l : lockd) absl::StrAppend(&s, "lockd ", l, "\n");
   absl::StrAppend(&s, "meta ", meta, "\n");
   for (const DataServerConfig& d : data) {
-    absl::StrAppend(&s, "data ", d.device, " ", d.address, " ", d.size, "\n");
+    absl::StrAppend(&s, "data ", d.device, " ", d.address, " ", d.size);
+    if (!d.bulk.empty()) absl::StrAppend(&s, " bulk=", d.bulk);
+    absl::StrAppend(&s, "\n");
   }
   return s;
 }

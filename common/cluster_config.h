@@ -8,7 +8,10 @@
 //   lockd  127.0.0.1:7202          # shard 1 (order defines shard numbers)
 //   meta   127.0.0.1:7001
 //   data   0 127.0.0.1:7101 1073741824   # device id, address, size
-//   data   1 127.0.0.1:7102 1073741824
+//   data   1 127.0.0.1:7102 1073741824 bulk=127.0.0.1:7112
+//
+// `bulk=` names a data server's bulk protocol address (rangefs-data
+// --bulk-listen): block reads and writes then bypass gRPC.
 #ifndef RANGEFS_COMMON_CLUSTER_CONFIG_H_
 #define RANGEFS_COMMON_CLUSTER_CONFIG_H_
 
@@ -22,8 +25,11 @@ namespace rangefs {
 
 struct DataServerConfig {
   uint32_t device = 0;
-  std::string address;
+  std::string address;  // DataService (gRPC).
   uint64_t size = 0;
+  // The bulk protocol's address (common/bulk_wire.h), empty when the data
+  // server offers none: block reads and writes then go through gRPC.
+  std::string bulk;
 };
 
 struct ClusterConfig {

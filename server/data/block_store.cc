@@ -105,20 +105,30 @@ absl::StatusOr<std::string> BlockStore::Read(uint64_t session, uint64_t offset,
                                              uint64_t length) {
   if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
   std::string buf(length, '\0');
+  if (absl::Status s = ReadInto(session, offset, length, buf.data()); !s.ok()) {
+    return s;
+  }
+  return buf;
+}
+
+absl::Status BlockStore::ReadInto(uint64_t session, uint64_t offset,
+                                  uint64_t length, char* out) {
+  if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
   absl::ReaderMutexLock lock(&fence_mu_);
   if (absl::Status s = CheckFence(session); !s.ok()) return s;
   uint64_t done = 0;
   while (done < length) {
-    ssize_t n = pread(fd_, buf.data() + done, length - done,
+    ssize_t n = pread(fd_, out + done, length - done,
                       static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError(Errc::kIoError, "pread");
     if (n == 0) break;  // A block device shorter than it claimed: zeros.
     done += static_cast<uint64_t>(n);
   }
+  if (done < length) memset(out + done, 0, length - done);
   ++reads_;
   bytes_read_ += length;
-  return buf;
+  return absl::OkStatus();
 }
 
 absl::Status BlockStore::Write(uint64_t session, uint64_t offset,

@@ -52,6 +52,9 @@ class BlockStore {
   // 1..kMaxIo. FENCED if the session is fenced.
   absl::StatusOr<std::string> Read(uint64_t session, uint64_t offset,
                                    uint64_t length);
+  // The same into `out` (length bytes).
+  absl::Status ReadInto(uint64_t session, uint64_t offset, uint64_t length,
+                        char* out);
   // Session 0 is refused: every writer identifies itself.
   absl::Status Write(uint64_t session, uint64_t offset, absl::string_view data,
                      bool sync);

@@ -1,10 +1,12 @@
 // rangefs-data: a data server. Serves one block device (a preallocated file
-// by default) over DataService on the address it is given.
+// by default) over DataService on the address it is given, and block
+// reads and writes over the bulk protocol on --bulk-listen.
 //
 //   rangefs-data --listen 127.0.0.1:7101 --dir /var/lib/rangefs/data0
 //                --size 1073741824
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -16,6 +18,7 @@
 #include "common/process.h"
 #include "rpc/server_util.h"
 #include "server/data/block_store.h"
+#include "server/data/bulk_server.h"
 #include "server/data/data_service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7101", "address to serve on");
@@ -25,6 +28,9 @@ ABSL_FLAG(std::string, device, "",
 ABSL_FLAG(uint64_t, size, 0,
           "device size in bytes (required when the device is new)");
 ABSL_FLAG(int, threads, 8, "I/O threads");
+ABSL_FLAG(std::string, bulk_listen, "",
+          "address to serve the bulk protocol on (block reads and writes "
+          "beside gRPC; the cluster configuration's bulk=HOST:PORT)");
 
 int main(int argc, char** argv) {
   using namespace rangefs;
@@ -58,10 +64,23 @@ int main(int argc, char** argv) {
     RANGEFS_LOG(ERROR) << server.status().message();
     return 1;
   }
+  std::unique_ptr<data::BulkServer> bulk;
+  if (std::string b = absl::GetFlag(FLAGS_bulk_listen); !b.empty()) {
+    int bulk_port = 0;
+    auto started = data::BulkServer::Start(b, store->get(), &bulk_port);
+    if (!started.ok()) {
+      RANGEFS_LOG(ERROR) << started.status().message();
+      return 1;
+    }
+    bulk = std::move(*started);
+    RANGEFS_LOG(INFO) << "bulk protocol on " << b << " (port " << bulk_port
+                      << ")";
+  }
   RANGEFS_LOG(INFO) << "serving " << (*store)->size() << " bytes on " << listen
                     << " (port " << port << ")";
   int sig = rpc::WaitForTerminationSignal();
   RANGEFS_LOG(INFO) << "signal " << sig << ", shutting down";
+  if (bulk) bulk->Stop();
   (*server)->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::seconds(2));
   return 0;

@@ -20,6 +20,24 @@ TEST(ClusterConfigTest, ParsesEveryEntryAndRoundTrips) {
   EXPECT_EQ(again->ToString(), c->ToString());
 }
 
+TEST(ClusterConfigTest, DataServersMayNameABulkAddress) {
+  auto c = ParseClusterConfig(
+      "lockd a:1;meta a:2;data 0 a:3 4096 bulk=a:13;data 1 b:3 4096");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->data[0].bulk, "a:13");
+  EXPECT_EQ(c->data[1].bulk, "");
+  auto again = ParseClusterConfig(c->ToString());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->data[0].bulk, "a:13");
+  EXPECT_FALSE(ParseClusterConfig("lockd a:1;meta a:2;data 0 a:3 4096 a:13")
+                   .ok());  // Not bulk=.
+  EXPECT_FALSE(
+      ParseClusterConfig("lockd a:1;meta a:2;data 0 a:3 4096 bulk=nowhere")
+          .ok());
+  EXPECT_FALSE(
+      ParseClusterConfig("lockd a:1;meta a:2;data 0 a:3 4096 bulk=a:1 x").ok());
+}
+
 TEST(ClusterConfigTest, SemicolonsSeparateEntriesInTheStringForm) {
   auto c = ParseClusterConfig(
       "lockd 127.0.0.1:1;meta 127.0.0.1:2;data 3 127.0.0.1:4 4096");

@@ -48,9 +48,11 @@ LocalCluster::LocalCluster(const LocalClusterOptions& options)
 
 void LocalCluster::PickPorts() {
   data_ports_.clear();
+  bulk_ports_.clear();
   lockd_ports_.clear();
   for (int i = 0; i < options_.data_servers; ++i) {
     data_ports_.push_back(FreePort());
+    bulk_ports_.push_back(FreePort());
   }
   for (int i = 0; i < options_.lockd_shards; ++i) {
     lockd_ports_.push_back(FreePort());
@@ -63,7 +65,8 @@ void LocalCluster::PickPorts() {
   config_ += "meta " + meta_address() + "\n";
   for (int i = 0; i < options_.data_servers; ++i) {
     config_ += "data " + std::to_string(i) + " " + data_address(i) + " " +
-               std::to_string(options_.device_size) + "\n";
+               std::to_string(options_.device_size) +
+               " bulk=" + bulk_address(i) + "\n";
   }
 }
 
@@ -71,6 +74,9 @@ LocalCluster::~LocalCluster() = default;
 
 std::string LocalCluster::data_address(int i) const {
   return "127.0.0.1:" + std::to_string(data_ports_[i]);
+}
+std::string LocalCluster::bulk_address(int i) const {
+  return "127.0.0.1:" + std::to_string(bulk_ports_[i]);
 }
 std::string LocalCluster::lockd_address(int i) const {
   return "127.0.0.1:" + std::to_string(lockd_ports_[i]);
@@ -136,10 +142,11 @@ bool LocalCluster::StartOnce(std::string* why) {
   std::string devices;
   for (int i = 0; i < options_.data_servers; ++i) {
     std::string name = "data" + std::to_string(i);
-    data_[i]->Start({BinDir() + "/server/rangefs-data", "--listen",
-                     data_address(i), "--dir", dir_.Sub(name), "--size",
-                     std::to_string(options_.device_size)},
-                    dir_.Sub(name + ".log"));
+    data_[i]->Start(
+        {BinDir() + "/server/rangefs-data", "--listen", data_address(i),
+         "--bulk_listen", bulk_address(i), "--dir", dir_.Sub(name), "--size",
+         std::to_string(options_.device_size)},
+        dir_.Sub(name + ".log"));
     devices += (i ? "," : "") + std::to_string(i) + "=" + data_address(i) +
                ":" + std::to_string(options_.device_size);
   }

@@ -41,6 +41,7 @@ class LocalCluster {
   void StopLockd(int shard, int sig);
   bool WaitLockd(int shard, std::string* why);
   std::string data_address(int i) const;
+  std::string bulk_address(int i) const;  // Its bulk protocol.
   std::string lockd_address(int i) const;
   std::string meta_address() const;
   std::string LogTail(const std::string& name) const;
@@ -56,7 +57,7 @@ class LocalCluster {
   LocalClusterOptions options_;
   TempDir dir_;
   std::string config_;
-  std::vector<int> data_ports_, lockd_ports_;
+  std::vector<int> data_ports_, bulk_ports_, lockd_ports_;
   int meta_port_ = 0;
   std::vector<std::unique_ptr<Subprocess>> data_, lockd_;
   Subprocess meta_;

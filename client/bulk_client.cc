@@ -1,0 +1,172 @@
+#include "client/bulk_client.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/socket.h"
+#include "common/status.h"
+
+namespace rangefs::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+BulkChannel::BulkChannel(std::string address, uint64_t timeout_ms)
+    : address_(std::move(address)), timeout_ms_(timeout_ms) {}
+
+BulkChannel::~BulkChannel() {
+  absl::MutexLock lock(&mu_);
+  for (int fd : idle_) close(fd);
+}
+
+absl::Status BulkChannel::Read(uint64_t session, uint64_t offset,
+                               uint32_t length, char* out) {
+  bulk::Request r;
+  r.op = bulk::Op::kRead;
+  r.session = session;
+  r.offset = offset;
+  r.length = length;
+  return Call(r, nullptr, out);
+}
+
+absl::Status BulkChannel::Write(uint64_t session, uint64_t offset,
+                                const char* data, uint32_t length, bool sync) {
+  bulk::Request r;
+  r.op = bulk::Op::kWrite;
+  r.sync = sync;
+  r.session = session;
+  r.offset = offset;
+  r.length = length;
+  return Call(r, data, nullptr);
+}
+
+int BulkChannel::TakeIdle() {
+  absl::MutexLock lock(&mu_);
+  if (idle_.empty()) return -1;
+  int fd = idle_.back();
+  idle_.pop_back();
+  return fd;
+}
+
+void BulkChannel::GiveBack(int fd) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (idle_.size() < kMaxIdle) {
+      idle_.push_back(fd);
+      return;
+    }
+  }
+  close(fd);
+}
+
+absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
+                               char* out) {
+  if (r.length == 0 || r.length > bulk::kMaxLength) {
+    return MakeError(Errc::kInvalidArgument,
+                     absl::StrCat("bulk I/O of ", r.length, " bytes"));
+  }
+  const Clock::time_point deadline =
+      Clock::now() + std::chrono::milliseconds(timeout_ms_);
+  auto backoff = std::chrono::milliseconds(5);
+  absl::Status last;
+  for (;;) {
+    int fd = TakeIdle();
+    const bool reused = fd >= 0;
+    if (fd < 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - Clock::now());
+      absl::StatusOr<int> c =
+          ConnectTcp(address_, std::max<int64_t>(1, left.count()));
+      if (c.ok()) {
+        fd = *c;
+      } else {
+        last = c.status();
+      }
+    }
+    if (fd >= 0) {
+      absl::Status status;
+      switch (Exchange(fd, r, data, out, &status)) {
+        case Outcome::kDone:
+          GiveBack(fd);
+          return status;
+        case Outcome::kBroken:
+          close(fd);
+          return status;
+        case Outcome::kGone:
+          close(fd);
+          last = status;
+          // An idle connection the server closed: try the next at once.
+          if (reused) continue;
+          break;
+      }
+    }
+    if (Clock::now() + backoff >= deadline) {
+      return MakeError(
+          Errc::kUnavailable,
+          absl::StrCat("data server ", address_, ": ", last.message()));
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+  }
+}
+
+BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
+                                           const char* data, char* out,
+                                           absl::Status* status) {
+  char head[bulk::kRequestSize];
+  bulk::EncodeRequest(r, head);
+  struct iovec iov[2] = {
+      {head, sizeof(head)},
+      {const_cast<char*>(data), r.op == bulk::Op::kWrite ? r.length : 0}};
+  auto broken = [&](const std::string& what) {
+    *status = MakeError(Errc::kUnavailable,
+                        absl::StrCat("data server ", address_, ": ", what));
+  };
+  if (!SendAll(fd, iov, 2)) {
+    int err = errno;
+    broken(absl::StrCat("send: ", strerror(err)));
+    return err == EPIPE || err == ECONNRESET ? Outcome::kGone
+                                             : Outcome::kBroken;
+  }
+  char reply_head[bulk::kReplySize];
+  ssize_t got = RecvAll(fd, reply_head, sizeof(reply_head));
+  if (got == 0 || (got < 0 && errno == ECONNRESET)) {
+    broken("connection closed");
+    return Outcome::kGone;
+  }
+  if (got != static_cast<ssize_t>(sizeof(reply_head))) {
+    broken(got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+               ? "no reply in time"
+               : "reply cut short");
+    return Outcome::kBroken;
+  }
+  absl::StatusOr<bulk::Reply> reply = bulk::DecodeReply(reply_head, r);
+  if (!reply.ok()) {
+    broken(std::string(reply.status().message()));
+    return Outcome::kBroken;
+  }
+  std::string message(reply->message_length, '\0');
+  if (RecvAll(fd, message.data(), message.size()) !=
+          static_cast<ssize_t>(message.size()) ||
+      (reply->data_length > 0 &&
+       RecvAll(fd, out, reply->data_length) !=
+           static_cast<ssize_t>(reply->data_length))) {
+    broken("reply cut short");
+    return Outcome::kBroken;
+  }
+  *status = bulk::StatusOf(*reply, message);
+  // The server closes a connection after refusing a malformed request.
+  return ErrcOf(*status) == Errc::kInvalidArgument ? Outcome::kBroken
+                                                   : Outcome::kDone;
+}
+
+}  // namespace rangefs::client

@@ -1,0 +1,36 @@
+// Blocking TCP sockets for the bulk data protocol (common/bulk_wire.h):
+// listen on an address, connect with a time limit, and send or receive
+// whole buffers. Addresses are "HOST:PORT" as in the cluster
+// configuration (host names, IPv4 or bracketed IPv6 literals).
+#ifndef RANGEFS_COMMON_SOCKET_H_
+#define RANGEFS_COMMON_SOCKET_H_
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace rangefs {
+
+// A listening socket bound to `address` (port 0: any free port). *port
+// gets the port it listens on. The caller owns the descriptor.
+absl::StatusOr<int> ListenTcp(const std::string& address, int* port);
+
+// A connected socket with TCP_NODELAY; sends and receives on it fail with
+// EAGAIN after `timeout_ms` without progress. The caller owns it.
+absl::StatusOr<int> ConnectTcp(const std::string& address, uint64_t timeout_ms);
+
+// Sends every byte of the `n` buffers (modifies `iov`). False on error;
+// errno tells which.
+bool SendAll(int fd, struct iovec* iov, int n);
+
+// Receives exactly `n` bytes. Returns n, fewer if the peer closed the
+// connection first, or -1 on error (errno).
+ssize_t RecvAll(int fd, char* buf, size_t n);
+
+}  // namespace rangefs
+
+#endif  // RANGEFS_COMMON_SOCKET_H_
