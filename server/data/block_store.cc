@@ -27,7 +27,8 @@ absl::Status ErrnoError(Errc code, const std::string& what) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(
-    const std::string& dir, uint64_t size, const std::string& device) {
+    const std::string& dir, uint64_t size, const std::string& device,
+    bool direct_io) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoError(Errc::kIoError, "mkdir " + dir);
   }
@@ -64,7 +65,16 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(
                      absl::StrCat(path, " holds ", existing,
                                   " bytes, not the requested ", size));
   }
-  auto store = std::unique_ptr<BlockStore>(new BlockStore(dir, fd, existing));
+  int direct_fd = -1;
+  if (direct_io) {
+    direct_fd = open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (direct_fd < 0) {
+      RANGEFS_LOG(WARNING) << "no direct I/O on " << path << " ("
+                           << strerror(errno) << "): all I/O is buffered";
+    }
+  }
+  auto store =
+      std::unique_ptr<BlockStore>(new BlockStore(dir, fd, direct_fd, existing));
   {
     absl::MutexLock lock(&store->fence_mu_);
     if (absl::Status s = store->LoadFences(); !s.ok()) return s;
@@ -72,10 +82,22 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(
   return store;
 }
 
-BlockStore::BlockStore(std::string dir, int fd, uint64_t size)
-    : dir_(std::move(dir)), fd_(fd), size_(size) {}
+BlockStore::BlockStore(std::string dir, int fd, int direct_fd, uint64_t size)
+    : dir_(std::move(dir)), fd_(fd), direct_fd_(direct_fd), size_(size) {}
 
-BlockStore::~BlockStore() { close(fd_); }
+BlockStore::~BlockStore() {
+  close(fd_);
+  if (direct_fd_ >= 0) close(direct_fd_);
+}
+
+int BlockStore::FdFor(uint64_t offset, uint64_t length, const void* buf) const {
+  const uint64_t mask = kDirectAlign - 1;
+  if (direct_fd_ >= 0 && (offset & mask) == 0 && (length & mask) == 0 &&
+      (reinterpret_cast<uintptr_t>(buf) & mask) == 0) {
+    return direct_fd_;
+  }
+  return fd_;
+}
 
 absl::Status BlockStore::CheckRange(uint64_t offset, uint64_t length) const {
   if (length == 0 || length > kMaxIo) {
@@ -142,13 +164,15 @@ absl::Status BlockStore::Write(uint64_t session, uint64_t offset,
   if (absl::Status s = FaultPoint("data.write"); !s.ok()) return s;
   absl::ReaderMutexLock lock(&fence_mu_);
   if (absl::Status s = CheckFence(session); !s.ok()) return s;
+  int fd = FdFor(offset, data.size(), data.data());
   uint64_t done = 0;
   while (done < data.size()) {
-    ssize_t n = pwrite(fd_, data.data() + done, data.size() - done,
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done,
                        static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError(Errc::kIoError, "pwrite");
     done += static_cast<uint64_t>(n);
+    fd = fd_;  // A short transfer leaves the rest unaligned.
   }
   if (sync && fdatasync(fd_) != 0)
     return ErrnoError(Errc::kIoError, "fdatasync");

@@ -4,6 +4,14 @@
 // moment Fence() returns (the fence list is persisted, so it survives a
 // restart). Never-written blocks of a file-backed store read as zeros.
 //
+// Writes whose device offset, length and buffer are 4 KiB aligned go
+// around the server's page cache (O_DIRECT): the node caches the data, so
+// a second copy here only doubles the memory traffic of every write. Reads
+// and unaligned writes are buffered (reads keep the kernel's readahead).
+// The kernel drops cached pages a direct write covers, before and after
+// it; what it cannot keep coherent is a buffered write overlapping a
+// direct write of the same block in time, which the nodes' locks exclude.
+//
 // Thread-safe. Reads and writes of different sessions run concurrently;
 // Fence(s) waits for I/O of s already past its fence check, so once Fence
 // returns no write of s can land.
@@ -42,8 +50,11 @@ class BlockStore {
   // `dir/blocks`, sized `size` bytes on first use. `size` must match an
   // existing device, or be 0 to accept its size. `device`, if not empty,
   // names a file or block device to use instead of dir/blocks.
+  // `direct_io`: use O_DIRECT for aligned I/O where the file system
+  // allows it.
   static absl::StatusOr<std::unique_ptr<BlockStore>> Open(
-      const std::string& dir, uint64_t size, const std::string& device = "");
+      const std::string& dir, uint64_t size, const std::string& device = "",
+      bool direct_io = true);
   ~BlockStore();
   BlockStore(const BlockStore&) = delete;
   BlockStore& operator=(const BlockStore&) = delete;
@@ -63,10 +74,15 @@ class BlockStore {
   absl::Status Fence(uint64_t session);
 
   uint64_t size() const { return size_; }
+  bool direct_io() const { return direct_fd_ >= 0; }
+  // The alignment of offsets, lengths and buffers that direct writes need.
+  static constexpr uint64_t kDirectAlign = 4096;
   BlockStoreStats Stats() const;
 
  private:
-  BlockStore(std::string dir, int fd, uint64_t size);
+  BlockStore(std::string dir, int fd, int direct_fd, uint64_t size);
+  // The descriptor for a write of `length` bytes at `offset` from `buf`.
+  int FdFor(uint64_t offset, uint64_t length, const void* buf) const;
   absl::Status CheckRange(uint64_t offset, uint64_t length) const;
   // Requires fence_mu_ held (shared or exclusive).
   absl::Status CheckFence(uint64_t session) const
@@ -76,6 +92,7 @@ class BlockStore {
 
   const std::string dir_;
   const int fd_;
+  const int direct_fd_;  // -1: no direct I/O.
   const uint64_t size_;
   // Held shared by every I/O across its fence check and the system call,
   // exclusively by Fence().

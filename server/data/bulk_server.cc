@@ -94,8 +94,22 @@ void BulkServer::Reap() {
   }
 }
 
+char* BulkServer::Buffer::Get(size_t n) {
+  if (n <= size_) return data_;
+  free(data_);
+  data_ = nullptr;
+  size_ = 0;
+  // Rounded up so a connection's sizes settle after a few requests.
+  const size_t want = (n + (64 << 10) - 1) & ~size_t{(64 << 10) - 1};
+  void* p = nullptr;
+  if (posix_memalign(&p, BlockStore::kDirectAlign, want) != 0) return nullptr;
+  data_ = static_cast<char*>(p);
+  size_ = want;
+  return data_;
+}
+
 void BulkServer::Serve(Connection* c) {
-  std::vector<char> buffer;
+  Buffer buffer;
   while (ServeOne(c->fd, &buffer)) {
   }
   shutdown(c->fd, SHUT_RDWR);
@@ -103,12 +117,13 @@ void BulkServer::Serve(Connection* c) {
   c->done = true;
 }
 
-bool BulkServer::ServeOne(int fd, std::vector<char>* buffer) {
+bool BulkServer::ServeOne(int fd, Buffer* buffer) {
   char head[bulk::kRequestSize];
   ssize_t got = RecvAll(fd, head, sizeof(head));
   if (got != static_cast<ssize_t>(sizeof(head))) return false;  // EOF, error.
   absl::StatusOr<bulk::Request> req = bulk::DecodeRequest(head);
   bulk::Request r;
+  char* data = nullptr;
   absl::Status status;
   bool keep = true;
   if (!req.ok()) {
@@ -116,15 +131,18 @@ bool BulkServer::ServeOne(int fd, std::vector<char>* buffer) {
     keep = false;  // The framing is lost: answer, then close.
   } else {
     r = *req;
-    if (buffer->size() < r.length) buffer->resize(r.length);
+    data = buffer->Get(r.length);
+    if (data == nullptr) {
+      RANGEFS_LOG(ERROR) << "bulk: no memory for " << r.length << " bytes";
+      return false;
+    }
     if (r.op == bulk::Op::kWrite) {
-      got = RecvAll(fd, buffer->data(), r.length);
+      got = RecvAll(fd, data, r.length);
       if (got != static_cast<ssize_t>(r.length)) return false;  // Cut short.
-      status =
-          store_->Write(r.session, r.offset,
-                        absl::string_view(buffer->data(), r.length), r.sync);
+      status = store_->Write(r.session, r.offset,
+                             absl::string_view(data, r.length), r.sync);
     } else {
-      status = store_->ReadInto(r.session, r.offset, r.length, buffer->data());
+      status = store_->ReadInto(r.session, r.offset, r.length, data);
     }
   }
   std::string message;
@@ -134,7 +152,7 @@ bool BulkServer::ServeOne(int fd, std::vector<char>* buffer) {
   struct iovec iov[3] = {
       {out, sizeof(out)},
       {message.data(), message.size()},
-      {buffer->data(), reply.data_length},
+      {data, reply.data_length},
   };
   if (!SendAll(fd, iov, 3)) return false;
   return keep;

@@ -9,6 +9,7 @@
 #ifndef RANGEFS_SERVER_DATA_BULK_SERVER_H_
 #define RANGEFS_SERVER_DATA_BULK_SERVER_H_
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -37,6 +38,21 @@ class BulkServer {
   static constexpr int kMaxConnections = 1024;
 
  private:
+  // A receive buffer aligned for the store's direct I/O.
+  class Buffer {
+   public:
+    Buffer() = default;
+    ~Buffer() { free(data_); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    // At least `n` bytes (contents not kept).
+    char* Get(size_t n);
+
+   private:
+    char* data_ = nullptr;
+    size_t size_ = 0;
+  };
+
   struct Connection {
     int fd = -1;
     bool done = false;
@@ -47,7 +63,7 @@ class BulkServer {
   void AcceptLoop();
   void Serve(Connection* c);
   // Answers one request; false when the connection should close.
-  bool ServeOne(int fd, std::vector<char>* buffer);
+  bool ServeOne(int fd, Buffer* buffer);
   // Joins and frees connections whose thread has ended.
   void Reap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

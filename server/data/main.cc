@@ -28,6 +28,8 @@ ABSL_FLAG(std::string, device, "",
 ABSL_FLAG(uint64_t, size, 0,
           "device size in bytes (required when the device is new)");
 ABSL_FLAG(int, threads, 8, "I/O threads");
+ABSL_FLAG(bool, direct_io, true,
+          "aligned writes bypass the server's page cache (O_DIRECT)");
 ABSL_FLAG(std::string, bulk_listen, "",
           "address to serve the bulk protocol on (block reads and writes "
           "beside gRPC; the cluster configuration's bulk=HOST:PORT)");
@@ -48,7 +50,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto store = data::BlockStore::Open(dir, absl::GetFlag(FLAGS_size),
-                                      absl::GetFlag(FLAGS_device));
+                                      absl::GetFlag(FLAGS_device),
+                                      absl::GetFlag(FLAGS_direct_io));
   if (!store.ok()) {
     RANGEFS_LOG(ERROR) << "cannot open the device: "
                        << store.status().message();
@@ -76,8 +79,9 @@ int main(int argc, char** argv) {
     RANGEFS_LOG(INFO) << "bulk protocol on " << b << " (port " << bulk_port
                       << ")";
   }
-  RANGEFS_LOG(INFO) << "serving " << (*store)->size() << " bytes on " << listen
-                    << " (port " << port << ")";
+  RANGEFS_LOG(INFO) << "serving " << (*store)->size() << " bytes"
+                    << ((*store)->direct_io() ? " (direct I/O)" : "") << " on "
+                    << listen << " (port " << port << ")";
   int sig = rpc::WaitForTerminationSignal();
   RANGEFS_LOG(INFO) << "signal " << sig << ", shutting down";
   if (bulk) bulk->Stop();
