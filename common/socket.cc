@@ -67,86 +67,90 @@ int PortOf(int fd) {
   return 0;
 }
 
-}  // namespace
-
-absl::StatusOr<int> ListenTcp(const std::string& address, int* port) {
-  absl::StatusOr<addrinfo*> list = Resolve(address, true);
+// Runs `attempt` on each address `address` resolves to until one gives a
+// descriptor (an attempt that fails returns -1 with errno set and closes
+// what it opened).
+template <typename Fn>
+absl::StatusOr<int> FirstAddressThatWorks(const std::string& address,
+                                          bool passive, const char* verb,
+                                          Fn attempt) {
+  absl::StatusOr<addrinfo*> list = Resolve(address, passive);
   if (!list.ok()) return list.status();
-  int err = 0;
+  int err = ECONNREFUSED;
   for (addrinfo* ai = *list; ai != nullptr; ai = ai->ai_next) {
-    int fd =
-        socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      err = errno;
-      continue;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) {
+    int fd = attempt(ai);
+    if (fd >= 0) {
       freeaddrinfo(*list);
-      if (port != nullptr) *port = PortOf(fd);
       return fd;
     }
     err = errno;
-    close(fd);
   }
   freeaddrinfo(*list);
   return MakeError(
       Errc::kUnavailable,
-      absl::StrCat("cannot listen on ", address, ": ", strerror(err)));
+      absl::StrCat("cannot ", verb, " ", address, ": ", strerror(err)));
+}
+
+// Closes `fd` keeping errno; returns -1.
+int Fail(int fd) {
+  int err = errno;
+  close(fd);
+  errno = err;
+  return -1;
+}
+
+}  // namespace
+
+absl::StatusOr<int> ListenTcp(const std::string& address, int* port) {
+  return FirstAddressThatWorks(address, true, "listen on", [&](addrinfo* ai) {
+    int fd =
+        socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+      return Fail(fd);
+    }
+    if (port != nullptr) *port = PortOf(fd);
+    return fd;
+  });
 }
 
 absl::StatusOr<int> ConnectTcp(const std::string& address,
                                uint64_t timeout_ms) {
-  absl::StatusOr<addrinfo*> list = Resolve(address, false);
-  if (!list.ok()) return list.status();
-  int err = ECONNREFUSED;
-  for (addrinfo* ai = *list; ai != nullptr; ai = ai->ai_next) {
+  return FirstAddressThatWorks(address, false, "connect to", [&](addrinfo* ai) {
     int fd =
         socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                ai->ai_protocol);
-    if (fd < 0) {
-      err = errno;
-      continue;
-    }
-    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-    if (rc != 0 && errno == EINPROGRESS) {
+    if (fd < 0) return -1;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      if (errno != EINPROGRESS) return Fail(fd);
       pollfd p{fd, POLLOUT, 0};
       int timeout = timeout_ms > 60000 ? 60000 : static_cast<int>(timeout_ms);
+      int rc;
       do {
         rc = poll(&p, 1, timeout);
       } while (rc < 0 && errno == EINTR);
-      if (rc == 1) {
-        int so = 0;
-        socklen_t len = sizeof(so);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &len);
+      if (rc == 0) errno = ETIMEDOUT;
+      if (rc != 1) return Fail(fd);
+      int so = 0;
+      socklen_t len = sizeof(so);
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &len);
+      if (so != 0) {
         errno = so;
-        rc = so == 0 ? 0 : -1;
-      } else {
-        errno = rc == 0 ? ETIMEDOUT : errno;
-        rc = -1;
+        return Fail(fd);
       }
     }
-    if (rc == 0) {
-      freeaddrinfo(*list);
-      // Back to blocking, with time limits on each send and receive.
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      timeval tv{static_cast<time_t>(timeout_ms / 1000),
-                 static_cast<suseconds_t>((timeout_ms % 1000) * 1000)};
-      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-      int fl = fcntl(fd, F_GETFL);
-      fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-      return fd;
-    }
-    err = errno;
-    close(fd);
-  }
-  freeaddrinfo(*list);
-  return MakeError(
-      Errc::kUnavailable,
-      absl::StrCat("cannot connect to ", address, ": ", strerror(err)));
+    // Back to blocking, with time limits on each send and receive.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    timeval tv{static_cast<time_t>(timeout_ms / 1000),
+               static_cast<suseconds_t>((timeout_ms % 1000) * 1000)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+  });
 }
 
 bool SendAll(int fd, struct iovec* iov, int n) {

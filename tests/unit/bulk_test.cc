@@ -102,6 +102,23 @@ TEST(BulkWireTest, RepliesMustCarryWhatTheRequestAskedFor) {
   EXPECT_FALSE(bulk::DecodeReply(buf, read).ok());
 }
 
+TEST(SocketTest, BadOrBusyAddressesAreClearErrors) {
+  int port = 0;
+  EXPECT_EQ(ErrcOf(ListenTcp("no-port", &port).status()),
+            Errc::kInvalidArgument);
+  auto first = ListenTcp("127.0.0.1:0", &port);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = ListenTcp("127.0.0.1:" + std::to_string(port), nullptr);
+  EXPECT_EQ(ErrcOf(again.status()), Errc::kUnavailable);
+  EXPECT_NE(std::string(again.status().message()).find("in use"),
+            std::string::npos)
+      << again.status();
+  auto conn = ConnectTcp("127.0.0.1:" + std::to_string(port), 1000);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  close(*conn);
+  close(*first);
+}
+
 class BulkServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
