@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "common/bulk_wire.h"
 #include "common/log.h"
@@ -73,11 +74,21 @@ void BulkServer::AcceptLoop() {
       if (stopping_) return;
       continue;
     }
+    // A peer that stops reading its replies cannot hold a thread (and
+    // Stop) forever.
+    timeval tv{kSendTimeoutSeconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     auto c = std::make_unique<Connection>();
     c->fd = fd;
     Connection* raw = c.get();
+    try {
+      raw->thread = std::thread([this, raw] { Serve(raw); });
+    } catch (const std::system_error& e) {
+      RANGEFS_LOG(WARNING) << "bulk: no thread for a connection: " << e.what();
+      close(fd);
+      continue;
+    }
     connections_.push_back(std::move(c));
-    raw->thread = std::thread([this, raw] { Serve(raw); });
   }
 }
 

@@ -36,6 +36,8 @@ class BulkServer {
 
   // More connections than this are closed at once.
   static constexpr int kMaxConnections = 1024;
+  // A reply that cannot be sent for this long ends its connection.
+  static constexpr int kSendTimeoutSeconds = 30;
 
  private:
   // A receive buffer aligned for the store's direct I/O.
