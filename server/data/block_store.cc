@@ -70,7 +70,7 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(
     direct_fd = open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
     if (direct_fd < 0) {
       RANGEFS_LOG(WARNING) << "no direct I/O on " << path << " ("
-                           << strerror(errno) << "): all I/O is buffered";
+                           << strerror(errno) << "): every write is buffered";
     }
   }
   auto store =

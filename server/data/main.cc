@@ -1,6 +1,6 @@
 // rangefs-data: a data server. Serves one block device (a preallocated file
 // by default) over DataService on the address it is given, and block
-// reads and writes over the bulk protocol on --bulk-listen.
+// reads and writes over the bulk protocol on --bulk_listen.
 //
 //   rangefs-data --listen 127.0.0.1:7101 --dir /var/lib/rangefs/data0
 //                --size 1073741824
