@@ -73,6 +73,14 @@ void Client::Impl::Stop() {
     stopping_ = true;
   }
   if (flusher_.joinable()) flusher_.join();
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Impl* i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(i->mu_) {
+          return i->readaheads_ == 0;
+        },
+        this));
+  }
   mmaps_->Stop();  // Dirty mapped pages go to the page cache.
   std::vector<uint64_t> fhs;
   {
@@ -238,6 +246,9 @@ ClientStats Client::Impl::Stats() {
   s.lost_dirty_pages = counters.lost_dirty_pages;
   s.direct_fallbacks = counters.direct_fallbacks;
   s.staged_copies = counters.staged_copies;
+  s.readaheads = counters.readaheads;
+  s.readaheads_abandoned = counters.readaheads_abandoned;
+  s.readahead_pages = counters.readahead_pages;
   MmapStats m = mmaps_->Stats();
   s.read_faults = m.read_faults;
   s.write_faults = m.write_faults;

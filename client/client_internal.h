@@ -39,6 +39,8 @@
 namespace rangefs::client {
 
 inline constexpr uint64_t kMaxDataCall = 4ull << 20;  // Data server limit.
+// Asynchronous readaheads of one inode in flight at once.
+inline constexpr size_t kMaxReadAheads = 2;
 
 inline uint64_t PageFloor(uint64_t x) { return x & ~(kPageSize - 1); }
 inline uint64_t PageCeil(uint64_t x) {
@@ -113,6 +115,12 @@ struct InodeState {
   // reader comes within half a window of it (Linux's PG_readahead mark), so
   // a cached sequential read does not scan the window on every call.
   uint64_t ra_filled ABSL_GUARDED_BY(mu) = 0;
+  // The ranges asynchronous readaheads are filling (at most
+  // kMaxReadAheads). A reader of pages in them that are not in yet waits,
+  // holding no cluster lock; ra_progress is signalled as pieces arrive and
+  // when a readahead ends.
+  std::vector<ByteRange> ra_busy ABSL_GUARDED_BY(mu);
+  absl::CondVar ra_progress;
   // The node's open handles of the inode. The metadata server keeps an
   // unlinked file while some session has it open, and hears of this
   // node's opens lazily: a node with opens either holds the INODE lock
@@ -127,6 +135,39 @@ struct InodeState {
   uint64_t open_session ABSL_GUARDED_BY(open_mu) = 0;
   // Memory mappings of the inode on this node (MmapTable's fast path).
   std::atomic<int> mmaps{0};
+};
+
+// Buffers for page fills and direct I/O, kept for reuse: a large buffer
+// allocated afresh for every call costs a page fault and a zeroing per
+// page, more than the data transfer it is for. Thread-safe.
+class BufferPool {
+ public:
+  // Holds a buffer of the pool (none at first) and gives it back when
+  // destroyed.
+  class Buffer {
+   public:
+    explicit Buffer(BufferPool* pool) : pool_(pool) {}
+    ~Buffer() { Release(); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    // At least `size` bytes, uninitialised (earlier contents are not
+    // kept when it grows).
+    char* Get(size_t size);
+
+   private:
+    void Release();
+    BufferPool* const pool_;
+    std::unique_ptr<char[]> data_;
+    size_t capacity_ = 0;
+  };
+
+ private:
+  // Idle buffers kept: up to this many, none bigger than kMaxKept.
+  static constexpr size_t kMaxIdle = 8;
+  static constexpr size_t kMaxKept = 16u << 20;
+  absl::Mutex mu_;
+  std::vector<std::pair<size_t, std::unique_ptr<char[]>>> idle_
+      ABSL_GUARDED_BY(mu_);
 };
 
 class HeldLocks;
@@ -208,8 +249,10 @@ class Client::Impl {
   // ---- writeback.cc
   // Fills the missing pages of [first, end) page indexes that lie below
   // `size`. Caller holds INVAL SH or EX over `locked`, which contains them.
+  // Returns the pages it inserted in *filled, if given.
   absl::Status FillPages(InodeState& in, uint64_t first, uint64_t end,
-                         uint64_t size, const ByteRange& locked);
+                         uint64_t size, const ByteRange& locked,
+                         std::atomic<uint64_t>* filled = nullptr);
   // Mappings covering [offset, end): cached ones when `locked` (the INVAL
   // SH/EX range the caller holds) is given, else fresh and not cached.
   absl::StatusOr<std::vector<Mapping>> MapRange(InodeState& in, uint64_t offset,
@@ -231,9 +274,24 @@ class Client::Impl {
   absl::Status ReadBlocksDirect(InodeState& in, uint64_t offset,
                                 uint64_t length, char* out);
   // Reads the WRITTEN pieces of `maps` (which start at `offset`) into
-  // `out`, zeros elsewhere.
-  absl::Status ReadMapped(const std::vector<Mapping>& maps, uint64_t offset,
-                          char* out);
+  // `out`, zeros elsewhere. `arrived(file offset, length)`, if given, is
+  // called for each block-aligned piece once it is in `out`, from any
+  // thread, before this returns.
+  absl::Status ReadMapped(
+      const std::vector<Mapping>& maps, uint64_t offset, char* out,
+      const std::function<void(uint64_t, uint64_t)>* arrived = nullptr);
+  // Fills the missing pages of [start, end) of `in` in the background,
+  // under try-locks (it never waits for a cluster lock; without them it
+  // does nothing), then takes the range off in.ra_busy, where the caller
+  // put it.
+  void StartReadAhead(std::shared_ptr<InodeState> in, uint64_t start,
+                      uint64_t end);
+  void ReadAhead(InodeState& in, uint64_t start, uint64_t end);
+  void EndReadAhead(InodeState& in, const ByteRange& range, bool filled);
+  // Whether pages of [pos, pos + want) that a readahead is filling are
+  // still missing.
+  bool AwaitsReadAhead(InodeState& in, uint64_t pos, uint64_t want)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
   // Runs independent data-server calls, a few at a time; the first error.
   absl::Status RunParallel(std::vector<std::function<absl::Status()>> calls);
   // Drops pages and cached mappings of `range`.
@@ -270,7 +328,8 @@ class Client::Impl {
     std::atomic<uint64_t> map_cache_hits{0}, map_calls{0}, writeback_pages{0},
         stale_retries{0}, short_copies{0}, inval_demotes{0}, inode_demotes{0},
         pages_dropped{0}, lost_dirty_pages{0}, direct_fallbacks{0},
-        staged_copies{0};
+        staged_copies{0}, readaheads{0}, readaheads_abandoned{0},
+        readahead_pages{0};
   };
   Counters counters;
 
@@ -348,13 +407,17 @@ class Client::Impl {
   PageCache pages_;
   std::unique_ptr<Hooks> inval_hooks_, inode_hooks_;
   std::unique_ptr<MmapTable> mmaps_;
+  BufferPool buffers_;
   ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.
+  // Asynchronous readahead (their data-server calls go to io_pool_).
+  ThreadPool ra_pool_{2};
 
   absl::Mutex mu_;
   std::map<uint64_t, std::shared_ptr<InodeState>> inodes_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Handle> handles_ ABSL_GUARDED_BY(mu_);
   uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int readaheads_ ABSL_GUARDED_BY(mu_) = 0;  // Queued or running.
   // Set by a writer past half the dirty limit: the flusher starts at once.
   bool flush_kick_ ABSL_GUARDED_BY(mu_) = false;
   // Names cached in all directories' InodeState::names.

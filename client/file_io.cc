@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "client/client_internal.h"
 #include "client/user_copy.h"
 #include "common/fault_injection.h"
@@ -153,7 +154,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
   }
   size_t done = 0;
   ShortCopyBudget budget;
-  std::vector<char> bounce;
+  BufferPool::Buffer bounce(&buffers_);
   // Last resort for a buffer that maps what the call reads and keeps being
   // taken away under contention: read into `staged` under the locks and
   // copy to the caller after unlocking (faults then served as usual).
@@ -171,21 +172,55 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       staged.resize(want);
       dst = staged.data();
     }
+    // Readahead (buffered only): the INVAL lock this call takes covers
+    // `ra` bytes past the read, and [ra_start, ra_end) of them are filled
+    // in the background once the call holds its locks (StartReadAhead).
     uint64_t ra = 0;
-    bool read_ahead = false;  // Fill the readahead window this time.
+    uint64_t ra_start = 0, ra_end = 0;
     if (!direct) {
       absl::MutexLock lock(&in.mu);
+      // Pages a readahead is fetching arrive soon: wait for them rather
+      // than read them twice. Nothing is locked yet, so the readahead
+      // (which only try-locks) cannot be waiting for us.
+      while (AwaitsReadAhead(in, pos, want)) in.ra_progress.Wait(&in.mu);
       if (pos == in.next_read) {
-        in.ra_window = std::min(options_.readahead_bytes,
-                                std::max(kMinReadahead, in.ra_window * 2));
+        in.ra_window = std::min(
+            options_.readahead_bytes,
+            std::max({kMinReadahead, in.ra_window * 2, PageCeil(want)}));
       } else {
         in.ra_window = 0;
         in.ra_filled = 0;
       }
+      // Set before the read, so calls in flight together (the kernel's
+      // own readahead through FUSE) are seen as the sequence they are.
+      in.next_read = pos + want;
       ra = std::min(in.ra_window, kMaxFileSize - pos - want);
-      read_ahead = ra > 0 && pos + want + ra / 2 >= in.ra_filled;
-      if (read_ahead) in.ra_filled = pos + want + ra;
+      // Top up once less than half a window lies read ahead (Linux's
+      // PG_readahead mark), one readahead per inode at a time.
+      if (ra > 0 && pos + want + ra / 2 >= in.ra_filled &&
+          in.ra_busy.size() < kMaxReadAheads) {
+        ra_start = std::max(in.ra_filled, pos + want);
+        ra_end = pos + want + ra;
+        in.ra_filled = ra_end;
+        // Nothing to fetch (a cached re-read): no background work.
+        const uint64_t known_end =
+            in.attr_valid ? std::min(ra_end, PageCeil(in.attr.size)) : ra_end;
+        if (ra_start >= known_end ||
+            pages_
+                .MissingRuns(in.ino, ra_start / kPageSize,
+                             PageCeil(known_end) / kPageSize)
+                .empty()) {
+          ra_end = 0;
+        } else {
+          in.ra_busy.push_back({ra_start, ra_end});
+        }
+      }
     }
+    // Until it is handed to StartReadAhead, the readahead is ours to drop.
+    auto drop_ra = absl::MakeCleanup([this, &in, &ra_start, &ra_end] {
+      if (ra_end == 0) return;
+      EndReadAhead(in, {ra_start, ra_end}, /*filled=*/false);
+    });
     HeldLocks held(&locks_);
     const LockMode mode = direct ? kDf : kSh;
     if (absl::Status s = held.Take(kData, in.ino, {pos, pos + want}, mode);
@@ -222,21 +257,24 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     size_t copied = 0;
     bool short_copy = false;
     if (direct) {
-      bounce.resize(PageCeil(end - pos));
+      char* bounced = bounce.Get(PageCeil(end - pos));
       if (absl::Status s =
-              ReadBlocksDirect(in, pos, bounce.size(), bounce.data());
+              ReadBlocksDirect(in, pos, PageCeil(end - pos), bounced);
           !s.ok()) {
         return s;
       }
-      copied = CopyToUser(buf + done, bounce.data(), end - pos);
+      copied = CopyToUser(buf + done, bounced, end - pos);
       short_copy = copied < end - pos;
     } else {
       // Stores through this node's mappings are newer than the pages.
       mmaps_->Collect(in, PageCover(pos, end - pos));
-      const uint64_t fill_end = read_ahead ? end + ra : end;
+      if (ra_end != 0 && ra_start < size) {
+        // The range as registered (in.ra_busy): the fill stops at EOF.
+        StartReadAhead(h.inode, ra_start, ra_end);
+        ra_end = 0;
+      }
       if (absl::Status s =
-              FillPages(in, pos / kPageSize,
-                        PageCeil(std::min(fill_end, size)) / kPageSize, size,
+              FillPages(in, pos / kPageSize, PageCeil(end) / kPageSize, size,
                         PageCover(pos, want + ra));
           !s.ok()) {
         return s;
@@ -268,9 +306,9 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
           break;
         }
       }
-      {
+      if (short_copy) {
         absl::MutexLock lock(&in.mu);
-        in.next_read = pos + copied;
+        in.next_read = pos + copied;  // The retry goes on from there.
       }
       if (fill != nullptr && !short_copy) {
         // The cache above gets the bytes while our locks still cover them:
@@ -332,7 +370,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
   size_t done = 0;
   ShortCopyBudget budget;
   uint64_t first_pos = offset;
-  std::vector<char> bounce;
+  BufferPool::Buffer bounce(&buffers_);
   // Last resort for a buffer that maps what the call writes and keeps being
   // taken away under contention: copy the window before locking (faults
   // then served as usual) and write from that copy.
@@ -393,11 +431,11 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
         DropCached(in, {pos, pos + want});
       }
       if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
-      bounce.resize(want);
-      copied = PageFloor(CopyFromUser(bounce.data(), src, want));
+      char* bounced = bounce.Get(want);
+      copied = PageFloor(CopyFromUser(bounced, src, want));
       if (copied > 0) {
-        if (absl::Status s = WriteBlocks(in, pos, bounce.data(), copied,
-                                         pos + copied, sync, snap);
+        if (absl::Status s =
+                WriteBlocks(in, pos, bounced, copied, pos + copied, sync, snap);
             !s.ok()) {
           return s;
         }

@@ -1,9 +1,47 @@
 #include "client/page_cache.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 namespace rangefs::client {
+
+namespace {
+constexpr size_t kSlabBytes = 2u << 20;
+}  // namespace
+
+PageCache::Frames::~Frames() {
+  for (char* slab : slabs_) munmap(slab, kSlabBytes);
+}
+
+char* PageCache::Frames::Take() {
+  if (free_.empty()) {
+    // Twice the size, trimmed to an aligned slab (where the kernel gives
+    // transparent huge pages to all memory, one backs it). No
+    // MADV_HUGEPAGE: under the default defrag policy its faults compact
+    // memory synchronously, slower than the small pages they save.
+    void* m = mmap(nullptr, 2 * kSlabBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    char* base = static_cast<char*>(m);
+    char* slab = reinterpret_cast<char*>(
+        (reinterpret_cast<uintptr_t>(base) + kSlabBytes - 1) &
+        ~(uintptr_t{kSlabBytes} - 1));
+    if (slab > base) munmap(base, slab - base);
+    if (slab + kSlabBytes < base + 2 * kSlabBytes) {
+      munmap(slab + kSlabBytes, base + 2 * kSlabBytes - (slab + kSlabBytes));
+    }
+    slabs_.push_back(slab);
+    for (size_t off = kSlabBytes; off > 0; off -= kPageSize) {
+      free_.push_back(slab + off - kPageSize);
+    }
+  }
+  char* frame = free_.back();
+  free_.pop_back();
+  return frame;
+}
 
 PageCache::PageCache(uint64_t capacity_bytes)
     : capacity_pages_(std::max<uint64_t>(capacity_bytes / kPageSize, 1)) {}
@@ -23,6 +61,7 @@ PageCache::Page& PageCache::Emplace(uint64_t ino, InodePages& pages,
   if (*fresh) {
     // Not value-initialised: the caller fills the data.
     slot.reset(new Page);
+    slot->data = frames_.Take();
     slot->lru = lru_.insert(lru_.end(), {ino, index});
     chunk->present |= 1ull << (index % kChunkPages);
     ++pages.count;
@@ -73,6 +112,7 @@ void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index) {
   } else {
     lru_.erase(slot->lru);
   }
+  frames_.Give(slot->data);
   slot.reset();
   cit->second->present &= ~(1ull << (index % kChunkPages));
   if (cit->second->present == 0) pages.chunks.erase(cit);
@@ -196,6 +236,22 @@ bool PageCache::InsertClean(uint64_t ino, uint64_t index, const char* page) {
   memcpy(p.data, page, kPageSize);
   EvictLocked();
   return true;
+}
+
+uint64_t PageCache::InsertCleanRun(uint64_t ino, uint64_t first, uint64_t n,
+                                   const char* pages) {
+  absl::MutexLock lock(&mu_);
+  InodePages& inode = inodes_[ino];
+  uint64_t inserted = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    if (Find(inode, first + i) != nullptr) continue;
+    bool fresh = false;
+    Page& p = Emplace(ino, inode, first + i, &fresh);
+    memcpy(p.data, pages + i * kPageSize, kPageSize);
+    ++inserted;
+  }
+  EvictLocked();
+  return inserted;
 }
 
 bool PageCache::Write(uint64_t ino, uint64_t index, uint64_t offset,

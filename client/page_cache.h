@@ -71,6 +71,10 @@ class PageCache {
   // Caches a clean page unless the page is already cached (a fill must
   // never overwrite newer data); true if it inserted.
   bool InsertClean(uint64_t ino, uint64_t index, const char* page);
+  // The same for `n` consecutive pages from `first`, under one lock
+  // acquisition; returns how many it inserted.
+  uint64_t InsertCleanRun(uint64_t ino, uint64_t first, uint64_t n,
+                          const char* pages);
   // Copies `length` bytes into the cached page at `offset` and marks it
   // dirty; false (changing nothing) if the page is not cached.
   bool Write(uint64_t ino, uint64_t index, uint64_t offset, const char* data,
@@ -127,7 +131,24 @@ class PageCache {
     uint64_t seq = 0;
     // Position in lru_ when clean (dirty pages are not on the list).
     LruList::iterator lru;
-    char data[kPageSize];
+    char* data = nullptr;  // A frame of frames_.
+  };
+  // Page frames: 4 KiB slices of aligned 2 MiB slabs, reused once freed. A page
+  // allocated on its own costs a page fault and a zeroing of fresh memory,
+  // dearer than the copy that fills it. Slabs stay until the cache goes: as
+  // many as the most pages it ever held needed.
+  class Frames {
+   public:
+    Frames() = default;
+    ~Frames();
+    Frames(const Frames&) = delete;
+    Frames& operator=(const Frames&) = delete;
+    char* Take();
+    void Give(char* frame) { free_.push_back(frame); }
+
+   private:
+    std::vector<char*> free_;
+    std::vector<char*> slabs_;
   };
   // An inode's pages in aligned runs of kChunkPages indexes: a sequential
   // copy or scan walks arrays and a bitmap, not one tree node per page.
@@ -163,6 +184,7 @@ class PageCache {
 
   const uint64_t capacity_pages_;
   absl::Mutex mu_;
+  Frames frames_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, InodePages> inodes_ ABSL_GUARDED_BY(mu_);
   // Clean pages, least recently used at the front: (ino, index).
   LruList lru_ ABSL_GUARDED_BY(mu_);

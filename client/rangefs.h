@@ -115,7 +115,8 @@ struct ClientOptions {
   // the background flusher starts at half of it.
   uint64_t dirty_limit_bytes = 64ull << 20;
   uint64_t writeback_interval_ms = 1000;  // Age of dirty data written back.
-  uint64_t readahead_bytes = 1ull << 20;  // Sequential readahead window.
+  // Sequential readahead window, filled in the background.
+  uint64_t readahead_bytes = 8ull << 20;
   uint64_t lease_ms = 10000;
   uint64_t min_hold_ms = 10;  // See LockCacheOptions.
   uint64_t idle_release_ms = 30000;
@@ -135,6 +136,9 @@ struct ClientStats {
   uint64_t writeback_pages = 0, stale_retries = 0, short_copies = 0;
   uint64_t inval_demotes = 0, inode_demotes = 0, pages_dropped = 0;
   uint64_t lost_dirty_pages = 0, direct_fallbacks = 0, staged_copies = 0;
+  // Background readaheads that ran (whole or in part), ones that gave up
+  // (a lock not grantable at once, an error), pages they brought in.
+  uint64_t readaheads = 0, readaheads_abandoned = 0, readahead_pages = 0;
   // Memory mappings (Mmap): faults served, faults refused because the
   // thread was copying under locks (its copy stopped short) or would have
   // waited on its own lock, SIGBUS sent (past EOF, I/O error), pages moved.

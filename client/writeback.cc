@@ -2,6 +2,7 @@
 // the STALE loop, and the INVAL / INODE lock hooks (docs/client.md).
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "client/client_internal.h"
 #include "common/fault_injection.h"
@@ -21,6 +22,8 @@ constexpr int kHookRetries = 3;
 constexpr uint64_t kWritebackRun = 32ull << 20;
 // One fill: one mapping lookup, parallel data reads.
 constexpr uint64_t kMaxFill = 16ull << 20;
+// Reads bigger than this go to the data servers in pieces, in parallel.
+constexpr uint64_t kReadPiece = 1ull << 20;
 
 // The part of `m` inside [start, end), physical offset adjusted.
 Mapping Clip(const Mapping& m, uint64_t start, uint64_t end) {
@@ -129,6 +132,8 @@ uint64_t Client::Impl::DropCached(InodeState& in, const ByteRange& range) {
   counters.pages_dropped += before - std::min(before, pages_.Stats().pages);
   absl::MutexLock lock(&in.mu);
   DropMaps(in, range);
+  // What a readahead brought in is gone: the next one fetches it again.
+  in.ra_filled = std::min(in.ra_filled, range.start);
   return dirty;
 }
 
@@ -140,9 +145,10 @@ void Client::Impl::NoteLost(InodeState& in, uint64_t pages) {
 
 absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
                                      uint64_t end, uint64_t size,
-                                     const ByteRange& locked) {
+                                     const ByteRange& locked,
+                                     std::atomic<uint64_t>* filled) {
   end = std::min(end, PageCeil(size) / kPageSize);
-  std::vector<char> buf;
+  BufferPool::Buffer buf(&buffers_);
   for (auto [run_start, run_end] : pages_.MissingRuns(in.ino, first, end)) {
     for (uint64_t idx = run_start; idx < run_end;) {
       const uint64_t n = std::min(run_end - idx, kMaxFill / kPageSize);
@@ -151,12 +157,19 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
       absl::StatusOr<std::vector<Mapping>> maps =
           MapRange(in, offset, offset + length, &locked);
       if (!maps.ok()) return maps.status();
-      buf.resize(length);
-      if (absl::Status s = ReadMapped(*maps, offset, buf.data()); !s.ok()) {
+      // Each piece goes into the cache as soon as it is in (on the thread
+      // that read it), while the others are still on their way.
+      char* data = buf.Get(length);
+      const std::function<void(uint64_t, uint64_t)> arrived =
+          [this, &in, data, offset, filled](uint64_t at, uint64_t len) {
+            uint64_t n = pages_.InsertCleanRun(
+                in.ino, at / kPageSize, len / kPageSize, data + (at - offset));
+            if (filled != nullptr) *filled += n;
+            absl::MutexLock lock(&in.mu);
+            in.ra_progress.SignalAll();  // A reader may wait for these.
+          };
+      if (absl::Status s = ReadMapped(*maps, offset, data, &arrived); !s.ok()) {
         return s;
-      }
-      for (uint64_t i = 0; i < n; ++i) {
-        pages_.InsertClean(in.ino, idx + i, buf.data() + i * kPageSize);
       }
       idx += n;
     }
@@ -164,23 +177,133 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
   return absl::OkStatus();
 }
 
-absl::Status Client::Impl::ReadMapped(const std::vector<Mapping>& maps,
-                                      uint64_t offset, char* out) {
+char* BufferPool::Buffer::Get(size_t size) {
+  if (data_ != nullptr && capacity_ >= size) return data_.get();
+  Release();
+  {
+    absl::MutexLock lock(&pool_->mu_);
+    for (auto it = pool_->idle_.begin(); it != pool_->idle_.end(); ++it) {
+      if (it->first >= size) {
+        capacity_ = it->first;
+        data_ = std::move(it->second);
+        pool_->idle_.erase(it);
+        return data_.get();
+      }
+    }
+  }
+  capacity_ = std::max<size_t>(size, 1);
+  data_.reset(new char[capacity_]);  // Not value-initialised.
+  return data_.get();
+}
+
+void BufferPool::Buffer::Release() {
+  if (data_ == nullptr) return;
+  std::unique_ptr<char[]> data = std::move(data_);
+  const size_t capacity = std::exchange(capacity_, 0);
+  if (capacity > kMaxKept) return;
+  absl::MutexLock lock(&pool_->mu_);
+  auto& idle = pool_->idle_;
+  if (idle.size() >= kMaxIdle) {
+    // Keep the bigger ones: they serve any request.
+    auto smallest = std::min_element(
+        idle.begin(), idle.end(),
+        [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (smallest->first >= capacity) return;
+    idle.erase(smallest);
+  }
+  idle.emplace_back(capacity, std::move(data));
+}
+
+void Client::Impl::StartReadAhead(std::shared_ptr<InodeState> in,
+                                  uint64_t start, uint64_t end) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      ++readaheads_;
+      ra_pool_.Submit([this, in = std::move(in), start, end] {
+        ReadAhead(*in, start, end);
+        absl::MutexLock lock(&mu_);
+        --readaheads_;
+      });
+      return;
+    }
+  }
+  EndReadAhead(*in, {start, end}, /*filled=*/false);
+}
+
+void Client::Impl::EndReadAhead(InodeState& in, const ByteRange& range,
+                                bool filled) {
+  absl::MutexLock lock(&in.mu);
+  auto it = std::find(in.ra_busy.begin(), in.ra_busy.end(), range);
+  if (it != in.ra_busy.end()) in.ra_busy.erase(it);
+  // Not filled: a later read asks for it again.
+  if (!filled) in.ra_filled = std::min(in.ra_filled, range.start);
+  in.ra_progress.SignalAll();
+}
+
+bool Client::Impl::AwaitsReadAhead(InodeState& in, uint64_t pos,
+                                   uint64_t want) {
+  for (const ByteRange& r : in.ra_busy) {
+    if (!r.Overlaps({pos, pos + want})) continue;
+    const uint64_t end = in.attr_valid
+                             ? std::min(pos + want, PageCeil(in.attr.size))
+                             : pos + want;
+    if (pos < end &&
+        !pages_.MissingRuns(in.ino, pos / kPageSize, PageCeil(end) / kPageSize)
+             .empty()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Client::Impl::ReadAhead(InodeState& in, uint64_t start, uint64_t end) {
+  bool filled = false;
+  {
+    // Pages only under INVAL SH or EX. A readahead is a guess: it takes
+    // what the node can grant at once and gives up otherwise (a callback
+    // waiting, a writer queued, a mapping that may hold newer stores).
+    HeldLocks held(&locks_);
+    const ByteRange r = PageCover(start, end - start);
+    if (in.mmaps.load() == 0 &&
+        held.Take(LockKind::kInval, in.ino, r, LockMode::kSh, true).ok() &&
+        held.Take(LockKind::kInode, in.ino, WholeFile(), LockMode::kSh, true)
+            .ok()) {
+      absl::StatusOr<Attr> attr = CachedAttr(in);
+      filled = attr.ok() &&
+               FillPages(in, r.start / kPageSize, PageCeil(end) / kPageSize,
+                         attr->size, r, &counters.readahead_pages)
+                   .ok();
+    }
+  }
+  ++(filled ? counters.readaheads : counters.readaheads_abandoned);
+  EndReadAhead(in, {start, end}, filled);
+}
+
+absl::Status Client::Impl::ReadMapped(
+    const std::vector<Mapping>& maps, uint64_t offset, char* out,
+    const std::function<void(uint64_t, uint64_t)>* arrived) {
   const uint64_t session = locks_.session_id();
   std::vector<std::function<absl::Status()>> reads;
   for (const Mapping& m : maps) {
     char* dst = out + (m.offset - offset);
     if (m.state != ExtentState::kWritten) {
       memset(dst, 0, m.length);
+      if (arrived != nullptr) (*arrived)(m.offset, m.length);
       continue;
     }
-    for (uint64_t done = 0; done < m.length; done += kMaxDataCall) {
-      uint64_t n = std::min(kMaxDataCall, m.length - done);
+    for (uint64_t done = 0; done < m.length; done += kReadPiece) {
+      uint64_t n = std::min(kReadPiece, m.length - done);
       uint32_t device = m.device;
       uint64_t physical = m.physical + done;
-      reads.push_back([this, session, device, physical, n, dst, done] {
-        return stubs_->ReadData(session, device, physical, n, dst + done);
-      });
+      uint64_t at = m.offset + done;
+      reads.push_back(
+          [this, session, device, physical, n, dst, done, at, arrived] {
+            absl::Status s =
+                stubs_->ReadData(session, device, physical, n, dst + done);
+            if (s.ok() && arrived != nullptr) (*arrived)(at, n);
+            return s;
+          });
     }
   }
   if (reads.empty()) return absl::OkStatus();

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 
@@ -87,6 +89,86 @@ TEST_F(ClientClusterTest, CachedPagesOnAReaderFollowEveryNewWrite) {
     EXPECT_GT(b->Stats().pages_cached, 0u);
   }
   EXPECT_GT(b->Stats().inval_demotes, 0u);
+}
+
+// Sequential reads bring pages in ahead of the reader, in the background
+// and under the node's INVAL SH like any other page: a write on another
+// node takes them away, and the reader never returns a stale one.
+TEST_F(ClientClusterTest, ReadaheadPagesFollowAnotherNodesWrite) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  constexpr uint64_t kMiB = 1 << 20;
+  std::string data;
+  for (int i = 0; i < 16; ++i) data += Fill('a' + i, kMiB);
+  uint64_t fa = MustOpen(*a, "/ra", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, data, 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  uint64_t fb = MustOpen(*b, "/ra", O_RDONLY);
+  for (uint64_t off = 0; off < 3 * kMiB; off += kMiB) {
+    ASSERT_TRUE(SameBytes(MustRead(*b, fb, off, kMiB), data.substr(off, kMiB)))
+        << off;
+  }
+  // Three 1 MiB reads grow the window to 4 MiB: pages up to 7 MiB come.
+  for (int i = 0; i < 200 && b->Stats().pages_cached < 7 * kMiB / kPage; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ClientStats st = b->Stats();
+  EXPECT_GE(st.pages_cached, 7 * kMiB / kPage);
+  EXPECT_GT(st.readaheads, 0u);
+  EXPECT_GE(st.readahead_pages, 4 * kMiB / kPage);
+  // Into what b read ahead.
+  const std::string fresh = Fill('N', 64 << 10);
+  MustWrite(*a, fa, fresh, 5 * kMiB + 100);
+  data.replace(5 * kMiB + 100, fresh.size(), fresh);
+  for (uint64_t off = 3 * kMiB; off < data.size(); off += kMiB) {
+    ASSERT_TRUE(SameBytes(MustRead(*b, fb, off, kMiB), data.substr(off, kMiB)))
+        << off;
+  }
+  EXPECT_GT(b->Stats().inval_demotes, 0u);
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+}
+
+// A readahead cut short at the end of the file once stayed registered as
+// in flight: a later read of a page it had brought in, dropped since by
+// another node's write, waited for it forever.
+TEST_F(ClientClusterTest, ReadaheadEndingAtEofLeavesNothingToWaitFor) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  constexpr uint64_t kMiB = 1 << 20;
+  std::string data = Fill('o', 2 * kMiB + kMiB / 2);
+  uint64_t fa = MustOpen(*a, "/eof", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, data, 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  uint64_t fb = MustOpen(*b, "/eof", O_RDONLY);
+  // The second read's readahead runs into EOF.
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, kMiB), data.substr(0, kMiB)));
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, kMiB, kMiB), data.substr(kMiB, kMiB)));
+  for (int i = 0; i < 200 && b->Stats().pages_cached < data.size() / kPage;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  MustWrite(*a, fa, Fill('n', kMiB / 2), 2 * kMiB);  // Drops b's pages.
+  data.replace(2 * kMiB, kMiB / 2, Fill('n', kMiB / 2));
+  std::atomic<bool> done{false};
+  std::string got;
+  std::thread reader([&] {
+    got = MustRead(*b, fb, 2 * kMiB, kMiB);
+    done = true;
+  });
+  for (int i = 0; i < 600 && !done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!done) {
+    fprintf(stderr, "the read after the write hangs\n");
+    std::abort();
+  }
+  reader.join();
+  EXPECT_TRUE(SameBytes(got, data.substr(2 * kMiB)));
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
 }
 
 TEST_F(ClientClusterTest, DirectWriteReplacesWhatAReaderCached) {

@@ -28,6 +28,36 @@ TEST(PageCacheTest, InsertedPagesReadBack) {
   EXPECT_EQ(ReadOut(c, 2, 0), "");
 }
 
+TEST(PageCacheTest, InsertCleanRunSkipsCachedPagesAndKeepsTheirData) {
+  PageCache c(1 << 20);
+  c.Insert(1, 2, Page('d').data(), true);
+  c.Insert(1, 3, Page('c').data(), false);
+  std::string run;
+  for (char ch : {'0', '1', '2', '3', '4'}) run += Page(ch);
+  EXPECT_EQ(c.InsertCleanRun(1, 0, 5, run.data()), 3u);
+  EXPECT_EQ(ReadOut(c, 1, 0), Page('0'));
+  EXPECT_EQ(ReadOut(c, 1, 1), Page('1'));
+  EXPECT_EQ(ReadOut(c, 1, 2), Page('d'));  // Dirty: newer than the fill.
+  EXPECT_EQ(ReadOut(c, 1, 3), Page('c'));
+  EXPECT_EQ(ReadOut(c, 1, 4), Page('4'));
+  EXPECT_EQ(c.Stats().dirty_pages, 1u);
+}
+
+// Frames of dropped and evicted pages are reused: a page never shows
+// what its frame held before.
+TEST(PageCacheTest, ReusedFramesHoldOnlyTheirNewPage) {
+  PageCache c(600 * kPageSize);  // Past one 2 MiB slab of frames.
+  for (int round = 0; round < 4; ++round) {
+    const char ch = static_cast<char>('a' + round);
+    for (uint64_t i = 0; i < 1000; ++i) c.Insert(7, i, Page(ch).data(), false);
+    EXPECT_LE(c.Stats().pages, 600u);
+    for (uint64_t i = 400; i < 1000; ++i) {
+      EXPECT_EQ(ReadOut(c, 7, i), Page(ch)) << round << " " << i;
+    }
+    if (round % 2 == 1) c.Drop(7, {0, kInfinity});
+  }
+}
+
 TEST(PageCacheTest, WriteNeedsACachedPageAndDirtiesIt) {
   PageCache c(1 << 20);
   EXPECT_FALSE(c.Write(1, 0, 0, "x", 1));
