@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -153,12 +154,12 @@ absl::StatusOr<int> ConnectTcp(const std::string& address,
   });
 }
 
-bool SendAll(int fd, struct iovec* iov, int n) {
+bool SendAll(int fd, struct iovec* iov, int n, int flags) {
   while (n > 0) {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<size_t>(n);
-    ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
     if (sent < 0 && errno == EINTR) continue;
     if (sent < 0) return false;
     size_t left = static_cast<size_t>(sent);
@@ -171,6 +172,26 @@ bool SendAll(int fd, struct iovec* iov, int n) {
       iov->iov_base = static_cast<char*>(iov->iov_base) + left;
       iov->iov_len -= left;
     }
+  }
+  return true;
+}
+
+bool SendFileAll(int fd, int file_fd, uint64_t offset, uint64_t length) {
+  off_t at = static_cast<off_t>(offset);
+  uint64_t left = length;
+  while (left > 0) {
+    ssize_t sent = sendfile(fd, file_fd, &at, left);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0) return false;
+    if (sent == 0) break;  // The file ended.
+    left -= static_cast<uint64_t>(sent);
+  }
+  static const char kZeros[64 << 10] = {};
+  while (left > 0) {
+    struct iovec iov = {const_cast<char*>(kZeros),
+                        std::min<size_t>(left, sizeof(kZeros))};
+    if (!SendAll(fd, &iov, 1)) return false;
+    left -= iov.iov_len;
   }
   return true;
 }

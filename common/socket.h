@@ -23,9 +23,14 @@ absl::StatusOr<int> ListenTcp(const std::string& address, int* port);
 // EAGAIN after `timeout_ms` without progress. The caller owns it.
 absl::StatusOr<int> ConnectTcp(const std::string& address, uint64_t timeout_ms);
 
-// Sends every byte of the `n` buffers (modifies `iov`). False on error;
-// errno tells which.
-bool SendAll(int fd, struct iovec* iov, int n);
+// Sends every byte of the `n` buffers (modifies `iov`), with `flags`
+// (MSG_MORE, say) besides MSG_NOSIGNAL. False on error; errno tells which.
+bool SendAll(int fd, struct iovec* iov, int n, int flags = 0);
+
+// Sends `length` bytes of file `file_fd` from `offset` to socket `fd`
+// with sendfile(2) (no copy through user memory); zeros for any part past
+// the file's end. False on error; errno tells which.
+bool SendFileAll(int fd, int file_fd, uint64_t offset, uint64_t length);
 
 // Receives exactly `n` bytes. Returns n, fewer if the peer closed the
 // connection first, or -1 on error (errno).

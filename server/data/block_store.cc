@@ -153,6 +153,17 @@ absl::Status BlockStore::ReadInto(uint64_t session, uint64_t offset,
   return absl::OkStatus();
 }
 
+absl::Status BlockStore::ReadThrough(
+    uint64_t session, uint64_t offset, uint64_t length,
+    const std::function<absl::Status(int fd)>& read) {
+  if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
+  absl::ReaderMutexLock lock(&fence_mu_);
+  if (absl::Status s = CheckFence(session); !s.ok()) return s;
+  ++reads_;
+  bytes_read_ += length;
+  return read(fd_);
+}
+
 absl::Status BlockStore::Write(uint64_t session, uint64_t offset,
                                absl::string_view data, bool sync) {
   if (session == 0) {

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -66,6 +67,12 @@ class BlockStore {
   // The same into `out` (length bytes).
   absl::Status ReadInto(uint64_t session, uint64_t offset, uint64_t length,
                         char* out);
+  // For a caller that moves the bytes itself (sendfile(2) to a socket):
+  // runs `read(fd)` with the store's buffered descriptor under the checks
+  // and the fence lock of ReadInto, and returns what it returns (or the
+  // checks' error, without running it). `read` must not reenter the store.
+  absl::Status ReadThrough(uint64_t session, uint64_t offset, uint64_t length,
+                           const std::function<absl::Status(int fd)>& read);
   // Session 0 is refused: every writer identifies itself.
   absl::Status Write(uint64_t session, uint64_t offset, absl::string_view data,
                      bool sync);

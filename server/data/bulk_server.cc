@@ -142,18 +142,37 @@ bool BulkServer::ServeOne(int fd, Buffer* buffer) {
     keep = false;  // The framing is lost: answer, then close.
   } else {
     r = *req;
-    data = buffer->Get(r.length);
-    if (data == nullptr) {
-      RANGEFS_LOG(ERROR) << "bulk: no memory for " << r.length << " bytes";
-      return false;
-    }
     if (r.op == bulk::Op::kWrite) {
+      data = buffer->Get(r.length);
+      if (data == nullptr) {
+        RANGEFS_LOG(ERROR) << "bulk: no memory for " << r.length << " bytes";
+        return false;
+      }
       got = RecvAll(fd, data, r.length);
       if (got != static_cast<ssize_t>(r.length)) return false;  // Cut short.
       status = store_->Write(r.session, r.offset,
                              absl::string_view(data, r.length), r.sync);
     } else {
-      status = store_->ReadInto(r.session, r.offset, r.length, data);
+      // The reply, then the blocks straight from the store's page cache
+      // (sendfile: no copy through this process). Once the reply is out,
+      // a failure can only end the connection.
+      bool sent = false;
+      status =
+          store_->ReadThrough(r.session, r.offset, r.length, [&](int file_fd) {
+            std::string none;
+            char out[bulk::kReplySize];
+            bulk::EncodeReply(bulk::ReplyFor(absl::OkStatus(), r, &none), out);
+            struct iovec iov = {out, sizeof(out)};
+            sent = SendAll(fd, &iov, 1, MSG_MORE) &&
+                   SendFileAll(fd, file_fd, r.offset, r.length);
+            if (!sent) {
+              RANGEFS_LOG(WARNING)
+                  << "bulk: read of " << r.length << " at " << r.offset
+                  << " cut short: " << strerror(errno);
+            }
+            return absl::OkStatus();
+          });
+      if (status.ok()) return sent;
     }
   }
   std::string message;

@@ -1,6 +1,7 @@
 // The bulk data protocol: its framing (common/bulk_wire.h), and a data
 // server's BulkServer driven by the node's BulkChannel and by raw sockets
 // over loopback, in one process.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -117,6 +118,24 @@ TEST(SocketTest, BadOrBusyAddressesAreClearErrors) {
   ASSERT_TRUE(conn.ok()) << conn.status();
   close(*conn);
   close(*first);
+}
+
+TEST(SocketTest, SendFileAllSendsTheFileThenZerosPastItsEnd) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("f");
+  int file = open(path.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(file, 0);
+  ASSERT_EQ(pwrite(file, "0123456789", 10, 0), 10);
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  ASSERT_TRUE(SendFileAll(pair[0], file, 4, 16));
+  char got[16];
+  ASSERT_EQ(RecvAll(pair[1], got, sizeof(got)), 16);
+  EXPECT_EQ(std::string(got, 16),
+            std::string("456789") + std::string(10, '\0'));
+  close(pair[0]);
+  close(pair[1]);
+  close(file);
 }
 
 class BulkServerTest : public ::testing::Test {
