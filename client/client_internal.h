@@ -162,12 +162,13 @@ class BufferPool {
   };
 
  private:
-  // Idle buffers kept: up to this many, none bigger than kMaxKept.
+  // Idle buffers kept: up to this many, and this many bytes in all.
   static constexpr size_t kMaxIdle = 8;
-  static constexpr size_t kMaxKept = 16u << 20;
+  static constexpr size_t kMaxIdleBytes = 32u << 20;
   absl::Mutex mu_;
   std::vector<std::pair<size_t, std::unique_ptr<char[]>>> idle_
       ABSL_GUARDED_BY(mu_);
+  size_t idle_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class HeldLocks;

@@ -186,6 +186,7 @@ char* BufferPool::Buffer::Get(size_t size) {
       if (it->first >= size) {
         capacity_ = it->first;
         data_ = std::move(it->second);
+        pool_->idle_bytes_ -= capacity_;
         pool_->idle_.erase(it);
         return data_.get();
       }
@@ -200,17 +201,20 @@ void BufferPool::Buffer::Release() {
   if (data_ == nullptr) return;
   std::unique_ptr<char[]> data = std::move(data_);
   const size_t capacity = std::exchange(capacity_, 0);
-  if (capacity > kMaxKept) return;
+  if (capacity > kMaxIdleBytes) return;
   absl::MutexLock lock(&pool_->mu_);
   auto& idle = pool_->idle_;
-  if (idle.size() >= kMaxIdle) {
-    // Keep the bigger ones: they serve any request.
+  // Over the limits, the smaller ones go (the bigger serve any request).
+  while (!idle.empty() && (idle.size() >= kMaxIdle ||
+                           pool_->idle_bytes_ + capacity > kMaxIdleBytes)) {
     auto smallest = std::min_element(
         idle.begin(), idle.end(),
         [](const auto& a, const auto& b) { return a.first < b.first; });
-    if (smallest->first >= capacity) return;
+    if (smallest->first >= capacity) return;  // This one goes instead.
+    pool_->idle_bytes_ -= smallest->first;
     idle.erase(smallest);
   }
+  pool_->idle_bytes_ += capacity;
   idle.emplace_back(capacity, std::move(data));
 }
 
