@@ -196,7 +196,7 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       in.next_read = pos + want;
       ra = std::min(in.ra_window, kMaxFileSize - pos - want);
       // Top up once less than half a window lies read ahead (Linux's
-      // PG_readahead mark), one readahead per inode at a time.
+      // PG_readahead mark), at most kMaxReadAheads per inode in flight.
       if (ra > 0 && pos + want + ra / 2 >= in.ra_filled &&
           in.ra_busy.size() < kMaxReadAheads) {
         ra_start = std::max(in.ra_filled, pos + want);

@@ -60,8 +60,9 @@ PageCache::Page& PageCache::Emplace(uint64_t ino, InodePages& pages,
   *fresh = slot == nullptr;
   if (*fresh) {
     // Not value-initialised: the caller fills the data.
+    char* frame = frames_.Take();  // First: it may throw.
     slot.reset(new Page);
-    slot->data = frames_.Take();
+    slot->data = frame;
     slot->lru = lru_.insert(lru_.end(), {ino, index});
     chunk->present |= 1ull << (index % kChunkPages);
     ++pages.count;

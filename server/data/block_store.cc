@@ -157,8 +157,13 @@ absl::Status BlockStore::ReadThrough(
     uint64_t session, uint64_t offset, uint64_t length,
     const std::function<absl::Status(int fd)>& read) {
   if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
-  absl::ReaderMutexLock lock(&fence_mu_);
-  if (absl::Status s = CheckFence(session); !s.ok()) return s;
+  {
+    // Not held across `read`, which may wait on a slow or dead client:
+    // a Fence (an eviction) must not wait for that. A read checked just
+    // before a fence may finish after it; it changes nothing stored.
+    absl::ReaderMutexLock lock(&fence_mu_);
+    if (absl::Status s = CheckFence(session); !s.ok()) return s;
+  }
   ++reads_;
   bytes_read_ += length;
   return read(fd_);

@@ -68,9 +68,10 @@ class BlockStore {
   absl::Status ReadInto(uint64_t session, uint64_t offset, uint64_t length,
                         char* out);
   // For a caller that moves the bytes itself (sendfile(2) to a socket):
-  // runs `read(fd)` with the store's buffered descriptor under the checks
-  // and the fence lock of ReadInto, and returns what it returns (or the
-  // checks' error, without running it). `read` must not reenter the store.
+  // runs `read(fd)` with the store's buffered descriptor after the checks
+  // of ReadInto, and returns what it returns (or the checks' error,
+  // without running it). The fence lock is not held across `read` (it may
+  // wait on the network): a fence does not wait for it.
   absl::Status ReadThrough(uint64_t session, uint64_t offset, uint64_t length,
                            const std::function<absl::Status(int fd)>& read);
   // Session 0 is refused: every writer identifies itself.
