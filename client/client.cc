@@ -264,6 +264,7 @@ ClientStats Client::Impl::Stats() {
   s.lock_callbacks = l.callbacks;
   s.sessions_lost = l.sessions_lost;
   s.session_id = locks_.session_id();
+  s.meta_calls = stubs_->meta_calls();
   return s;
 }
 

@@ -378,12 +378,17 @@ class Client::Impl {
   void NameChanged(uint64_t dir, const std::string& name, const Dentry& now);
   void NameUnknown(uint64_t dir, const std::string& name);
   // After a call that makes `name` in `dir`: the name, and the
-  // directory's attributes (its mtime and size changed).
+  // directory's attributes (its mtime and size changed; `dir_now` as
+  // DirChanged).
   void NameMade(uint64_t dir, const std::string& name,
-                const absl::StatusOr<Attr>& made);
+                const absl::StatusOr<Attr>& made, const Attr& dir_now);
   // The inode's attributes changed under the caller's INODE EX (ino 0 is
   // ignored): forgotten here and in the cache above.
   void AttrChanged(uint64_t ino);
+  // As AttrChanged for a directory the caller changed under its INODE EX;
+  // `now` (when its ino is `dir`: the server's attributes right after the
+  // change) is cached, so the next stat or lookup needs no server.
+  void DirChanged(uint64_t dir, const Attr& now);
   void XattrChanged(uint64_t ino);
   // Before a namespace change removes or replaces a name of `inos` (under
   // the caller's INODE EX): writes their dirty data back and registers

@@ -100,13 +100,15 @@ void Client::Impl::NameChanged(uint64_t dir, const std::string& name,
 }
 
 void Client::Impl::NameMade(uint64_t dir, const std::string& name,
-                            const absl::StatusOr<Attr>& made) {
+                            const absl::StatusOr<Attr>& made,
+                            const Attr& dir_now) {
   if (made.ok()) {
     NameChanged(dir, name, {made->ino, made->mode & S_IFMT});
+    DirChanged(dir, dir_now);
   } else {
     NameUnknown(dir, name);
+    AttrChanged(dir);
   }
-  AttrChanged(dir);
 }
 
 void Client::Impl::NameUnknown(uint64_t dir, const std::string& name) {
@@ -127,6 +129,20 @@ void Client::Impl::AttrChanged(uint64_t ino) {
   }
   // A reply the kernel is about to cache may predate the change.
   InvalidateAttributesAbove(ino);
+}
+
+void Client::Impl::DirChanged(uint64_t dir, const Attr& now) {
+  if (now.ino != dir) {
+    AttrChanged(dir);
+    return;
+  }
+  {
+    std::shared_ptr<InodeState> in = GetInode(dir);
+    absl::MutexLock lock(&in->mu);
+    in->attr = now;
+    in->attr_valid = true;
+  }
+  InvalidateAttributesAbove(dir);
 }
 
 void Client::Impl::ForgetInode(InodeState& in) {
@@ -257,9 +273,11 @@ absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
                                          bool exclusive) {
   HeldLocks held(&locks_);
   if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
-  absl::StatusOr<Attr> a = stubs_->Create(locks_.session_id(), parent, name,
-                                          mode, rdev, creds, exclusive);
-  NameMade(parent, name, a);
+  Attr dir_now;
+  absl::StatusOr<Attr> a =
+      stubs_->Create(locks_.session_id(), parent, name, mode, rdev, creds,
+                     exclusive, &dir_now);
+  NameMade(parent, name, a, dir_now);
   return a;
 }
 
@@ -280,13 +298,14 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
     const bool fresh = !d.ok();
     const uint32_t file_mode = S_IFREG | (mode & 07777);
+    Attr dir_now;
     a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,
-                       excl || fresh);
+                       excl || fresh, &dir_now);
     if (!a.ok() && fresh && !excl && ErrcOf(a.status()) == Errc::kExists) {
       a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,
-                         false);
+                         false, &dir_now);
     }
-    NameMade(parent, name, a);
+    NameMade(parent, name, a, dir_now);
     if (!a.ok()) return a.status();
     if (fresh && held.Take(kInode, a->ino, WholeFile(), kEx).ok()) {
       std::shared_ptr<InodeState> in = GetInode(a->ino);
@@ -312,9 +331,10 @@ absl::StatusOr<Attr> Client::Impl::Mkdir(uint64_t parent,
                                          const Creds& creds) {
   HeldLocks held(&locks_);
   if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
+  Attr dir_now;
   absl::StatusOr<Attr> a =
-      stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds);
-  NameMade(parent, name, a);
+      stubs_->Mkdir(locks_.session_id(), parent, name, mode, creds, &dir_now);
+  NameMade(parent, name, a, dir_now);
   if (!a.ok()) return a;
   // Nobody can have looked into the new directory while the parent is
   // held: with its lock taken now (a new inode sorts last), the node knows
@@ -337,9 +357,10 @@ absl::StatusOr<Attr> Client::Impl::Symlink(uint64_t parent,
                                            const Creds& creds) {
   HeldLocks held(&locks_);
   if (absl::Status s = TakeInodesEx(held, {parent}); !s.ok()) return s;
-  absl::StatusOr<Attr> a =
-      stubs_->Symlink(locks_.session_id(), parent, name, target, creds);
-  NameMade(parent, name, a);
+  Attr dir_now;
+  absl::StatusOr<Attr> a = stubs_->Symlink(locks_.session_id(), parent, name,
+                                           target, creds, &dir_now);
+  NameMade(parent, name, a, dir_now);
   return a;
 }
 
@@ -350,15 +371,17 @@ absl::StatusOr<Attr> Client::Impl::Link(uint64_t ino, uint64_t new_parent,
     return s;
   }
   PrepareForChange({ino});
+  Attr dir_now;
   absl::StatusOr<Attr> a =
-      stubs_->Link(locks_.session_id(), ino, new_parent, new_name);
+      stubs_->Link(locks_.session_id(), ino, new_parent, new_name, &dir_now);
   if (a.ok()) {
     NameChanged(new_parent, new_name, {ino, a->mode & S_IFMT});
+    DirChanged(new_parent, dir_now);
   } else {
     NameUnknown(new_parent, new_name);
+    AttrChanged(new_parent);
   }
   AttrChanged(ino);
-  AttrChanged(new_parent);
   if (!a.ok()) return a;
   held.Release();
   return FileAttr(*GetInode(ino));
@@ -373,17 +396,19 @@ absl::Status Client::Impl::RemoveName(uint64_t parent, const std::string& name,
   const uint64_t target = (*seen)[0].ino;
   PrepareForChange({target});
   absl::Status s;
+  Attr dir_now;
   if (dir) {
-    s = stubs_->Rmdir(locks_.session_id(), parent, name);
+    s = stubs_->Rmdir(locks_.session_id(), parent, name, &dir_now);
   } else {
-    s = stubs_->Unlink(locks_.session_id(), parent, name).status();
+    s = stubs_->Unlink(locks_.session_id(), parent, name, &dir_now).status();
   }
   if (s.ok()) {
     NameChanged(parent, name, Dentry{});
+    DirChanged(parent, dir_now);
   } else {
     NameUnknown(parent, name);
+    AttrChanged(parent);
   }
-  AttrChanged(parent);
   AttrChanged(target);
   if (s.ok() && dir) ForgetInode(*GetInode(target));
   return s;

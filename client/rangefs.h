@@ -147,6 +147,7 @@ struct ClientStats {
   uint64_t mapped_pages_collected = 0, mapped_pages_zapped = 0;
   uint64_t lock_local_hits = 0, lock_requests = 0, lock_callbacks = 0;
   uint64_t session_id = 0, sessions_lost = 0;
+  uint64_t meta_calls = 0;  // Calls to the metadata server.
 };
 
 // A cache stacked above the node, such as the FUSE kernel page cache: it

@@ -74,6 +74,10 @@ class GrpcStubs : public Stubs {
     }
   }
 
+  uint64_t meta_calls() const override {
+    return meta_calls_.load(std::memory_order_relaxed);
+  }
+
   absl::StatusOr<Attr> Lookup(uint64_t parent,
                               const std::string& name) override {
     proto::LookupRequest req;
@@ -109,8 +113,8 @@ class GrpcStubs : public Stubs {
   }
   absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
                               const std::string& name, uint32_t mode,
-                              uint64_t rdev, const Creds& creds,
-                              bool exclusive) override {
+                              uint64_t rdev, const Creds& creds, bool exclusive,
+                              Attr* parent_attr) override {
     proto::CreateRequest req;
     req.set_session_id(session);
     req.set_parent(parent);
@@ -121,12 +125,12 @@ class GrpcStubs : public Stubs {
     req.set_exclusive(exclusive);
     req.set_umask(creds.umask);
     proto::EntryReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Create, req, &rep, "create"),
-                 rep);
+    return Made(Call(&proto::MetaService::Stub::Create, req, &rep, "create"),
+                rep, parent_attr);
   }
   absl::StatusOr<Attr> Mkdir(uint64_t session, uint64_t parent,
                              const std::string& name, uint32_t mode,
-                             const Creds& creds) override {
+                             const Creds& creds, Attr* parent_attr) override {
     proto::MkdirRequest req;
     req.set_session_id(session);
     req.set_parent(parent);
@@ -135,13 +139,13 @@ class GrpcStubs : public Stubs {
     ToProto(creds, req.mutable_creds());
     req.set_umask(creds.umask);
     proto::EntryReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Mkdir, req, &rep, "mkdir"),
-                 rep);
+    return Made(Call(&proto::MetaService::Stub::Mkdir, req, &rep, "mkdir"), rep,
+                parent_attr);
   }
   absl::StatusOr<Attr> Symlink(uint64_t session, uint64_t parent,
                                const std::string& name,
-                               const std::string& target,
-                               const Creds& creds) override {
+                               const std::string& target, const Creds& creds,
+                               Attr* parent_attr) override {
     proto::SymlinkRequest req;
     req.set_session_id(session);
     req.set_parent(parent);
@@ -149,21 +153,24 @@ class GrpcStubs : public Stubs {
     req.set_target(target);
     ToProto(creds, req.mutable_creds());
     proto::EntryReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Symlink, req, &rep, "symlink"),
-                 rep);
+    return Made(Call(&proto::MetaService::Stub::Symlink, req, &rep, "symlink"),
+                rep, parent_attr);
   }
   absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino, uint64_t new_parent,
-                            const std::string& new_name) override {
+                            const std::string& new_name,
+                            Attr* parent_attr) override {
     proto::LinkRequest req;
     req.set_session_id(session);
     req.set_ino(ino);
     req.set_new_parent(new_parent);
     req.set_new_name(new_name);
     proto::EntryReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Link, req, &rep, "link"), rep);
+    return Made(Call(&proto::MetaService::Stub::Link, req, &rep, "link"), rep,
+                parent_attr);
   }
   absl::StatusOr<uint64_t> Unlink(uint64_t session, uint64_t parent,
-                                  const std::string& name) override {
+                                  const std::string& name,
+                                  Attr* parent_attr) override {
     proto::UnlinkRequest req;
     req.set_session_id(session);
     req.set_parent(parent);
@@ -174,16 +181,21 @@ class GrpcStubs : public Stubs {
         !s.ok()) {
       return s;
     }
+    if (parent_attr != nullptr) *parent_attr = FromProto(rep.parent());
     return rep.ino();
   }
-  absl::Status Rmdir(uint64_t session, uint64_t parent,
-                     const std::string& name) override {
+  absl::Status Rmdir(uint64_t session, uint64_t parent, const std::string& name,
+                     Attr* parent_attr) override {
     proto::RmdirRequest req;
     req.set_session_id(session);
     req.set_parent(parent);
     req.set_name(name);
     proto::UnlinkReply rep;
-    return Call(&proto::MetaService::Stub::Rmdir, req, &rep, "rmdir");
+    absl::Status s = Call(&proto::MetaService::Stub::Rmdir, req, &rep, "rmdir");
+    if (s.ok() && parent_attr != nullptr) {
+      *parent_attr = FromProto(rep.parent());
+    }
+    return s;
   }
   absl::StatusOr<uint64_t> Rename(uint64_t session, uint64_t old_parent,
                                   const std::string& old_name,
@@ -444,6 +456,13 @@ class GrpcStubs : public Stubs {
     if (!s.ok()) return s;
     return FromProto(rep.attr());
   }
+  static absl::StatusOr<Attr> Made(const absl::Status& s,
+                                   const proto::EntryReply& rep,
+                                   Attr* parent_attr) {
+    if (!s.ok()) return s;
+    if (parent_attr != nullptr) *parent_attr = FromProto(rep.parent());
+    return FromProto(rep.attr());
+  }
 
   void Prepare(grpc::ClientContext* ctx) const {
     ctx->set_wait_for_ready(true);
@@ -467,6 +486,7 @@ class GrpcStubs : public Stubs {
   absl::Status Call(grpc::Status (proto::MetaService::Stub::*method)(
                         grpc::ClientContext*, const Req&, Rep*),
                     const Req& req, Rep* rep, const char* what) {
+    meta_calls_.fetch_add(1, std::memory_order_relaxed);
     return Call(meta_.get(), method, req, rep, what);
   }
 
@@ -498,6 +518,7 @@ class GrpcStubs : public Stubs {
       data_;
   std::map<uint32_t, std::unique_ptr<BulkChannel>> bulk_;
   std::atomic<uint64_t> next_{0};
+  std::atomic<uint64_t> meta_calls_{0};
 };
 
 }  // namespace

@@ -50,31 +50,40 @@ class Stubs {
       const ClusterConfig& config, uint64_t timeout_ms);
   virtual ~Stubs() = default;
 
+  // Calls made to the metadata server so far.
+  virtual uint64_t meta_calls() const = 0;
+
   // ---- metadata server
   virtual absl::StatusOr<Attr> Lookup(uint64_t parent,
                                       const std::string& name) = 0;
   virtual absl::StatusOr<Attr> GetAttr(uint64_t ino) = 0;
   virtual absl::StatusOr<Attr> SetAttr(uint64_t session, uint64_t ino,
                                        const SetAttrArgs& args) = 0;
+  // The namespace changes below set `*parent` (when not null) to the
+  // directory's attributes right after the change, or leave its ino 0 when
+  // the server did not send them.
   virtual absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
                                       const std::string& name, uint32_t mode,
                                       uint64_t rdev, const Creds& creds,
-                                      bool exclusive) = 0;
+                                      bool exclusive, Attr* parent_attr) = 0;
   virtual absl::StatusOr<Attr> Mkdir(uint64_t session, uint64_t parent,
                                      const std::string& name, uint32_t mode,
-                                     const Creds& creds) = 0;
+                                     const Creds& creds, Attr* parent_attr) = 0;
   virtual absl::StatusOr<Attr> Symlink(uint64_t session, uint64_t parent,
                                        const std::string& name,
                                        const std::string& target,
-                                       const Creds& creds) = 0;
+                                       const Creds& creds,
+                                       Attr* parent_attr) = 0;
   virtual absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino,
                                     uint64_t new_parent,
-                                    const std::string& new_name) = 0;
+                                    const std::string& new_name,
+                                    Attr* parent_attr) = 0;
   // Returns the unlinked inode.
   virtual absl::StatusOr<uint64_t> Unlink(uint64_t session, uint64_t parent,
-                                          const std::string& name) = 0;
+                                          const std::string& name,
+                                          Attr* parent_attr) = 0;
   virtual absl::Status Rmdir(uint64_t session, uint64_t parent,
-                             const std::string& name) = 0;
+                             const std::string& name, Attr* parent_attr) = 0;
   // Returns the inode that lost its last link by replacement (0: none).
   virtual absl::StatusOr<uint64_t> Rename(uint64_t session, uint64_t old_parent,
                                           const std::string& old_name,

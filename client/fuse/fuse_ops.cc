@@ -128,9 +128,10 @@ client::Creds CredsOf(fuse_req_t req) {
   c.uid = ctx->uid;
   c.gid = ctx->gid;
   c.umask = ctx->umask;
-  gid_t groups[64];
-  int n = fuse_req_getgroups(req, 64, groups);
-  for (int i = 0; i < n && i < 64; ++i) c.groups.push_back(groups[i]);
+  // No supplementary groups (fuse_req_getgroups reads /proc/PID/status, two
+  // system calls per create): with default_permissions the kernel checks
+  // access itself and strips S_ISGID from a new file's mode and on chmod
+  // (vfs_prepare_mode, setattr_prepare) before the daemon is asked.
   return c;
 }
 

@@ -85,7 +85,8 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
                                           const std::string& name,
                                           uint32_t mode, uint64_t rdev,
                                           const Creds& creds, bool exclusive,
-                                          const std::string& target) {
+                                          const std::string& target,
+                                          Attr* parent_attr) {
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
   uint32_t type = mode & S_IFMT;
   if (type != S_IFREG && type != S_IFDIR && type != S_IFLNK &&
@@ -108,6 +109,7 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
     }
     absl::StatusOr<InodeRecord> existing = ReadInode((*d)->first);
     if (!existing.ok()) return existing.status();
+    if (parent_attr != nullptr) *parent_attr = AttrOf(*p);
     return AttrOf(*existing);
   }
   if (type == S_IFDIR && p->nlink >= kMaxLinks) {
@@ -144,13 +146,15 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
   p->mtime = p->ctime = r.ctime;
   op.PutInode(*p);
   if (absl::Status s = op.Commit(); !s.ok()) return s;
+  if (parent_attr != nullptr) *parent_attr = AttrOf(*p);
   return AttrOf(r);
 }
 
 absl::StatusOr<Attr> MetaServer::Create(uint64_t session, uint64_t parent,
                                         const std::string& name, uint32_t mode,
                                         uint64_t rdev, const Creds& creds,
-                                        bool exclusive, uint32_t umask) {
+                                        bool exclusive, uint32_t umask,
+                                        Attr* parent_attr) {
   if ((mode & S_IFMT) == 0) mode |= S_IFREG;
   if ((mode & S_IFMT) == S_IFDIR || (mode & S_IFMT) == S_IFLNK) {
     return MakeError(Errc::kInvalidArgument,
@@ -158,33 +162,36 @@ absl::StatusOr<Attr> MetaServer::Create(uint64_t session, uint64_t parent,
   }
   return MakeNode(session, parent, name,
                   (mode & S_IFMT) | (mode & ~umask & 07777), rdev, creds,
-                  exclusive, "");
+                  exclusive, "", parent_attr);
 }
 
 absl::StatusOr<Attr> MetaServer::Mkdir(uint64_t session, uint64_t parent,
                                        const std::string& name, uint32_t mode,
-                                       const Creds& creds, uint32_t umask) {
+                                       const Creds& creds, uint32_t umask,
+                                       Attr* parent_attr) {
   return MakeNode(session, parent, name, S_IFDIR | (mode & ~umask & 07777), 0,
-                  creds, true, "");
+                  creds, true, "", parent_attr);
 }
 
 absl::StatusOr<Attr> MetaServer::Symlink(uint64_t session, uint64_t parent,
                                          const std::string& name,
                                          const std::string& target,
-                                         const Creds& creds) {
+                                         const Creds& creds,
+                                         Attr* parent_attr) {
   if (target.empty() || target.size() > kMaxSymlinkLength ||
       target.find('\0') != std::string::npos) {
     return MakeError(target.size() > kMaxSymlinkLength ? Errc::kNameTooLong
                                                        : Errc::kInvalidArgument,
                      "bad symlink target");
   }
-  return MakeNode(session, parent, name, S_IFLNK | 0777, 0, creds, true,
-                  target);
+  return MakeNode(session, parent, name, S_IFLNK | 0777, 0, creds, true, target,
+                  parent_attr);
 }
 
 absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,
                                       uint64_t new_parent,
-                                      const std::string& new_name) {
+                                      const std::string& new_name,
+                                      Attr* parent_attr) {
   if (absl::Status s = ValidateName(new_name); !s.ok()) return s;
   Op op(this, session, {ino, new_parent});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
@@ -211,6 +218,7 @@ absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,
   op.PutInode(*r);
   op.PutInode(*p);
   if (absl::Status s = op.Commit(); !s.ok()) return s;
+  if (parent_attr != nullptr) *parent_attr = AttrOf(*p);
   return AttrOf(*r);
 }
 
@@ -258,12 +266,13 @@ absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
   op.PutInode(*p);
   --r->nlink;
   r->ctime = now;
-  UnlinkResult result{ino, false};
+  UnlinkResult result{ino, false, {}};
   if (absl::Status s = DropLink(op, *r, keep_if_open, &result.orphaned);
       !s.ok()) {
     return s;
   }
   if (absl::Status s = op.Commit(); !s.ok()) return s;
+  result.parent = AttrOf(*p);
   return result;
 }
 
@@ -295,7 +304,7 @@ absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
   op.PutInode(*p);
   if (absl::Status s = FreeInode(op, *r); !s.ok()) return s;
   if (absl::Status s = op.Commit(); !s.ok()) return s;
-  return UnlinkResult{ino, false};
+  return UnlinkResult{ino, false, AttrOf(*p)};
 }
 
 absl::Status MetaServer::CheckNotAncestor(uint64_t ino, uint64_t dir) {

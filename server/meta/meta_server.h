@@ -95,6 +95,7 @@ struct MapResult {
 struct UnlinkResult {
   uint64_t ino = 0;
   bool orphaned = false;  // Kept on the orphan list: still open somewhere.
+  Attr parent;            // Unlink, rmdir: the directory's attributes after it.
 };
 
 struct StatFs {
@@ -141,18 +142,23 @@ class MetaServer {
   absl::StatusOr<Attr> GetAttr(uint64_t ino);
   absl::StatusOr<Attr> SetAttr(uint64_t session, uint64_t ino,
                                const SetAttrArgs& args);
+  // Create, Mkdir, Symlink and Link set `*parent` (when not null) to the
+  // directory's attributes right after the change.
   absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
                               const std::string& name, uint32_t mode,
                               uint64_t rdev, const Creds& creds, bool exclusive,
-                              uint32_t umask);
+                              uint32_t umask, Attr* parent_attr = nullptr);
   absl::StatusOr<Attr> Mkdir(uint64_t session, uint64_t parent,
                              const std::string& name, uint32_t mode,
-                             const Creds& creds, uint32_t umask);
+                             const Creds& creds, uint32_t umask,
+                             Attr* parent_attr = nullptr);
   absl::StatusOr<Attr> Symlink(uint64_t session, uint64_t parent,
                                const std::string& name,
-                               const std::string& target, const Creds& creds);
+                               const std::string& target, const Creds& creds,
+                               Attr* parent_attr = nullptr);
   absl::StatusOr<Attr> Link(uint64_t session, uint64_t ino, uint64_t new_parent,
-                            const std::string& new_name);
+                            const std::string& new_name,
+                            Attr* parent_attr = nullptr);
   absl::StatusOr<UnlinkResult> Unlink(uint64_t session, uint64_t parent,
                                       const std::string& name,
                                       bool keep_if_open);
@@ -239,7 +245,8 @@ class MetaServer {
   absl::StatusOr<Attr> MakeNode(uint64_t session, uint64_t parent,
                                 const std::string& name, uint32_t mode,
                                 uint64_t rdev, const Creds& creds,
-                                bool exclusive, const std::string& target);
+                                bool exclusive, const std::string& target,
+                                Attr* parent_attr);
   // Drops one link of `r` (already updated in memory by the caller's
   // nlink--) inside `op`: frees it, orphans it, or just writes it.
   absl::Status DropLink(Op& op, InodeRecord& r, bool keep_if_open,

@@ -48,6 +48,13 @@ void Answer(const absl::StatusOr<Attr>& a, Reply* reply) {
   }
 }
 
+// A namespace change's reply: the entry and its directory's attributes.
+void AnswerEntry(const absl::StatusOr<Attr>& a, const Attr& parent,
+                 proto::EntryReply* reply) {
+  Answer(a, reply);
+  if (a.ok() && parent.ino != 0) FillAttr(parent, reply->mutable_parent());
+}
+
 void FillMap(const absl::StatusOr<MapResult>& m, proto::MapReply* reply) {
   if (!m.ok()) {
     ToProto(m.status(), reply->mutable_error());
@@ -105,10 +112,11 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Create(
     grpc::CallbackServerContext* ctx, const proto::CreateRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
-    Answer(server_->Create(req->session_id(), req->parent(), req->name(),
-                           req->mode(), req->rdev(), CredsOf(req->creds()),
-                           req->exclusive(), req->umask()),
-           reply);
+    Attr parent;
+    AnswerEntry(server_->Create(req->session_id(), req->parent(), req->name(),
+                                req->mode(), req->rdev(), CredsOf(req->creds()),
+                                req->exclusive(), req->umask(), &parent),
+                parent, reply);
   });
 }
 
@@ -116,9 +124,11 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Mkdir(
     grpc::CallbackServerContext* ctx, const proto::MkdirRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
-    Answer(server_->Mkdir(req->session_id(), req->parent(), req->name(),
-                          req->mode(), CredsOf(req->creds()), req->umask()),
-           reply);
+    Attr parent;
+    AnswerEntry(server_->Mkdir(req->session_id(), req->parent(), req->name(),
+                               req->mode(), CredsOf(req->creds()), req->umask(),
+                               &parent),
+                parent, reply);
   });
 }
 
@@ -126,9 +136,10 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Symlink(
     grpc::CallbackServerContext* ctx, const proto::SymlinkRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
-    Answer(server_->Symlink(req->session_id(), req->parent(), req->name(),
-                            req->target(), CredsOf(req->creds())),
-           reply);
+    Attr parent;
+    AnswerEntry(server_->Symlink(req->session_id(), req->parent(), req->name(),
+                                 req->target(), CredsOf(req->creds()), &parent),
+                parent, reply);
   });
 }
 
@@ -136,9 +147,10 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Link(
     grpc::CallbackServerContext* ctx, const proto::LinkRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
-    Answer(server_->Link(req->session_id(), req->ino(), req->new_parent(),
-                         req->new_name()),
-           reply);
+    Attr parent;
+    AnswerEntry(server_->Link(req->session_id(), req->ino(), req->new_parent(),
+                              req->new_name(), &parent),
+                parent, reply);
   });
 }
 
@@ -151,6 +163,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Unlink(
     if (!r.ok()) return ToProto(r.status(), reply->mutable_error());
     reply->set_ino(r->ino);
     reply->set_orphaned(r->orphaned);
+    FillAttr(r->parent, reply->mutable_parent());
   });
 }
 
@@ -161,6 +174,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Rmdir(
     auto r = server_->Rmdir(req->session_id(), req->parent(), req->name());
     if (!r.ok()) return ToProto(r.status(), reply->mutable_error());
     reply->set_ino(r->ino);
+    FillAttr(r->parent, reply->mutable_parent());
   });
 }
 

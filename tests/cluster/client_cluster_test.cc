@@ -303,6 +303,48 @@ TEST_F(ClientClusterTest, StatOnAnotherNodeSeesSizeOfUnflushedWrite) {
   EXPECT_EQ(after->size, 20004u);
 }
 
+// A namespace change's reply carries the directory's new attributes, so
+// the stat the kernel sends after every create (and a lookup of the
+// directory) needs no server; what the node caches is what others read.
+TEST_F(ClientClusterTest, DirectoryAttributesAfterANamespaceChangeAreCached) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  absl::StatusOr<Attr> d = a->Mkdir(kRootIno, "d", 0755, Creds{});
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto same = [&](const Attr& x, const Attr& y) {
+    EXPECT_EQ(x.size, y.size);
+    EXPECT_EQ(x.nlink, y.nlink);
+    EXPECT_EQ(ToNanos(x.mtime), ToNanos(y.mtime));
+    EXPECT_EQ(ToNanos(x.ctime), ToNanos(y.ctime));
+  };
+  auto check = [&](const char* what) {
+    SCOPED_TRACE(what);
+    const uint64_t calls = a->Stats().meta_calls;
+    absl::StatusOr<Attr> on_a = a->GetAttr(d->ino);
+    ASSERT_TRUE(on_a.ok()) << on_a.status();
+    EXPECT_EQ(a->Stats().meta_calls, calls);
+    absl::StatusOr<Attr> on_b = b->GetAttr(d->ino);  // From the server.
+    ASSERT_TRUE(on_b.ok()) << on_b.status();
+    same(*on_a, *on_b);
+  };
+  auto made = a->Create(d->ino, "f", 0644, O_RDWR, Creds{});
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_TRUE(a->Close(made->second).ok());
+  check("create");
+  ASSERT_TRUE(a->Mkdir(d->ino, "sub", 0755, Creds{}).ok());
+  check("mkdir");
+  ASSERT_TRUE(a->Symlink(d->ino, "ln", "f", Creds{}).ok());
+  check("symlink");
+  ASSERT_TRUE(a->Link(made->first.ino, d->ino, "f2").ok());
+  check("link");
+  ASSERT_TRUE(a->Unlink(d->ino, "f").ok());
+  check("unlink");
+  ASSERT_TRUE(a->Rmdir(d->ino, "sub").ok());
+  check("rmdir");
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // Regression: a node cached the extent mappings of a whole 64 MiB window
 // after a small read, beyond the INVAL range it held. Another node then
 // allocated and wrote a block there without calling it back, and the stale
