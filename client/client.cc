@@ -77,7 +77,7 @@ void Client::Impl::Stop() {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](Impl* i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(i->mu_) {
-          return i->readaheads_ == 0;
+          return i->readaheads_ == 0 && i->new_file_locks_ == 0;
         },
         this));
   }
@@ -141,14 +141,21 @@ absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
   }
   absl::StatusOr<Attr> a = CachedAttr(*in);
   if (!a.ok()) return a.status();
-  {
-    // Counted under the INODE lock: the metadata server hears of it only
-    // if the lock goes while the file is open (InodeDemote), or before
-    // this node removes a name of it.
-    absl::MutexLock lock(&in->open_mu);
-    ++in->opens;
-  }
-  held.Release();
+  CountOpen(*in);
+  held.Release();  // An O_TRUNC takes INODE EX itself.
+  return OpenCounted(std::move(in), flags, *a);
+}
+
+void Client::Impl::CountOpen(InodeState& in) {
+  // Counted under the INODE lock: the metadata server hears of it only if
+  // the lock goes while the file is open (InodeDemote), or before this
+  // node removes a name of it.
+  absl::MutexLock lock(&in.open_mu);
+  ++in.opens;
+}
+
+absl::StatusOr<uint64_t> Client::Impl::OpenCounted(
+    std::shared_ptr<InodeState> in, int flags, const Attr& a) {
   Handle h;
   h.inode = in;
   h.flags = flags;
@@ -163,10 +170,10 @@ absl::StatusOr<uint64_t> Client::Impl::Open(uint64_t ino, int flags) {
     handles_[fh] = h;
   }
   absl::Status refused;
-  if (S_ISDIR(a->mode) && (flags & O_ACCMODE) != O_RDONLY) {
+  if (S_ISDIR(a.mode) && (flags & O_ACCMODE) != O_RDONLY) {
     refused = MakeError(Errc::kIsDir, "directory opened for writing", EISDIR);
   } else if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY &&
-             S_ISREG(a->mode)) {
+             S_ISREG(a.mode)) {
     refused = Truncate(*in, 0);
   }
   if (!refused.ok()) {

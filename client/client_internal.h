@@ -121,6 +121,12 @@ struct InodeState {
   // when a readahead ends.
   std::vector<ByteRange> ra_busy ABSL_GUARDED_BY(mu);
   absl::CondVar ra_progress;
+  // Files this node made in this directory whose own INODE EX is still on
+  // its way (Create asks for it in the background). The directory's lock
+  // waits for them before it goes (InodeDemote): no other node can find
+  // such a file before this node holds its lock.
+  int new_children ABSL_GUARDED_BY(mu) = 0;
+  absl::CondVar children_locked;
   // The node's open handles of the inode. The metadata server keeps an
   // unlinked file while some session has it open, and hears of this
   // node's opens lazily: a node with opens either holds the INODE lock
@@ -206,6 +212,13 @@ class Client::Impl {
                       uint64_t new_parent, const std::string& new_name,
                       uint32_t flags);
   absl::StatusOr<uint64_t> Open(uint64_t ino, int flags);
+  // Open in two halves: CountOpen under the file's INODE lock (or, for a
+  // file just made, its directory's: see LockNewFileLater), then
+  // OpenCounted, holding no lock, makes the handle (and truncates for
+  // O_TRUNC). `a`: the attributes seen under that lock.
+  void CountOpen(InodeState& in);
+  absl::StatusOr<uint64_t> OpenCounted(std::shared_ptr<InodeState> in,
+                                       int flags, const Attr& a);
   absl::StatusOr<std::pair<Attr, uint64_t>> Create(uint64_t parent,
                                                    const std::string& name,
                                                    uint32_t mode, int flags,
@@ -310,6 +323,14 @@ class Client::Impl {
   void InvalDemote(uint64_t ino, const ByteRange& range, LockMode keep);
   void InvalLost(uint64_t ino, const ByteRange& range);
   void InodeDemote(uint64_t ino, LockMode keep);
+  // A regular file `in` just made in `dir` under the caller's INODE EX of
+  // `dir`, its attributes cached: asks for its INODE EX in the background
+  // (its number is new, so the grant is immediate; the create does not
+  // wait the round trip) and returns true; false if the node is stopping.
+  // Until the grant nobody else can reach the file (dir->new_children).
+  // If the lock cannot be had, what was cached of the file is dropped.
+  bool LockNewFileLater(std::shared_ptr<InodeState> dir,
+                        std::shared_ptr<InodeState> in);
   void InodeLost(uint64_t ino);
 
   LockCache& locks() { return locks_; }
@@ -417,13 +438,16 @@ class Client::Impl {
   ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.
   // Asynchronous readahead (their data-server calls go to io_pool_).
   ThreadPool ra_pool_{2};
+  // INODE EX of files just made (LockNewFileLater).
+  ThreadPool new_lock_pool_{2};
 
   absl::Mutex mu_;
   std::map<uint64_t, std::shared_ptr<InodeState>> inodes_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Handle> handles_ ABSL_GUARDED_BY(mu_);
   uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int readaheads_ ABSL_GUARDED_BY(mu_) = 0;  // Queued or running.
+  int readaheads_ ABSL_GUARDED_BY(mu_) = 0;      // Queued or running.
+  int new_file_locks_ ABSL_GUARDED_BY(mu_) = 0;  // Queued or running.
   // Set by a writer past half the dirty limit: the flusher starts at once.
   bool flush_kick_ ABSL_GUARDED_BY(mu_) = false;
   // Names cached in all directories' InodeState::names.

@@ -307,12 +307,24 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     }
     NameMade(parent, name, a, dir_now);
     if (!a.ok()) return a.status();
-    if (fresh && held.Take(kInode, a->ino, WholeFile(), kEx).ok()) {
+    if (fresh && a->nlink == 1 && S_ISREG(a->mode)) {
       std::shared_ptr<InodeState> in = GetInode(a->ino);
-      absl::MutexLock lock(&in->mu);
-      if (!in->attr_valid && a->nlink == 1 && S_ISREG(a->mode)) {
+      {
+        absl::MutexLock lock(&in->mu);
         in->attr = *a;
         in->attr_valid = true;
+      }
+      if (LockNewFileLater(GetInode(parent), in)) {
+        CountOpen(*in);  // Under the directory's EX (LockNewFileLater).
+        held.Release();
+        // Nothing to truncate in a new file.
+        absl::StatusOr<uint64_t> fh = OpenCounted(in, flags & ~O_TRUNC, *a);
+        if (!fh.ok()) return fh.status();
+        return std::make_pair(*a, *fh);
+      }
+      if (!held.Take(kInode, a->ino, WholeFile(), kEx).ok()) {
+        absl::MutexLock lock(&in->mu);
+        in->attr_valid = false;
       }
     }
   }

@@ -541,9 +541,50 @@ void Client::Impl::InvalLost(uint64_t ino, const ByteRange& range) {
   if (dirty > 0) NoteLost(*in, dirty);
 }
 
+bool Client::Impl::LockNewFileLater(std::shared_ptr<InodeState> dir,
+                                    std::shared_ptr<InodeState> in) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return false;
+    ++new_file_locks_;
+  }
+  {
+    absl::MutexLock lock(&dir->mu);
+    ++dir->new_children;
+  }
+  new_lock_pool_.Submit([this, dir = std::move(dir), in = std::move(in)] {
+    absl::Status s;
+    {
+      HeldLocks held(&locks_);
+      s = held.Take(LockKind::kInode, in->ino, WholeFile(), LockMode::kEx);
+    }
+    if (!s.ok()) {
+      RANGEFS_LOG(WARNING) << "inode " << in->ino
+                           << ": no INODE lock for the new file: "
+                           << s.message();
+      ForgetInode(*in);
+      InvalidateAttributesAbove(in->ino);
+    }
+    {
+      absl::MutexLock lock(&dir->mu);
+      --dir->new_children;
+      dir->children_locked.SignalAll();
+    }
+    absl::MutexLock lock(&mu_);
+    --new_file_locks_;
+  });
+  return true;
+}
+
 void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
   ++counters.inode_demotes;
   std::shared_ptr<InodeState> in = GetInode(ino);
+  {
+    // Files made here become reachable by others once this lock goes:
+    // first this node holds their locks (LockNewFileLater).
+    absl::MutexLock lock(&in->mu);
+    while (in->new_children > 0) in->children_locked.Wait(&in->mu);
+  }
   absl::MutexLock lock(&in->wb_mu);
   // The size and mtime of dirty data reach the server with the data.
   absl::Status s;
