@@ -553,8 +553,8 @@ bool Client::Impl::LockNewFileLater(std::shared_ptr<InodeState> dir,
     ++dir->new_children;
   }
   new_lock_pool_.Submit([this, dir = std::move(dir), in = std::move(in)] {
-    absl::Status s;
-    {
+    absl::Status s = FaultPoint("client.before_new_file_lock");
+    if (s.ok()) {
       HeldLocks held(&locks_);
       s = held.Take(LockKind::kInode, in->ino, WholeFile(), LockMode::kEx);
     }

@@ -345,6 +345,33 @@ TEST_F(ClientClusterTest, DirectoryAttributesAfterANamespaceChangeAreCached) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// A create returns before the new file's INODE EX is granted (it is asked
+// for in the background). The directory's lock waits for that grant, so
+// another node that finds the file and writes it always calls back the
+// creator's cached attributes.
+TEST_F(ClientClusterTest, NewFileIsLockedBeforeAnotherNodeCanReachIt) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  // The grant held up well past the time B needs to find the file.
+  FaultRegistry::Global().Set("client.before_new_file_lock",
+                              {300, Errc::kOk, 0});
+  for (int i = 0; i < 4; ++i) {
+    const std::string name = "n" + std::to_string(i);
+    auto made = a->Create(kRootIno, name, 0644, O_RDWR, Creds{});
+    ASSERT_TRUE(made.ok()) << made.status();
+    uint64_t fb = MustOpen(*b, "/" + name, O_RDWR);
+    MustWrite(*b, fb, Fill('w', 100 + i), 0);
+    absl::StatusOr<Attr> on_a = a->FileAttr(made->second);
+    ASSERT_TRUE(on_a.ok()) << on_a.status();
+    EXPECT_EQ(on_a->size, 100u + i) << name;
+    EXPECT_TRUE(a->Close(made->second).ok());
+    EXPECT_TRUE(b->Close(fb).ok());
+  }
+  FaultRegistry::Global().Clear("client.before_new_file_lock");
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // Regression: a node cached the extent mappings of a whole 64 MiB window
 // after a small read, beyond the INVAL range it held. Another node then
 // allocated and wrote a block there without calling it back, and the stale
