@@ -116,8 +116,11 @@ absl::Status Client::Impl::SyncAll() {
     if (first.ok()) first = s;
   }
   absl::Status s = stubs_->FlushData(locks_.session_id());
+  if (s.ok()) s = stubs_->SyncMeta();
   return first.ok() ? s : first;
 }
+
+absl::Status Client::Impl::SyncMeta() { return stubs_->SyncMeta(); }
 
 // ------------------------------------------------------------ open/close
 
@@ -415,6 +418,8 @@ absl::Status Client::Fsync(uint64_t fh, bool) {
   if (!h.ok()) return h.status();
   return impl_->Fsync(*h);
 }
+
+absl::Status Client::FsyncDir(uint64_t) { return impl_->SyncMeta(); }
 
 absl::Status Client::Fallocate(uint64_t fh, uint32_t mode, uint64_t offset,
                                uint64_t length) {

@@ -250,6 +250,8 @@ class Client::Impl {
   absl::StatusOr<size_t> Write(const Handle& h, const char* buf, size_t len,
                                uint64_t offset);
   absl::Status Fsync(const Handle& h);
+  // The metadata server's acknowledged changes become durable.
+  absl::Status SyncMeta();
   // See InodeState::mtime_pending. Takes INODE EX: not from a lock hook.
   absl::Status SettleMtime(InodeState& in);
   absl::Status Truncate(InodeState& in, uint64_t size);
@@ -406,9 +408,10 @@ class Client::Impl {
   // The inode's attributes changed under the caller's INODE EX (ino 0 is
   // ignored): forgotten here and in the cache above.
   void AttrChanged(uint64_t ino);
-  // As AttrChanged for a directory the caller changed under its INODE EX;
-  // `now` (when its ino is `dir`: the server's attributes right after the
-  // change) is cached, so the next stat or lookup needs no server.
+  // As AttrChanged for a directory the caller changed under its INODE EX,
+  // except that the cache above is not told; `now` (when its ino is `dir`:
+  // the server's attributes right after the change) is cached, so the next
+  // stat or lookup needs no server.
   void DirChanged(uint64_t dir, const Attr& now);
   void XattrChanged(uint64_t ino);
   // Before a namespace change removes or replaces a name of `inos` (under

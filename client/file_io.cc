@@ -657,7 +657,13 @@ absl::Status Client::Impl::Fsync(const Handle& h) {
   if (absl::Status s = SettleMtime(in); !s.ok()) return s;
   if (absl::Status s = Writeback(in, WholeFile()); !s.ok()) return s;
   if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
-  return stubs_->FlushData(locks_.session_id());
+  if (absl::Status s = stubs_->FlushData(locks_.session_id()); !s.ok()) {
+    return s;
+  }
+  // The file's creation or rename may not be synced yet (the metadata
+  // server syncs namespace changes lazily): fsync covers them, as a local
+  // filesystem's journal commit does.
+  return stubs_->SyncMeta();
 }
 
 // --------------------------------------------------- truncate, fallocate

@@ -136,13 +136,13 @@ void Client::Impl::DirChanged(uint64_t dir, const Attr& now) {
     AttrChanged(dir);
     return;
   }
-  {
-    std::shared_ptr<InodeState> in = GetInode(dir);
-    absl::MutexLock lock(&in->mu);
-    in->attr = now;
-    in->attr_valid = true;
-  }
-  InvalidateAttributesAbove(dir);
+  std::shared_ptr<InodeState> in = GetInode(dir);
+  absl::MutexLock lock(&in->mu);
+  in->attr = now;
+  in->attr_valid = true;
+  // The cache above is not told: the change came through it (one mount is
+  // one node), and the kernel drops its attributes of a directory it
+  // changed itself (fuse_dir_changed).
 }
 
 void Client::Impl::ForgetInode(InodeState& in) {

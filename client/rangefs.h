@@ -179,7 +179,8 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Writes back everything dirty and waits until it is stable.
+  // Writes back everything dirty and waits until it and every metadata
+  // change are stable (syncfs).
   absl::Status SyncAll();
 
   // ---- namespace (inode-based)
@@ -248,7 +249,12 @@ class Client {
   // With O_APPEND the offset is ignored: the data goes at the end.
   absl::StatusOr<size_t> Write(uint64_t fh, const void* buf, size_t len,
                                uint64_t offset);
+  // Data, attributes, and every metadata change the metadata server
+  // acknowledged before the call (creates, renames: see docs) are durable.
   absl::Status Fsync(uint64_t fh, bool datasync);
+  // fsync(2) of a directory: its entries (every acknowledged metadata
+  // change) are durable.
+  absl::Status FsyncDir(uint64_t ino);
   absl::Status Fallocate(uint64_t fh, uint32_t mode, uint64_t offset,
                          uint64_t length);
   // whence: SEEK_DATA or SEEK_HOLE. ENXIO at or past EOF.

@@ -435,6 +435,11 @@ class GrpcStubs : public Stubs {
     return Call(stub, &proto::DataService::Stub::Write, req, &rep,
                 "data write");
   }
+  absl::Status SyncMeta() override {
+    proto::SyncRequest req;
+    proto::SyncReply rep;
+    return Call(&proto::MetaService::Stub::Sync, req, &rep, "metadata sync");
+  }
   absl::Status FlushData(uint64_t session) override {
     for (auto& [device, stubs] : data_) {
       proto::FlushRequest req;

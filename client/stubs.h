@@ -95,6 +95,8 @@ class Stubs {
                                           const std::string& after,
                                           uint32_t max_entries, bool plus) = 0;
   virtual absl::StatusOr<FsStat> StatFs() = 0;
+  // Makes every metadata change acknowledged so far durable.
+  virtual absl::Status SyncMeta() = 0;
   virtual absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino,
                                         uint64_t offset, uint64_t length,
                                         bool for_write) = 0;

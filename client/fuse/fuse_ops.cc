@@ -404,6 +404,10 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   ReplyStatus(req, C(req).Fsync(fi->fh, datasync != 0));
 }
 
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  ReplyStatus(req, C(req).FsyncDir(ino));
+}
+
 // A directory listing in progress: entries fetched so far, by position.
 struct DirHandle {
   std::mutex mu;
@@ -723,6 +727,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.read = op_read;
   ops.write = op_write;
   ops.flush = op_flush;
+  ops.fsyncdir = op_fsyncdir;
   ops.release = op_release;
   ops.fsync = op_fsync;
   ops.opendir = op_opendir;

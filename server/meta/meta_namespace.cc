@@ -120,7 +120,14 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
   InodeRecord r;
   r.ino = next_ino_++;
   ++inode_count_;
-  op.batch().Put(Cf::kMeta, "next_ino", std::to_string(next_ino_));
+  if (next_ino_ > ino_bound_) {
+    // The stored "next_ino" is a synced bound on the numbers handed out:
+    // a create is not synced itself, and a number must never come back
+    // after a crash to name another file.
+    ino_bound_ = next_ino_ + kInodeNumbersPerSync;
+    op.batch().Put(Cf::kMeta, "next_ino", std::to_string(ino_bound_));
+    op.batch().RequireSync();
+  }
   op.batch().Put(Cf::kMeta, "inode_count", std::to_string(inode_count_));
   r.mode = mode;
   r.rdev = rdev;

@@ -145,6 +145,7 @@ absl::Status MetaServer::Format(const std::vector<DeviceInfo>& devices) {
     }
   }
   Batch b;
+  b.RequireSync();
   b.Put(Cf::kMeta, "fs_id", fs_id_);
   b.Put(Cf::kMeta, "block_size", std::to_string(kBlockSize));
   b.Put(Cf::kMeta, "devices", EncodeDevices(devices));
@@ -229,6 +230,7 @@ absl::Status MetaServer::Load(const std::vector<DeviceInfo>& extra) {
     }
     RANGEFS_LOG(INFO) << "added device " << d.id << " (" << d.size << " bytes)";
   }
+  b.RequireSync();
   b.Put(Cf::kMeta, "devices", EncodeDevices(devices_));
   for (const auto& [key, length] : allocator_.TakeChanges()) {
     std::string v;
@@ -243,7 +245,9 @@ absl::Status MetaServer::Load(const std::vector<DeviceInfo>& extra) {
 
   absl::StatusOr<uint64_t> next = ReadCounter(store_.get(), "next_ino");
   if (!next.ok()) return next.status();
-  next_ino_ = *next;
+  // Numbers below the stored bound may have gone out in creates a crash
+  // lost (Batch): new ones start above it.
+  next_ino_ = ino_bound_ = *next;
   absl::StatusOr<uint64_t> count = ReadCounter(store_.get(), "inode_count");
   if (!count.ok()) return count.status();
   inode_count_ = *count;
@@ -478,6 +482,8 @@ absl::Status MetaServer::Fence(uint64_t session) {
       fenced_.insert(session);
       op.batch().Put(Cf::kMeta, FenceKey(session), "");
     }
+    // A fence lost to a crash would let the session write again.
+    op.batch().RequireSync();
     if (absl::Status cs = op.Commit(); !cs.ok()) return cs;
   }
   RANGEFS_LOG(INFO) << "fenced session " << session;
@@ -626,5 +632,7 @@ absl::Status MetaServer::RemoveXattr(uint64_t session, uint64_t ino,
   op.PutInode(*r);
   return op.Commit();
 }
+
+absl::Status MetaServer::Sync() { return store_->Sync(); }
 
 }  // namespace rangefs::meta

@@ -174,6 +174,8 @@ class MetaServer {
   absl::StatusOr<ReadDirResult> ReadDir(uint64_t ino, const std::string& after,
                                         uint32_t max_entries, bool plus);
   absl::StatusOr<StatFs> GetStatFs();
+  // Every change acknowledged so far becomes durable (MetaStore::Sync).
+  absl::Status Sync();
 
   // Extent maps.
   absl::StatusOr<MapResult> MapRead(uint64_t session, uint64_t ino,
@@ -277,6 +279,9 @@ class MetaServer {
   absl::Mutex seq_mu_;
   Allocator allocator_ ABSL_GUARDED_BY(seq_mu_);
   uint64_t next_ino_ ABSL_GUARDED_BY(seq_mu_) = 0;
+  // What "next_ino" says on disk: no number at or above it went out.
+  uint64_t ino_bound_ ABSL_GUARDED_BY(seq_mu_) = 0;
+  static constexpr uint64_t kInodeNumbersPerSync = 4096;
   uint64_t inode_count_ ABSL_GUARDED_BY(seq_mu_) = 0;
   std::set<uint64_t> fenced_ ABSL_GUARDED_BY(seq_mu_);
   std::vector<DeviceInfo> devices_ ABSL_GUARDED_BY(seq_mu_);

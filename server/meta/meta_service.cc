@@ -235,6 +235,13 @@ grpc::ServerUnaryReactor* MetaServiceImpl::StatFs(
   });
 }
 
+grpc::ServerUnaryReactor* MetaServiceImpl::Sync(
+    grpc::CallbackServerContext* ctx, const proto::SyncRequest*,
+    proto::SyncReply* reply) {
+  return RunOnPool(pool_, ctx,
+                   [=] { ToProto(server_->Sync(), reply->mutable_error()); });
+}
+
 grpc::ServerUnaryReactor* MetaServiceImpl::MapRead(
     grpc::CallbackServerContext* ctx, const proto::MapRequest* req,
     proto::MapReply* reply) {

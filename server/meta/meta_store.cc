@@ -46,11 +46,18 @@ Batch::~Batch() = default;
 Batch::Batch(Batch&&) noexcept = default;
 Batch& Batch::operator=(Batch&&) noexcept = default;
 
+namespace {
+// Extent maps and the free map change only in synced batches (Batch).
+bool SyncedFamily(Cf cf) { return cf == Cf::kExtents || cf == Cf::kFree; }
+}  // namespace
+
 void Batch::Put(Cf cf, absl::string_view key, absl::string_view value) {
+  sync_ |= SyncedFamily(cf);
   ops_.push_back(Op{cf, std::string(key), std::string(value)});
 }
 
 void Batch::Delete(Cf cf, absl::string_view key) {
+  sync_ |= SyncedFamily(cf);
   ops_.push_back(Op{cf, std::string(key), std::nullopt});
 }
 
@@ -64,7 +71,8 @@ absl::StatusOr<std::unique_ptr<MetaStore>> MetaStore::Open(
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   options.IncreaseParallelism(2);
-  // Every commit is synced; the WAL is the durability mechanism.
+  // The WAL is the durability mechanism: every write reaches it (in the
+  // kernel) before Write returns; batches that need it are synced (Batch).
   options.manual_wal_flush = false;
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   descs.emplace_back(rocksdb::kDefaultColumnFamilyName,
@@ -172,7 +180,9 @@ void MetaStore::WriteGroup() {
   writing_ = true;
   mu_.Unlock();
   rocksdb::WriteBatch wb;
+  bool sync = false;
   for (const auto& p : group) {
+    sync |= p->batch.sync_;
     for (const Batch::Op& op : p->batch.ops_) {
       if (op.value) {
         wb.Put(Handle(op.cf), Slice(op.key), Slice(*op.value));
@@ -181,17 +191,24 @@ void MetaStore::WriteGroup() {
       }
     }
   }
-  rocksdb::WriteOptions wo;
-  wo.sync = sync_;
-  rocksdb::Status s = db_->Write(wo, &wb);
-  absl::Status status = FromRocks(s, "synced write");
+  sync &= sync_;
+  rocksdb::Status s;
+  if (wb.Count() > 0) {
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    s = db_->Write(wo, &wb);
+  } else if (sync) {
+    s = db_->FlushWAL(/*sync=*/true);  // Sync() alone: the log so far.
+  }
+  absl::Status status = FromRocks(s, sync ? "synced write" : "write");
   mu_.Lock();
+  if (status.ok() && (sync || wb.Count() > 0)) unsynced_ = !sync;
   if (!status.ok()) {
     failed_ = true;
     RANGEFS_LOG(ERROR) << "metadata write failed, refusing further writes: "
                        << status.message();
   }
-  ++sync_writes_;
+  if (sync) ++sync_writes_;
   batches_ += group.size();
   for (const auto& p : group) {
     p->status = status;
@@ -199,6 +216,18 @@ void MetaStore::WriteGroup() {
   }
   writing_ = false;
   written_.SignalAll();
+}
+
+absl::Status MetaStore::Sync() {
+  {
+    absl::MutexLock lock(&mu_);
+    // Wait for a group being written: it may be one this call must cover.
+    while (writing_) written_.Wait(&mu_);
+    if (!unsynced_ && !failed_) return absl::OkStatus();
+  }
+  Batch b;
+  b.RequireSync();
+  return Commit(std::move(b));
 }
 
 uint64_t MetaStore::sync_writes() const {

@@ -50,6 +50,18 @@ enum class Cf : int {
 };
 
 // A set of changes applied atomically.
+//
+// Durability: a batch that changes extents or the free map (allocation,
+// commit, truncate, punch, freeing a file's blocks), or asks with
+// RequireSync, is synced before Commit returns (DESIGN.md: every extent
+// map change is an atomic synced write). Any other batch (a create,
+// rename, unlink of an empty or still open file, chmod, xattrs) is in the
+// write-ahead log, in the kernel, when Commit returns: it survives the
+// server being killed, and is made durable against a machine crash by the
+// next synced batch or MetaStore::Sync (what fsync and fsyncdir on a
+// node call), as ext4 commits a create with its journal. Batches become
+// durable in the order they were submitted, so a crash loses only a
+// suffix of them.
 class Batch {
  public:
   Batch();
@@ -59,7 +71,9 @@ class Batch {
 
   void Put(Cf cf, absl::string_view key, absl::string_view value);
   void Delete(Cf cf, absl::string_view key);
+  void RequireSync() { sync_ = true; }
   size_t count() const;
+  bool needs_sync() const { return sync_; }
 
  private:
   friend class MetaStore;
@@ -69,6 +83,7 @@ class Batch {
     std::optional<std::string> value;  // nullopt = delete
   };
   std::vector<Op> ops_;
+  bool sync_ = false;
 };
 
 // A consistent read view (a RocksDB snapshot). Reads through one view see
@@ -119,10 +134,13 @@ class MetaStore {
   // Queues `batch` behind every batch submitted before it. Never blocks on
   // I/O.
   std::shared_ptr<Pending> Submit(Batch batch);
-  // Returns once the batch is durable (or failed).
+  // Returns once the batch is written (durable as Batch says) or failed.
   absl::Status Wait(const std::shared_ptr<Pending>& pending);
   // Submit + Wait.
   absl::Status Commit(Batch batch) { return Wait(Submit(std::move(batch))); }
+  // Makes every batch written before the call durable (no I/O when they
+  // all were synced already).
+  absl::Status Sync();
 
   // Number of synced writes and batches, for benchmarks.
   uint64_t sync_writes() const;
@@ -147,6 +165,8 @@ class MetaStore {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t sync_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Some write since the last synced one was not synced.
+  bool unsynced_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t batches_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

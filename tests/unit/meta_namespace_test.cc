@@ -47,6 +47,58 @@ class MetaNamespaceTest : public ::testing::Test {
   std::unique_ptr<MetaServer> server_;
 };
 
+// Namespace changes are acknowledged once in the log and synced lazily
+// (with the next extent change, a Sync, or a new block of inode numbers);
+// extent changes are synced before they are acknowledged.
+TEST(MetaDurabilityTest, NamespaceChangesAreSyncedLazilyExtentChangesAtOnce) {
+  testing::TempDir dir;
+  auto open = [&] {
+    auto s = MetaServer::Open(dir.Sub("meta"), "testfs",
+                              {DeviceInfo{0, 8 * kMiB, "127.0.0.1:1"}},
+                              /*sync=*/true);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  };
+  std::unique_ptr<MetaServer> m = open();
+  ASSERT_NE(m, nullptr);
+  const Creds creds{1000, 1000};
+  auto f1 = m->Create(kSession, kRootIno, "f1", S_IFREG | 0644, 0, creds, true,
+                      022);  // The first takes a block of numbers.
+  ASSERT_TRUE(f1.ok()) << f1.status();
+  const uint64_t synced = m->store()->sync_writes();
+  ASSERT_TRUE(
+      m->Create(kSession, kRootIno, "f2", S_IFREG | 0644, 0, creds, true, 022)
+          .ok());
+  auto d = m->Mkdir(kSession, kRootIno, "d", 0755, creds, 022);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(m->Rename(kSession, kRootIno, "f2", d->ino, "g", 0).ok());
+  ASSERT_TRUE(m->Unlink(kSession, d->ino, "g", false).ok());
+  EXPECT_EQ(m->store()->sync_writes(), synced);
+  ASSERT_TRUE(m->Sync().ok());
+  EXPECT_EQ(m->store()->sync_writes(), synced + 1);
+  ASSERT_TRUE(m->Sync().ok());  // Nothing new: no I/O.
+  EXPECT_EQ(m->store()->sync_writes(), synced + 1);
+  ASSERT_TRUE(m->MapWrite(kSession, f1->ino, 0, 4096).ok());
+  EXPECT_EQ(m->store()->sync_writes(), synced + 2);
+  ASSERT_TRUE(m->SetAttr(kSession, f1->ino, SetAttrArgs{kSetMode, 0600}).ok());
+  EXPECT_EQ(m->store()->sync_writes(), synced + 2);
+  // Everything acknowledged is there after a restart, and new inode
+  // numbers start past every number that went out.
+  m.reset();
+  m = open();
+  ASSERT_NE(m, nullptr);
+  auto again = m->Lookup(kRootIno, "d");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ErrcOf(m->Lookup(d->ino, "g").status()), Errc::kNotFound);
+  auto f3 =
+      m->Create(kSession, kRootIno, "f3", S_IFREG | 0644, 0, creds, true, 022);
+  ASSERT_TRUE(f3.ok()) << f3.status();
+  EXPECT_GT(f3->ino, d->ino);
+  auto rep = m->Fsck();
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  for (const std::string& p : rep->problems) ADD_FAILURE() << p;
+}
+
 TEST_F(MetaNamespaceTest, FormatsARootDirectory) {
   auto root = server_->GetAttr(kRootIno);
   ASSERT_TRUE(root.ok());
