@@ -81,12 +81,10 @@ absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
   return AttrOf(*r);
 }
 
-absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
-                                          const std::string& name,
-                                          uint32_t mode, uint64_t rdev,
-                                          const Creds& creds, bool exclusive,
-                                          const std::string& target,
-                                          Attr* parent_attr) {
+absl::StatusOr<Attr> MetaServer::MakeNode(
+    uint64_t session, uint64_t parent, const std::string& name, uint32_t mode,
+    uint64_t rdev, const Creds& creds, bool exclusive,
+    const std::string& target, Attr* parent_attr, const ChosenInode* chosen) {
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
   uint32_t type = mode & S_IFMT;
   if (type != S_IFREG && type != S_IFDIR && type != S_IFLNK &&
@@ -118,7 +116,14 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
   if (absl::Status s = op.LockSeq(); !s.ok()) return s;
   seq_mu_.AssertHeld();
   InodeRecord r;
-  r.ino = next_ino_++;
+  if (chosen != nullptr) {
+    if (absl::Status s = UseLeased(op, session, chosen->ino); !s.ok()) {
+      return s;
+    }
+    r.ino = chosen->ino;
+  } else {
+    r.ino = next_ino_++;
+  }
   ++inode_count_;
   if (next_ino_ > ino_bound_) {
     // The stored "next_ino" is a synced bound on the numbers handed out:
@@ -144,7 +149,8 @@ absl::StatusOr<Attr> MetaServer::MakeNode(uint64_t session, uint64_t parent,
   r.generation = r.ino;
   r.symlink = target;
   r.size = type == S_IFLNK ? target.size() : 0;
-  r.atime = r.mtime = r.ctime = r.btime = Now();
+  r.atime = r.mtime = r.ctime = r.btime =
+      chosen != nullptr ? chosen->time : Now();
   op.PutInode(r);
   op.batch().Put(Cf::kDentries, DentryKey(parent, name),
                  EncodeDentry(r.ino, type));
@@ -161,15 +167,22 @@ absl::StatusOr<Attr> MetaServer::Create(uint64_t session, uint64_t parent,
                                         const std::string& name, uint32_t mode,
                                         uint64_t rdev, const Creds& creds,
                                         bool exclusive, uint32_t umask,
-                                        Attr* parent_attr) {
+                                        Attr* parent_attr,
+                                        const ChosenInode* chosen) {
   if ((mode & S_IFMT) == 0) mode |= S_IFREG;
   if ((mode & S_IFMT) == S_IFDIR || (mode & S_IFMT) == S_IFLNK) {
     return MakeError(Errc::kInvalidArgument,
                      "create makes files, not directories or symlinks");
   }
+  if (chosen != nullptr &&
+      ((mode & S_IFMT) != S_IFREG || chosen->time.nsec >= 1000000000)) {
+    return MakeError(Errc::kInvalidArgument,
+                     "a chosen inode number is for a regular file, with a "
+                     "valid time");
+  }
   return MakeNode(session, parent, name,
                   (mode & S_IFMT) | (mode & ~umask & 07777), rdev, creds,
-                  exclusive, "", parent_attr);
+                  exclusive, "", parent_attr, chosen);
 }
 
 absl::StatusOr<Attr> MetaServer::Mkdir(uint64_t session, uint64_t parent,

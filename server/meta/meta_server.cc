@@ -251,6 +251,16 @@ absl::Status MetaServer::Load(const std::vector<DeviceInfo>& extra) {
   absl::StatusOr<uint64_t> count = ReadCounter(store_.get(), "inode_count");
   if (!count.ok()) return count.status();
   inode_count_ = *count;
+  s = store_->Scan(Cf::kMeta, "lease/", "lease0",
+                   [&](absl::string_view k, absl::string_view v) {
+                     seq_mu_.AssertHeld();
+                     std::vector<std::pair<uint64_t, uint64_t>> r;
+                     if (k.size() == 14 && DecodeLease(v, &r)) {
+                       leases_[LoadBE64(k.data() + 6)] = std::move(r);
+                     }
+                     return true;
+                   });
+  if (!s.ok()) return s;
   s = store_->Scan(Cf::kMeta, "fence/", "fence0",
                    [&](absl::string_view k, absl::string_view) {
                      seq_mu_.AssertHeld();
@@ -482,6 +492,9 @@ absl::Status MetaServer::Fence(uint64_t session) {
       fenced_.insert(session);
       op.batch().Put(Cf::kMeta, FenceKey(session), "");
     }
+    if (leases_.erase(session) > 0) {
+      op.batch().Delete(Cf::kMeta, LeaseKey(session));
+    }
     // A fence lost to a crash would let the session write again.
     op.batch().RequireSync();
     if (absl::Status cs = op.Commit(); !cs.ok()) return cs;
@@ -634,5 +647,48 @@ absl::Status MetaServer::RemoveXattr(uint64_t session, uint64_t ino,
 }
 
 absl::Status MetaServer::Sync() { return store_->Sync(); }
+
+absl::StatusOr<uint64_t> MetaServer::ReserveInodes(uint64_t session,
+                                                   uint64_t count) {
+  if (session == 0 || count == 0 || count > kInodeNumbersPerSync) {
+    return MakeError(Errc::kInvalidArgument,
+                     "reserve 1 to 4096 inode numbers for a session");
+  }
+  Op op(this, session, {});
+  if (absl::Status s = op.LockSeq(); !s.ok()) return s;
+  seq_mu_.AssertHeld();
+  const uint64_t first = next_ino_;
+  next_ino_ += count;
+  if (next_ino_ > ino_bound_) {
+    ino_bound_ = next_ino_ + kInodeNumbersPerSync;
+    op.batch().Put(Cf::kMeta, "next_ino", std::to_string(ino_bound_));
+  }
+  std::vector<std::pair<uint64_t, uint64_t>>& r = leases_[session];
+  r.erase(std::remove_if(r.begin(), r.end(),
+                         [](const auto& l) { return l.first >= l.second; }),
+          r.end());
+  if (r.size() >= kMaxLeases) r.erase(r.begin());
+  r.emplace_back(first, first + count);
+  op.batch().Put(Cf::kMeta, LeaseKey(session), EncodeLease(r));
+  op.batch().RequireSync();
+  if (absl::Status s = op.Commit(); !s.ok()) return s;
+  return first;
+}
+
+absl::Status MetaServer::UseLeased(Op& op, uint64_t session, uint64_t ino) {
+  auto it = leases_.find(session);
+  if (it != leases_.end()) {
+    for (auto& [next, end] : it->second) {
+      if (ino >= next && ino < end) {
+        next = ino + 1;  // Numbers below go unused.
+        op.batch().Put(Cf::kMeta, LeaseKey(session), EncodeLease(it->second));
+        return absl::OkStatus();
+      }
+    }
+  }
+  return MakeError(Errc::kInvalidArgument,
+                   absl::StrCat("inode number ", ino, " is not leased to ",
+                                "session ", session, ", or was used"));
+}
 
 }  // namespace rangefs::meta

@@ -20,6 +20,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -92,6 +93,11 @@ struct MapResult {
   uint64_t size = 0;
 };
 
+struct ChosenInode {
+  uint64_t ino = 0;
+  Timespec time;
+};
+
 struct UnlinkResult {
   uint64_t ino = 0;
   bool orphaned = false;  // Kept on the orphan list: still open somewhere.
@@ -144,10 +150,19 @@ class MetaServer {
                                const SetAttrArgs& args);
   // Create, Mkdir, Symlink and Link set `*parent` (when not null) to the
   // directory's attributes right after the change.
+  // `chosen` (optional): the inode number, from the session's lease
+  // (ReserveInodes), and the time the node stamped the new file with; the
+  // create then answers as the node already told its caller.
   absl::StatusOr<Attr> Create(uint64_t session, uint64_t parent,
                               const std::string& name, uint32_t mode,
                               uint64_t rdev, const Creds& creds, bool exclusive,
-                              uint32_t umask, Attr* parent_attr = nullptr);
+                              uint32_t umask, Attr* parent_attr = nullptr,
+                              const ChosenInode* chosen = nullptr);
+  // Leases `count` (1..4096) new inode numbers to `session`, returned as
+  // the first: a node creates files with them without waiting for this
+  // server (Create's `chosen`), each number once, in increasing order
+  // within a lease. A session keeps its last kMaxLeases leases.
+  absl::StatusOr<uint64_t> ReserveInodes(uint64_t session, uint64_t count);
   absl::StatusOr<Attr> Mkdir(uint64_t session, uint64_t parent,
                              const std::string& name, uint32_t mode,
                              const Creds& creds, uint32_t umask,
@@ -243,12 +258,16 @@ class MetaServer {
                                                 uint64_t* ino);
   absl::StatusOr<bool> HasHandles(uint64_t ino);
 
+  // Takes `ino` out of `session`'s leases inside `op` (under seq_mu_).
+  absl::Status UseLeased(Op& op, uint64_t session, uint64_t ino)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq_mu_);
   // Shared by Create, Mkdir and Symlink.
   absl::StatusOr<Attr> MakeNode(uint64_t session, uint64_t parent,
                                 const std::string& name, uint32_t mode,
                                 uint64_t rdev, const Creds& creds,
                                 bool exclusive, const std::string& target,
-                                Attr* parent_attr);
+                                Attr* parent_attr,
+                                const ChosenInode* chosen = nullptr);
   // Drops one link of `r` (already updated in memory by the caller's
   // nlink--) inside `op`: frees it, orphans it, or just writes it.
   absl::Status DropLink(Op& op, InodeRecord& r, bool keep_if_open,
@@ -282,6 +301,10 @@ class MetaServer {
   // What "next_ino" says on disk: no number at or above it went out.
   uint64_t ino_bound_ ABSL_GUARDED_BY(seq_mu_) = 0;
   static constexpr uint64_t kInodeNumbersPerSync = 4096;
+  // Inode numbers leased to sessions: [next, end) ranges, oldest first.
+  static constexpr size_t kMaxLeases = 4;
+  std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> leases_
+      ABSL_GUARDED_BY(seq_mu_);
   uint64_t inode_count_ ABSL_GUARDED_BY(seq_mu_) = 0;
   std::set<uint64_t> fenced_ ABSL_GUARDED_BY(seq_mu_);
   std::vector<DeviceInfo> devices_ ABSL_GUARDED_BY(seq_mu_);

@@ -113,9 +113,11 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Create(
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
     Attr parent;
+    ChosenInode chosen{req->ino(), TimeOf(req->time())};
     AnswerEntry(server_->Create(req->session_id(), req->parent(), req->name(),
                                 req->mode(), req->rdev(), CredsOf(req->creds()),
-                                req->exclusive(), req->umask(), &parent),
+                                req->exclusive(), req->umask(), &parent,
+                                req->ino() != 0 ? &chosen : nullptr),
                 parent, reply);
   });
 }
@@ -240,6 +242,16 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Sync(
     proto::SyncReply* reply) {
   return RunOnPool(pool_, ctx,
                    [=] { ToProto(server_->Sync(), reply->mutable_error()); });
+}
+
+grpc::ServerUnaryReactor* MetaServiceImpl::ReserveInodes(
+    grpc::CallbackServerContext* ctx, const proto::ReserveInodesRequest* req,
+    proto::ReserveInodesReply* reply) {
+  return RunOnPool(pool_, ctx, [=] {
+    auto r = server_->ReserveInodes(req->session_id(), req->count());
+    if (!r.ok()) return ToProto(r.status(), reply->mutable_error());
+    reply->set_first(*r);
+  });
 }
 
 grpc::ServerUnaryReactor* MetaServiceImpl::MapRead(

@@ -37,6 +37,7 @@ class MetaServiceImpl final : public proto::MetaService::CallbackService {
   RANGEFS_META_RPC(ReadDir, ReadDirRequest, ReadDirReply)
   RANGEFS_META_RPC(StatFs, StatFsRequest, StatFsReply)
   RANGEFS_META_RPC(Sync, SyncRequest, SyncReply)
+  RANGEFS_META_RPC(ReserveInodes, ReserveInodesRequest, ReserveInodesReply)
   RANGEFS_META_RPC(MapRead, MapRequest, MapReply)
   RANGEFS_META_RPC(MapWrite, MapRequest, MapReply)
   RANGEFS_META_RPC(CommitWrite, CommitWriteRequest, CommitWriteReply)

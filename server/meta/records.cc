@@ -196,6 +196,31 @@ std::string FenceKey(uint64_t session) {
   return k;
 }
 
+std::string LeaseKey(uint64_t session) {
+  std::string k = "lease/";
+  PutBE64(&k, session);
+  return k;
+}
+
+std::string EncodeLease(const std::vector<std::pair<uint64_t, uint64_t>>& r) {
+  std::string v;
+  for (const auto& [next, end] : r) {
+    PutBE64(&v, next);
+    PutBE64(&v, end);
+  }
+  return v;
+}
+
+bool DecodeLease(absl::string_view v,
+                 std::vector<std::pair<uint64_t, uint64_t>>* out) {
+  if (v.size() % 16 != 0) return false;
+  out->clear();
+  for (size_t i = 0; i < v.size(); i += 16) {
+    out->emplace_back(LoadBE64(v.data() + i), LoadBE64(v.data() + i + 8));
+  }
+  return true;
+}
+
 std::string EncodeDentry(uint64_t ino, uint32_t type) {
   std::string v;
   PutBE64(&v, ino);

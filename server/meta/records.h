@@ -116,6 +116,12 @@ std::string XattrPrefix(uint64_t ino);
 std::string XattrKey(uint64_t ino, absl::string_view name);
 std::string HandleKey(uint64_t ino, uint64_t session);
 std::string FenceKey(uint64_t session);
+// Inode numbers leased to a session (MetaServer::ReserveInodes): the key,
+// and the value, pairs of big-endian [next, end).
+std::string LeaseKey(uint64_t session);
+std::string EncodeLease(const std::vector<std::pair<uint64_t, uint64_t>>& r);
+bool DecodeLease(absl::string_view v,
+                 std::vector<std::pair<uint64_t, uint64_t>>* out);
 
 std::string EncodeDentry(uint64_t ino, uint32_t type);
 absl::Status DecodeDentry(absl::string_view v, uint64_t* ino, uint32_t* type);

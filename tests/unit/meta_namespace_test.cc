@@ -99,6 +99,58 @@ TEST(MetaDurabilityTest, NamespaceChangesAreSyncedLazilyExtentChangesAtOnce) {
   for (const std::string& p : rep->problems) ADD_FAILURE() << p;
 }
 
+// A node creates files with numbers leased ahead (so it need not wait for
+// the server); each number is used once, and only by its session.
+TEST_F(MetaNamespaceTest, LeasedInodeNumbersAreUsedOnceByTheirSession) {
+  auto first = server_->ReserveInodes(kSession, 8);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const Timespec when{1700000000, 123};
+  ChosenInode c{*first + 1, when};
+  auto a = server_->Create(kSession, kRootIno, "a", S_IFREG | 0644, 0,
+                           Creds{1000, 1000}, true, 022, nullptr, &c);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->ino, *first + 1);
+  EXPECT_EQ(a->ctime.sec, when.sec);
+  EXPECT_EQ(a->mtime.nsec, when.nsec);
+  EXPECT_EQ(a->mode, S_IFREG | 0644u);
+  // Used, below the next unused one, another session's, never leased.
+  for (uint64_t ino : {*first + 1, *first, *first + 8}) {
+    ChosenInode bad{ino, when};
+    EXPECT_EQ(ErrcOf(server_
+                         ->Create(kSession, kRootIno, "b", S_IFREG | 0644, 0,
+                                  Creds{}, true, 022, nullptr, &bad)
+                         .status()),
+              Errc::kInvalidArgument)
+        << ino;
+  }
+  ChosenInode other{*first + 2, when};
+  EXPECT_EQ(ErrcOf(server_
+                       ->Create(kSession + 1, kRootIno, "b", S_IFREG | 0644, 0,
+                                Creds{}, true, 022, nullptr, &other)
+                       .status()),
+            Errc::kInvalidArgument);
+  EXPECT_EQ(ErrcOf(server_->Lookup(kRootIno, "b").status()), Errc::kNotFound);
+  EXPECT_EQ(ErrcOf(server_->ReserveInodes(kSession, 0).status()),
+            Errc::kInvalidArgument);
+  // Leases survive a restart; numbers the server picks never collide.
+  Reopen();
+  ChosenInode next{*first + 5, when};
+  ASSERT_TRUE(server_
+                  ->Create(kSession, kRootIno, "c", S_IFREG | 0644, 0, Creds{},
+                           true, 022, nullptr, &next)
+                  .ok());
+  Attr d = MustCreate(kRootIno, "d");
+  EXPECT_GE(d.ino, *first + 8);
+  // A fence ends the session's leases.
+  ASSERT_TRUE(server_->Fence(kSession).ok());
+  ChosenInode late{*first + 6, when};
+  EXPECT_FALSE(server_
+                   ->Create(kSession, kRootIno, "e", S_IFREG | 0644, 0, Creds{},
+                            true, 022, nullptr, &late)
+                   .ok());
+  ExpectClean();
+}
+
 TEST_F(MetaNamespaceTest, FormatsARootDirectory) {
   auto root = server_->GetAttr(kRootIno);
   ASSERT_TRUE(root.ok());
