@@ -158,13 +158,14 @@ void Client::Impl::CountOpen(InodeState& in) {
 }
 
 absl::StatusOr<uint64_t> Client::Impl::OpenCounted(
-    std::shared_ptr<InodeState> in, int flags, const Attr& a) {
+    std::shared_ptr<InodeState> in, int flags, const Attr& a,
+    std::optional<uint64_t> lost_seen) {
   Handle h;
   h.inode = in;
   h.flags = flags;
   {
     absl::MutexLock lock(&in->mu);
-    h.lost_seen = in->lost;
+    h.lost_seen = lost_seen.value_or(in->lost);
   }
   uint64_t fh = 0;
   {
@@ -275,6 +276,8 @@ ClientStats Client::Impl::Stats() {
   s.sessions_lost = l.sessions_lost;
   s.session_id = locks_.session_id();
   s.meta_calls = stubs_->meta_calls();
+  s.creates_ahead = counters.creates_ahead;
+  s.creates_ahead_failed = counters.creates_ahead_failed;
   return s;
 }
 

@@ -18,6 +18,7 @@
 #define RANGEFS_CLIENT_CLIENT_INTERNAL_H_
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -217,8 +218,10 @@ class Client::Impl {
   // OpenCounted, holding no lock, makes the handle (and truncates for
   // O_TRUNC). `a`: the attributes seen under that lock.
   void CountOpen(InodeState& in);
-  absl::StatusOr<uint64_t> OpenCounted(std::shared_ptr<InodeState> in,
-                                       int flags, const Attr& a);
+  // `lost_seen`: the lost count the handle starts from (default: now).
+  absl::StatusOr<uint64_t> OpenCounted(
+      std::shared_ptr<InodeState> in, int flags, const Attr& a,
+      std::optional<uint64_t> lost_seen = std::nullopt);
   absl::StatusOr<std::pair<Attr, uint64_t>> Create(uint64_t parent,
                                                    const std::string& name,
                                                    uint32_t mode, int flags,
@@ -333,6 +336,20 @@ class Client::Impl {
   // If the lock cannot be had, what was cached of the file is dropped.
   bool LockNewFileLater(std::shared_ptr<InodeState> dir,
                         std::shared_ptr<InodeState> in);
+  // Create's fast way, under the caller's INODE EX of `dir` with `name`
+  // known absent: makes the file here with a leased inode number and
+  // sends its create in the background (Stubs::CreateLater); the
+  // directory's lock waits for the answer before it goes. nullopt when it
+  // cannot (no lease, the directory's attributes unknown, a name the
+  // server might refuse): the caller creates the usual way.
+  // `*lost` is the file's InodeState::lost before the create was sent (a
+  // handle opened after a failed one must still see the failure).
+  std::optional<Attr> CreateAhead(const std::shared_ptr<InodeState>& dir,
+                                  const std::string& name, uint32_t mode,
+                                  const Creds& creds, uint64_t* lost);
+  // A leased inode number of the current session (0: none left; a new
+  // lease is then being fetched).
+  uint64_t LeasedIno();
   void InodeLost(uint64_t ino);
 
   LockCache& locks() { return locks_; }
@@ -353,7 +370,7 @@ class Client::Impl {
         stale_retries{0}, short_copies{0}, inval_demotes{0}, inode_demotes{0},
         pages_dropped{0}, lost_dirty_pages{0}, direct_fallbacks{0},
         staged_copies{0}, readaheads{0}, readaheads_abandoned{0},
-        readahead_pages{0};
+        readahead_pages{0}, creates_ahead{0}, creates_ahead_failed{0};
   };
   Counters counters;
 
@@ -451,6 +468,12 @@ class Client::Impl {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int readaheads_ ABSL_GUARDED_BY(mu_) = 0;      // Queued or running.
   int new_file_locks_ ABSL_GUARDED_BY(mu_) = 0;  // Queued or running.
+  // Inode numbers leased to the session `lease_session_` ([next, end)
+  // ranges, oldest first), and whether a new lease is on its way.
+  absl::Mutex lease_mu_;
+  std::deque<std::pair<uint64_t, uint64_t>> leases_ ABSL_GUARDED_BY(lease_mu_);
+  uint64_t lease_session_ ABSL_GUARDED_BY(lease_mu_) = 0;
+  bool leasing_ ABSL_GUARDED_BY(lease_mu_) = false;
   // Set by a writer past half the dirty limit: the flusher starts at once.
   bool flush_kick_ ABSL_GUARDED_BY(mu_) = false;
   // Names cached in all directories' InodeState::names.

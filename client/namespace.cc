@@ -267,6 +267,122 @@ absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
 
 // ----------------------------------------------------- namespace changes
 
+uint64_t Client::Impl::LeasedIno() {
+  constexpr uint64_t kLease = 1024;
+  const uint64_t session = locks_.session_id();
+  absl::MutexLock lock(&lease_mu_);
+  if (lease_session_ != session) {  // A lost session's leases went with it.
+    leases_.clear();
+    lease_session_ = session;
+  }
+  uint64_t ino = 0;
+  while (ino == 0 && !leases_.empty()) {
+    auto& [next, end] = leases_.front();
+    if (next < end) {
+      ino = next++;
+    } else {
+      leases_.pop_front();
+    }
+  }
+  uint64_t left = 0;
+  for (const auto& [next, end] : leases_) left += end - next;
+  if (left > kLease / 2 || leasing_) return ino;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return ino;
+    ++new_file_locks_;
+  }
+  leasing_ = true;
+  new_lock_pool_.Submit([this, session] {
+    absl::StatusOr<uint64_t> first = stubs_->ReserveInodes(session, kLease);
+    if (!first.ok()) {
+      RANGEFS_LOG(WARNING) << "no inode number lease (creates wait for the "
+                           << "metadata server): " << first.status().message();
+    }
+    {
+      absl::MutexLock lock(&lease_mu_);
+      leasing_ = false;
+      if (first.ok() && lease_session_ == session) {
+        leases_.emplace_back(*first, *first + kLease);
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    --new_file_locks_;
+  });
+  return ino;
+}
+
+std::optional<Attr> Client::Impl::CreateAhead(
+    const std::shared_ptr<InodeState>& dir, const std::string& name,
+    uint32_t mode, const Creds& creds, uint64_t* lost) {
+  // Only what the server is sure to accept (its ValidateName).
+  if (!options_.create_ahead || name.empty() || name.size() > 255 ||
+      name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos || name == "." || name == "..") {
+    return std::nullopt;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return std::nullopt;
+  }
+  // The directory's attributes (its setgid bit and group), cached from
+  // now on under the caller's EX.
+  absl::StatusOr<Attr> d = CachedAttr(*dir);
+  if (!d.ok() || !S_ISDIR(d->mode) || d->nlink == 0) return std::nullopt;
+  const uint64_t ino = LeasedIno();
+  if (ino == 0) return std::nullopt;
+  // What the server will make of it (MakeNode).
+  Attr a;
+  a.ino = ino;
+  a.mode = S_IFREG | (mode & ~creds.umask & 07777);
+  a.nlink = 1;
+  a.uid = creds.uid;
+  a.gid = (d->mode & S_ISGID) ? d->gid : creds.gid;
+  a.blksize = kPageSize;
+  a.generation = ino;
+  a.atime = a.mtime = a.ctime = a.btime = NowTimespec();
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  {
+    absl::MutexLock lock(&in->mu);
+    in->attr = a;
+    in->attr_valid = true;
+    *lost = in->lost;
+  }
+  {
+    absl::MutexLock lock(&dir->mu);
+    ++dir->attr.size;
+    dir->attr.mtime = dir->attr.ctime = a.ctime;
+    RememberName(*dir, name, Dentry{ino, S_IFREG});
+    ++dir->new_children;
+  }
+  NewFile f{dir->ino, name, a.mode, creds, ino, a.ctime};
+  ++counters.creates_ahead;
+  stubs_->CreateLater(
+      locks_.session_id(), std::move(f),
+      [this, dir, in, name](const absl::StatusOr<Attr>& made, const Attr&) {
+        if (!made.ok()) {
+          // Callers were told it exists: its handles now fail with EIO.
+          RANGEFS_LOG(ERROR)
+              << "inode " << in->ino << " (" << name << " in directory "
+              << dir->ino
+              << "): the create sent ahead failed: " << made.status().message();
+          ++counters.creates_ahead_failed;
+          {
+            absl::MutexLock lock(&in->mu);
+            ++in->lost;
+          }
+          ForgetInode(*in);
+          InvalidateAttributesAbove(in->ino);
+          NameUnknown(dir->ino, name);
+          AttrChanged(dir->ino);
+        }
+        absl::MutexLock lock(&dir->mu);
+        --dir->new_children;
+        dir->children_locked.SignalAll();
+      });
+  return a;
+}
+
 absl::StatusOr<Attr> Client::Impl::Mknod(uint64_t parent,
                                          const std::string& name, uint32_t mode,
                                          uint64_t rdev, const Creds& creds,
@@ -297,6 +413,23 @@ absl::StatusOr<std::pair<Attr, uint64_t>> Client::Impl::Create(
     absl::StatusOr<Dentry> d = NameLocked(*GetInode(parent), name);
     if (!d.ok() && ErrcOf(d.status()) != Errc::kNotFound) return d.status();
     const bool fresh = !d.ok();
+    std::shared_ptr<InodeState> dir = GetInode(parent);
+    uint64_t lost = 0;
+    if (std::optional<Attr> made =
+            fresh ? CreateAhead(dir, name, mode, creds, &lost) : std::nullopt) {
+      std::shared_ptr<InodeState> in = GetInode(made->ino);
+      if (!LockNewFileLater(dir, in) &&
+          !held.Take(kInode, made->ino, WholeFile(), kEx).ok()) {
+        absl::MutexLock lock(&in->mu);
+        in->attr_valid = false;
+      }
+      CountOpen(*in);  // Under the directory's EX (LockNewFileLater).
+      held.Release();
+      absl::StatusOr<uint64_t> fh =
+          OpenCounted(in, flags & ~O_TRUNC, *made, lost);
+      if (!fh.ok()) return fh.status();
+      return std::make_pair(*made, *fh);
+    }
     const uint32_t file_mode = S_IFREG | (mode & 07777);
     Attr dir_now;
     a = stubs_->Create(locks_.session_id(), parent, name, file_mode, 0, creds,

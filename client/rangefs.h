@@ -127,6 +127,10 @@ struct ClientOptions {
   // returning), then a window is staged through a private copy made
   // outside the locks. false: EDEADLK instead.
   bool fault_fallbacks = true;
+  // A create of a new regular file returns before the metadata server
+  // has it (leased inode numbers; the create is sent in the background,
+  // ahead of every later metadata call). false: every create waits.
+  bool create_ahead = true;
 };
 
 // Counters of what a node did (tests and benchmarks read them).
@@ -148,6 +152,9 @@ struct ClientStats {
   uint64_t lock_local_hits = 0, lock_requests = 0, lock_callbacks = 0;
   uint64_t session_id = 0, sessions_lost = 0;
   uint64_t meta_calls = 0;  // Calls to the metadata server.
+  // Creates sent ahead (Create returned before the server had the file),
+  // and those of them the server then refused.
+  uint64_t creates_ahead = 0, creates_ahead_failed = 0;
 };
 
 // A cache stacked above the node, such as the FUSE kernel page cache: it

@@ -4,8 +4,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <thread>
 
 #include "client/bulk_client.h"
+#include "common/fault_injection.h"
 #include "common/status.h"
 #include "proto/data.grpc.pb.h"
 #include "proto/meta.grpc.pb.h"
@@ -72,6 +75,43 @@ class GrpcStubs : public Stubs {
         bulk_[d.device] = std::make_unique<BulkChannel>(d.bulk, timeout_ms);
       }
     }
+    sender_ = std::thread([this] { SendCreates(); });
+    sender_id_ = sender_.get_id();
+  }
+
+  ~GrpcStubs() override {
+    {
+      absl::MutexLock lock(&queue_mu_);
+      stop_ = true;
+    }
+    if (sender_.joinable()) sender_.join();
+  }
+
+  absl::StatusOr<uint64_t> ReserveInodes(uint64_t session,
+                                         uint64_t count) override {
+    proto::ReserveInodesRequest req;
+    req.set_session_id(session);
+    req.set_count(count);
+    proto::ReserveInodesReply rep;
+    // Unordered: a new lease leaves the older ones queued creates use.
+    if (absl::Status s = Call(&proto::MetaService::Stub::ReserveInodes, req,
+                              &rep, "reserve inodes", /*ordered=*/false);
+        !s.ok()) {
+      return s;
+    }
+    return rep.first();
+  }
+
+  void CreateLater(uint64_t session, NewFile f, CreateDone done) override {
+    absl::MutexLock lock(&queue_mu_);
+    queue_mu_.Await(absl::Condition(
+        +[](GrpcStubs* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(g->queue_mu_) {
+          return g->queue_.size() < kMaxQueuedCreates;
+        },
+        this));
+    queue_.push_back(QueuedCreate{session, std::move(f), std::move(done)});
+    ++queued_unlocked_;
+    queued_.store(queued_unlocked_, std::memory_order_release);
   }
 
   uint64_t meta_calls() const override {
@@ -487,12 +527,68 @@ class GrpcStubs : public Stubs {
     if (!s.ok()) return Transport(s, what);
     return rpc::FromProto(rep->error());
   }
+  // A metadata call: after the creates queued before it (CreateLater),
+  // unless `ordered` is false (the call cannot depend on them).
   template <typename Req, typename Rep>
   absl::Status Call(grpc::Status (proto::MetaService::Stub::*method)(
                         grpc::ClientContext*, const Req&, Rep*),
-                    const Req& req, Rep* rep, const char* what) {
+                    const Req& req, Rep* rep, const char* what,
+                    bool ordered = true) {
+    if (ordered) AwaitQueuedCreates();
     meta_calls_.fetch_add(1, std::memory_order_relaxed);
     return Call(meta_.get(), method, req, rep, what);
+  }
+
+  void AwaitQueuedCreates() {
+    if (queued_.load(std::memory_order_acquire) == 0 ||
+        std::this_thread::get_id() == sender_id_) {
+      return;
+    }
+    absl::MutexLock lock(&queue_mu_);
+    queue_mu_.Await(absl::Condition(
+        +[](GrpcStubs* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(g->queue_mu_) {
+          return g->queued_unlocked_ == 0;
+        },
+        this));
+  }
+
+  void SendCreates() {
+    absl::MutexLock lock(&queue_mu_);
+    for (;;) {
+      queue_mu_.Await(absl::Condition(
+          +[](GrpcStubs* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(g->queue_mu_) {
+            return g->stop_ || !g->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // Stopping, nothing left.
+      QueuedCreate q = std::move(queue_.front());
+      queue_.pop_front();
+      queue_mu_.Unlock();
+      proto::CreateRequest req;
+      req.set_session_id(q.session);
+      req.set_parent(q.file.parent);
+      req.set_name(q.file.name);
+      req.set_mode(q.file.mode);
+      ToProto(q.file.creds, req.mutable_creds());
+      req.set_exclusive(true);
+      req.set_ino(q.file.ino);
+      req.mutable_time()->set_sec(q.file.time.sec);
+      req.mutable_time()->set_nsec(q.file.time.nsec);
+      proto::EntryReply rep;
+      Attr dir;
+      absl::Status fault = FaultPoint("client.before_create_sent");
+      absl::StatusOr<Attr> made =
+          !fault.ok() ? absl::StatusOr<Attr>(fault)
+                      : Made(Call(&proto::MetaService::Stub::Create, req, &rep,
+                                  "create", /*ordered=*/false),
+                             rep, &dir);
+      q.done(made, dir);
+      queue_mu_.Lock();
+      // Counted down only now: a call waiting for the queue runs after the
+      // answer was applied.
+      --queued_unlocked_;
+      queued_.store(queued_unlocked_, std::memory_order_release);
+    }
   }
 
   proto::DataService::Stub* DataStub(uint32_t device) {
@@ -524,6 +620,22 @@ class GrpcStubs : public Stubs {
   std::map<uint32_t, std::unique_ptr<BulkChannel>> bulk_;
   std::atomic<uint64_t> next_{0};
   std::atomic<uint64_t> meta_calls_{0};
+
+  // CreateLater's queue and its sender thread.
+  struct QueuedCreate {
+    uint64_t session;
+    NewFile file;
+    CreateDone done;
+  };
+  static constexpr size_t kMaxQueuedCreates = 256;
+  absl::Mutex queue_mu_;
+  std::deque<QueuedCreate> queue_ ABSL_GUARDED_BY(queue_mu_);
+  // Queued or being sent; `queued_` mirrors it for a lock-free look.
+  int queued_unlocked_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  std::atomic<int> queued_{0};
+  bool stop_ ABSL_GUARDED_BY(queue_mu_) = false;
+  std::thread sender_;
+  std::thread::id sender_id_;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #define RANGEFS_CLIENT_STUBS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,6 +42,17 @@ struct MapResult {
 struct CommitResult {
   uint64_t cookie = 0;
   Attr attr;
+};
+
+// A regular file made by a node ahead of the metadata server (CreateLater):
+// its inode number comes from the session's lease (ReserveInodes).
+struct NewFile {
+  uint64_t parent = 0;
+  std::string name;
+  uint32_t mode = 0;  // S_IFREG and permission bits (umask applied).
+  Creds creds;
+  uint64_t ino = 0;
+  Timespec time;
 };
 
 class Stubs {
@@ -97,6 +109,18 @@ class Stubs {
   virtual absl::StatusOr<FsStat> StatFs() = 0;
   // Makes every metadata change acknowledged so far durable.
   virtual absl::Status SyncMeta() = 0;
+  // Leases `count` new inode numbers to `session`; returns the first.
+  virtual absl::StatusOr<uint64_t> ReserveInodes(uint64_t session,
+                                                 uint64_t count) = 0;
+  // Sends the create of `f` from a background thread, in submission order
+  // (waiting first while 256 are queued). Every other metadata call made
+  // after CreateLater returns waits until the creates queued before it
+  // are answered, so the server never hears of a file before its create.
+  // `done` runs on that thread with the answer (the file's and its
+  // directory's attributes); it must not call the metadata server.
+  using CreateDone =
+      std::function<void(const absl::StatusOr<Attr>& made, const Attr& dir)>;
+  virtual void CreateLater(uint64_t session, NewFile f, CreateDone done) = 0;
   virtual absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino,
                                         uint64_t offset, uint64_t length,
                                         bool for_write) = 0;

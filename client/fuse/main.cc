@@ -5,10 +5,11 @@
 // CLUSTER is a cluster configuration file or its text (the same one every
 // rangefs binary reads). Options: FUSE's own (fsname=NAME,
 // default_permissions, allow_other, ...) and rangefs's: node=NAME,
-// cache_mb=N, log=FILE (where a daemonized mount logs; default
-// /dev/null). Without -f the daemon detaches once the mount is up, and the
-// command fails with the reason if the cluster is unreachable or the mount
-// fails. SIGTERM, SIGINT or unmounting stop it cleanly: dirty data is
+// cache_mb=N, kernel_cache=0|1, readahead_kb=N, create_ahead=0|1 (a create
+// returns before the metadata server has it), log=FILE (where a daemonized
+// mount logs; default /dev/null). Without -f the daemon detaches once the mount
+// is up, and the command fails with the reason if the cluster is unreachable or
+// the mount fails. SIGTERM, SIGINT or unmounting stop it cleanly: dirty data is
 // written back, locks are given back, the session is closed.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -49,6 +50,7 @@ struct Options {
   int cache_mb = 256;
   int kernel_cache = 1;     // File data through the kernel page cache.
   int readahead_kb = 4096;  // The kernel's readahead on the mount.
+  int create_ahead = 1;     // ClientOptions::create_ahead.
 };
 
 const fuse_opt kOpts[] = {
@@ -57,6 +59,7 @@ const fuse_opt kOpts[] = {
     {"cache_mb=%d", offsetof(Options, cache_mb), 0},
     {"kernel_cache=%d", offsetof(Options, kernel_cache), 0},
     {"readahead_kb=%d", offsetof(Options, readahead_kb), 0},
+    {"create_ahead=%d", offsetof(Options, create_ahead), 0},
     FUSE_OPT_END,
 };
 
@@ -129,6 +132,7 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   client::ClientOptions co;
   co.node_name = opts.node != nullptr ? opts.node : "fuse";
   co.cache_bytes = static_cast<uint64_t>(opts.cache_mb) << 20;
+  co.create_ahead = opts.create_ahead != 0;
   absl::StatusOr<std::unique_ptr<client::Client>> c =
       client::Client::Connect(config, co);
   if (!c.ok()) {

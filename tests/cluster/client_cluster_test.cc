@@ -372,6 +372,70 @@ TEST_F(ClientClusterTest, NewFileIsLockedBeforeAnotherNodeCanReachIt) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// A create returns before the metadata server has the file (the create
+// is sent ahead, here held up 1.5 s): the node's own later calls, and
+// any other node, still see the file as if the create had been
+// synchronous; a create the server refuses turns the handle's I/O into EIO.
+TEST_F(ClientClusterTest, CreateSentAheadIsSeenAsIfItHadWaited) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  // Leases come in the background: the first creates wait for the server.
+  for (int i = 0; i < 100 && a->Stats().creates_ahead == 0; ++i) {
+    auto warm =
+        a->Create(kRootIno, "warm" + std::to_string(i), 0644, O_RDWR, Creds{});
+    ASSERT_TRUE(warm.ok()) << warm.status();
+    EXPECT_TRUE(a->Close(warm->second).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(a->Stats().creates_ahead, 0u) << "no create was sent ahead";
+  FaultRegistry::Global().Set("client.before_create_sent",
+                              {1500, Errc::kOk, 0});
+  EXPECT_EQ(ErrcOf(a->Lookup(kRootIno, "f").status()), Errc::kNotFound);
+  const ClientStats before = a->Stats();
+  auto made = a->Create(kRootIno, "f", 0640, O_RDWR, Creds{1000, 1000, {}, 0});
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(a->Stats().creates_ahead, before.creates_ahead + 1);
+  EXPECT_EQ(a->Stats().meta_calls, before.meta_calls)
+      << "the create waited for the server";
+  EXPECT_EQ(made->first.mode, S_IFREG | 0640u);
+  EXPECT_EQ(made->first.uid, 1000u);
+  // This node: data, a listing (ordered after the create), the same stat.
+  MustWrite(*a, made->second, "ahead", 0);
+  EXPECT_TRUE(a->Fsync(made->second, false).ok());
+  absl::StatusOr<Attr> on_a = a->FileAttr(made->second);
+  ASSERT_TRUE(on_a.ok()) << on_a.status();
+  auto page = a->ReadDir(kRootIno, "", 1000, false);
+  ASSERT_TRUE(page.ok()) << page.status();
+  bool listed = false;
+  for (const DirEntry& e : page->entries) listed |= e.name == "f";
+  EXPECT_TRUE(listed);
+  EXPECT_GT(a->Stats().meta_calls, before.meta_calls);
+  // Another node: the name, the attributes, the data.
+  absl::StatusOr<Attr> on_b = b->Resolve("/f");
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_EQ(on_b->ino, made->first.ino);
+  EXPECT_EQ(on_b->mode, S_IFREG | 0640u);
+  EXPECT_EQ(ToNanos(on_b->ctime), ToNanos(on_a->ctime));
+  EXPECT_EQ(ToNanos(on_b->btime), ToNanos(made->first.btime));
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, 100), "ahead"));
+  EXPECT_TRUE(b->Close(fb).ok());
+  EXPECT_TRUE(a->Close(made->second).ok());
+  // Refused by the server (here: the send fails): the handle reports EIO
+  // and the name is gone.
+  FaultRegistry::Global().Set("client.before_create_sent",
+                              {0, Errc::kUnavailable, 0});
+  auto lost = a->Create(kRootIno, "lost", 0644, O_RDWR, Creds{});
+  ASSERT_TRUE(lost.ok()) << lost.status();
+  EXPECT_EQ(ErrcOf(a->Resolve("/lost").status()), Errc::kNotFound);
+  FaultRegistry::Global().Clear("client.before_create_sent");
+  EXPECT_EQ(ErrnoOf(a->Close(lost->second)), EIO);
+  EXPECT_EQ(a->Stats().creates_ahead_failed, 1u);
+  EXPECT_EQ(ErrcOf(b->Resolve("/lost").status()), Errc::kNotFound);
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // Regression: a node cached the extent mappings of a whole 64 MiB window
 // after a small read, beyond the INVAL range it held. Another node then
 // allocated and wrote a block there without calling it back, and the stale
