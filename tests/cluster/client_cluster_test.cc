@@ -30,6 +30,18 @@ class ClientClusterTest : public ClientClusterFixture {};
 
 int64_t ToNanos(const Timespec& t) { return t.sec * 1000000000 + t.nsec; }
 
+// Creates files in / until one is sent ahead: a node fetches its inode
+// number lease in the background, and the creates before it wait.
+bool CreatesGoAhead(Client& c) {
+  for (int i = 0; i < 100 && c.Stats().creates_ahead == 0; ++i) {
+    auto warm =
+        c.Create(kRootIno, "warm" + std::to_string(i), 0644, O_RDWR, Creds{});
+    if (!warm.ok() || !c.Close(warm->second).ok()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return c.Stats().creates_ahead > 0;
+}
+
 TEST_F(ClientClusterTest, BufferedWriteOnOneNodeIsReadOnAnotherAtOnce) {
   StartCluster();
   auto a = Node("a");
@@ -380,15 +392,7 @@ TEST_F(ClientClusterTest, CreateSentAheadIsSeenAsIfItHadWaited) {
   StartCluster();
   auto a = Node("a");
   auto b = Node("b");
-  // Leases come in the background: the first creates wait for the server.
-  for (int i = 0; i < 100 && a->Stats().creates_ahead == 0; ++i) {
-    auto warm =
-        a->Create(kRootIno, "warm" + std::to_string(i), 0644, O_RDWR, Creds{});
-    ASSERT_TRUE(warm.ok()) << warm.status();
-    EXPECT_TRUE(a->Close(warm->second).ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_GT(a->Stats().creates_ahead, 0u) << "no create was sent ahead";
+  ASSERT_TRUE(CreatesGoAhead(*a));
   FaultRegistry::Global().Set("client.before_create_sent",
                               {1500, Errc::kOk, 0});
   EXPECT_EQ(ErrcOf(a->Lookup(kRootIno, "f").status()), Errc::kNotFound);
@@ -515,14 +519,7 @@ TEST_F(ClientClusterTest, CreatesQueuedAtAnEvictionFailAndLeaveNothing) {
   StartCluster();
   auto a = Node("a");
   auto b = Node("b");
-  for (int i = 0; i < 100 && a->Stats().creates_ahead == 0; ++i) {
-    auto warm =
-        a->Create(kRootIno, "warm" + std::to_string(i), 0644, O_RDWR, Creds{});
-    ASSERT_TRUE(warm.ok()) << warm.status();
-    EXPECT_TRUE(a->Close(warm->second).ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_GT(a->Stats().creates_ahead, 0u) << "no create was sent ahead";
+  ASSERT_TRUE(CreatesGoAhead(*a));
   // Known absent, so neither create asks the server (which would wait
   // behind the held-up one).
   for (const char* name : {"q1", "q2"}) {
