@@ -128,6 +128,10 @@ struct InodeState {
   // such a file before this node holds its lock.
   int new_children ABSL_GUARDED_BY(mu) = 0;
   absl::CondVar children_locked;
+  // Names were dropped (DropNames) while some of those files' creates were
+  // still queued: until they are all answered, a name not cached may be
+  // one of them, so a lookup at the server must wait behind them.
+  bool names_dropped_with_new ABSL_GUARDED_BY(mu) = false;
   // The node's open handles of the inode. The metadata server keeps an
   // unlinked file while some session has it open, and hears of this
   // node's opens lazily: a node with opens either holds the INODE lock

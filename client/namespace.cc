@@ -38,6 +38,7 @@ absl::Status Absent(const std::string& name) {
 absl::StatusOr<Dentry> Client::Impl::NameLocked(InodeState& dir,
                                                 const std::string& name) {
   uint64_t epoch = 0;
+  bool after_creates = true;
   {
     absl::MutexLock lock(&dir.mu);
     auto it = dir.names.find(name);
@@ -47,8 +48,11 @@ absl::StatusOr<Dentry> Client::Impl::NameLocked(InodeState& dir,
     }
     if (dir.names_complete) return Absent(name);
     epoch = dir.names_epoch;
+    // The creates this node sent ahead in `dir` are all cached here unless
+    // names were dropped meanwhile: a name not cached is none of them.
+    after_creates = dir.names_dropped_with_new;
   }
-  absl::StatusOr<Attr> a = stubs_->Lookup(dir.ino, name);
+  absl::StatusOr<Attr> a = stubs_->Lookup(dir.ino, name, after_creates);
   if (!a.ok() && ErrcOf(a.status()) != Errc::kNotFound) return a.status();
   Dentry d;
   if (a.ok()) d = {a->ino, a->mode & S_IFMT};
@@ -78,6 +82,7 @@ void Client::Impl::RememberName(InodeState& dir, const std::string& name,
 }
 
 void Client::Impl::DropNames(InodeState& dir) {
+  if (dir.new_children > 0) dir.names_dropped_with_new = true;
   cached_names_.fetch_sub(dir.names.size(), std::memory_order_relaxed);
   dir.names.clear();
   dir.names_complete = false;
@@ -377,7 +382,7 @@ std::optional<Attr> Client::Impl::CreateAhead(
           AttrChanged(dir->ino);
         }
         absl::MutexLock lock(&dir->mu);
-        --dir->new_children;
+        if (--dir->new_children == 0) dir->names_dropped_with_new = false;
         dir->children_locked.SignalAll();
       });
   return a;

@@ -118,13 +118,14 @@ class GrpcStubs : public Stubs {
     return meta_calls_.load(std::memory_order_relaxed);
   }
 
-  absl::StatusOr<Attr> Lookup(uint64_t parent,
-                              const std::string& name) override {
+  absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name,
+                              bool after_creates) override {
     proto::LookupRequest req;
     req.set_parent(parent);
     req.set_name(name);
     proto::EntryReply rep;
-    return Entry(Call(&proto::MetaService::Stub::Lookup, req, &rep, "lookup"),
+    return Entry(Call(&proto::MetaService::Stub::Lookup, req, &rep, "lookup",
+                      after_creates),
                  rep);
   }
   absl::StatusOr<Attr> GetAttr(uint64_t ino) override {

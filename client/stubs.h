@@ -66,8 +66,11 @@ class Stubs {
   virtual uint64_t meta_calls() const = 0;
 
   // ---- metadata server
-  virtual absl::StatusOr<Attr> Lookup(uint64_t parent,
-                                      const std::string& name) = 0;
+  // `after_creates` false: the answer cannot depend on the creates queued
+  // by CreateLater (the caller knows none of them is this name), so the
+  // call does not wait for them.
+  virtual absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name,
+                                      bool after_creates) = 0;
   virtual absl::StatusOr<Attr> GetAttr(uint64_t ino) = 0;
   virtual absl::StatusOr<Attr> SetAttr(uint64_t session, uint64_t ino,
                                        const SetAttrArgs& args) = 0;

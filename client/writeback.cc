@@ -567,7 +567,7 @@ bool Client::Impl::LockNewFileLater(std::shared_ptr<InodeState> dir,
     }
     {
       absl::MutexLock lock(&dir->mu);
-      --dir->new_children;
+      if (--dir->new_children == 0) dir->names_dropped_with_new = false;
       dir->children_locked.SignalAll();
     }
     absl::MutexLock lock(&mu_);

@@ -402,6 +402,14 @@ TEST_F(ClientClusterTest, CreateSentAheadIsSeenAsIfItHadWaited) {
   EXPECT_EQ(a->Stats().creates_ahead, before.creates_ahead + 1);
   EXPECT_EQ(a->Stats().meta_calls, before.meta_calls)
       << "the create waited for the server";
+  // A name not known absent is looked up at the server, without waiting
+  // for the create queued before it (another name).
+  auto g = a->Create(kRootIno, "g", 0644, O_RDWR, Creds{});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(a->Stats().creates_ahead, before.creates_ahead + 2);
+  EXPECT_EQ(a->Stats().meta_calls, before.meta_calls + 1)
+      << "the lookup waited for the queued create";
+  EXPECT_TRUE(a->Close(g->second).ok());
   EXPECT_EQ(made->first.mode, S_IFREG | 0640u);
   EXPECT_EQ(made->first.uid, 1000u);
   // This node: data, a listing (ordered after the create), the same stat.
@@ -432,10 +440,11 @@ TEST_F(ClientClusterTest, CreateSentAheadIsSeenAsIfItHadWaited) {
                               {0, Errc::kUnavailable, 0});
   auto lost = a->Create(kRootIno, "lost", 0644, O_RDWR, Creds{});
   ASSERT_TRUE(lost.ok()) << lost.status();
-  EXPECT_EQ(ErrcOf(a->Resolve("/lost").status()), Errc::kNotFound);
+  ASSERT_TRUE(a->SyncAll().ok());  // Waits for the queued create's answer.
   FaultRegistry::Global().Clear("client.before_create_sent");
-  EXPECT_EQ(ErrnoOf(a->Close(lost->second)), EIO);
   EXPECT_EQ(a->Stats().creates_ahead_failed, 1u);
+  EXPECT_EQ(ErrcOf(a->Resolve("/lost").status()), Errc::kNotFound);
+  EXPECT_EQ(ErrnoOf(a->Close(lost->second)), EIO);
   EXPECT_EQ(ErrcOf(b->Resolve("/lost").status()), Errc::kNotFound);
   EXPECT_TRUE(Fsck().empty());
 }
