@@ -340,6 +340,9 @@ class Client::Impl {
   // If the lock cannot be had, what was cached of the file is dropped.
   bool LockNewFileLater(std::shared_ptr<InodeState> dir,
                         std::shared_ptr<InodeState> in);
+  // One of `dir`'s new_children (its lock or its create sent ahead) is
+  // through: wakes a demote waiting for them.
+  void NewChildSettled(InodeState& dir);
   // Create's fast way, under the caller's INODE EX of `dir` with `name`
   // known absent: makes the file here with a leased inode number and
   // sends its create in the background (Stubs::CreateLater); the

@@ -381,9 +381,7 @@ std::optional<Attr> Client::Impl::CreateAhead(
           NameUnknown(dir->ino, name);
           AttrChanged(dir->ino);
         }
-        absl::MutexLock lock(&dir->mu);
-        if (--dir->new_children == 0) dir->names_dropped_with_new = false;
-        dir->children_locked.SignalAll();
+        NewChildSettled(*dir);
       });
   return a;
 }

@@ -565,15 +565,17 @@ bool Client::Impl::LockNewFileLater(std::shared_ptr<InodeState> dir,
       ForgetInode(*in);
       InvalidateAttributesAbove(in->ino);
     }
-    {
-      absl::MutexLock lock(&dir->mu);
-      if (--dir->new_children == 0) dir->names_dropped_with_new = false;
-      dir->children_locked.SignalAll();
-    }
+    NewChildSettled(*dir);
     absl::MutexLock lock(&mu_);
     --new_file_locks_;
   });
   return true;
+}
+
+void Client::Impl::NewChildSettled(InodeState& dir) {
+  absl::MutexLock lock(&dir.mu);
+  if (--dir.new_children == 0) dir.names_dropped_with_new = false;
+  dir.children_locked.SignalAll();
 }
 
 void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
