@@ -370,6 +370,7 @@ class Client::Impl {
   std::atomic<CacheAbove*> cache_above{nullptr};
   void InvalidateAbove(uint64_t ino, const ByteRange& range);
   void InvalidateAttributesAbove(uint64_t ino);
+  void InvalidateNamesAbove();
   const ClientOptions& options() const { return options_; }
 
   struct Counters {

@@ -118,12 +118,16 @@ void Client::Impl::NameMade(uint64_t dir, const std::string& name,
 
 void Client::Impl::NameUnknown(uint64_t dir, const std::string& name) {
   std::shared_ptr<InodeState> in = GetInode(dir);
-  absl::MutexLock lock(&in->mu);
-  if (in->names.erase(name) > 0) {
-    cached_names_.fetch_sub(1, std::memory_order_relaxed);
+  {
+    absl::MutexLock lock(&in->mu);
+    if (in->names.erase(name) > 0) {
+      cached_names_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    // The change may or may not have happened: ask next time.
+    if (in->names_complete) DropNames(*in);
   }
-  // The change may or may not have happened: ask next time.
-  if (in->names_complete) DropNames(*in);
+  // The kernel's copy of the name too.
+  InvalidateNamesAbove();
 }
 
 void Client::Impl::AttrChanged(uint64_t ino) {
@@ -151,11 +155,17 @@ void Client::Impl::DirChanged(uint64_t dir, const Attr& now) {
 }
 
 void Client::Impl::ForgetInode(InodeState& in) {
-  absl::MutexLock lock(&in.mu);
-  in.attr_valid = false;
-  in.no_caps = false;
-  DropNames(in);
-  ++in.names_epoch;
+  bool names;
+  {
+    absl::MutexLock lock(&in.mu);
+    // A directory, or an inode not known not to be one.
+    names = (in.attr.mode & S_IFMT) == 0 || S_ISDIR(in.attr.mode);
+    in.attr_valid = false;
+    in.no_caps = false;
+    DropNames(in);
+    ++in.names_epoch;
+  }
+  if (names) InvalidateNamesAbove();
 }
 
 void Client::Impl::PrepareForChange(const std::vector<uint64_t>& inos) {

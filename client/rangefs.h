@@ -173,6 +173,13 @@ class CacheAbove {
   // is giving up (or lost) its INODE lock, or its own write-back changed
   // them. Must not block.
   virtual void InvalidateAttributes(uint64_t /*ino*/) {}
+  // The names this node served (lookups, and the entries it made) may be
+  // out of date: it is giving up (or lost) a directory's INODE lock, or it
+  // does not know whether a change of a name happened. A name is good
+  // while the node holds its directory's INODE lock without a break since
+  // the answer; every break comes here, before the lock goes. Must not
+  // block.
+  virtual void InvalidateNames() {}
 };
 
 class Client {

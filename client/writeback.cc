@@ -626,6 +626,10 @@ void Client::Impl::InvalidateAttributesAbove(uint64_t ino) {
   if (CacheAbove* above = cache_above.load()) above->InvalidateAttributes(ino);
 }
 
+void Client::Impl::InvalidateNamesAbove() {
+  if (CacheAbove* above = cache_above.load()) above->InvalidateNames();
+}
+
 void Client::Impl::Hooks::Demote(const ResourceId& res, const ByteRange& range,
                                  LockMode keep) {
   if (kind_ == LockKind::kInval) {

@@ -104,21 +104,27 @@ struct stat ToStat(const Attr& a) {
   return st;
 }
 
+// How long the kernel may keep a name the node answered (or made) under
+// its directory's INODE lock: until the lock goes, which moves the
+// kernel's dentry epoch (KernelCache::InvalidateNames), or 0.
+double EntryTimeout(fuse_req_t req) {
+  return KC(req) != nullptr ? KC(req)->EntryTimeout() : 0;
+}
+
 // `attr_timeout`: kCoveredAttrTimeout when the attributes come from the
 // node's cache under the inode's INODE lock and the kernel's copy is
 // invalidated when that lock goes (see op_getattr), else 0.
-fuse_entry_param ToEntry(const Attr& a, double attr_timeout = 0) {
+// `entry_timeout`: EntryTimeout() for a name answered under the
+// directory's INODE lock, else 0.
+fuse_entry_param ToEntry(const Attr& a, double attr_timeout = 0,
+                         double entry_timeout = 0) {
   fuse_entry_param e;
   memset(&e, 0, sizeof(e));
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = ToStat(a);
   e.attr_timeout = attr_timeout;
-  // The kernel keeps no names: the node answers lookups from its cache of
-  // the directory's names under the directory's INODE lock, and the
-  // kernel's dentries could only be invalidated under the directory's
-  // i_rwsem, which a request waiting for that lock may be holding.
-  e.entry_timeout = 0;
+  e.entry_timeout = entry_timeout;
   return e;
 }
 
@@ -135,15 +141,18 @@ client::Creds CredsOf(fuse_req_t req) {
   return c;
 }
 
-// `covered`: the attributes are from the node's cache under the inode's
-// INODE lock.
+// `entry_timeout`: EntryTimeout(), read before the node was asked (the
+// kernel may keep names from then on, so a lock given up after the answer
+// moves the epoch). `covered`: the attributes are from the node's cache
+// under the inode's INODE lock.
 void ReplyEntry(fuse_req_t req, const absl::StatusOr<Attr>& a,
-                bool covered = false) {
+                double entry_timeout, bool covered = false) {
   if (!a.ok()) {
     fuse_reply_err(req, Err(a.status()));
     return;
   }
-  fuse_entry_param e = ToEntry(*a, covered ? CoveredTimeout(req) : 0);
+  fuse_entry_param e =
+      ToEntry(*a, covered ? CoveredTimeout(req) : 0, entry_timeout);
   fuse_reply_entry(req, &e);
 }
 
@@ -171,12 +180,26 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReplyEntry(req, C(req).Lookup(parent, name), /*covered=*/true);
+  const double entry_timeout = EntryTimeout(req);
+  absl::StatusOr<Attr> a = C(req).Lookup(parent, name);
+  if (!a.ok() && ErrnoOf(a.status()) == ENOENT && entry_timeout > 0) {
+    // The name's absence, under the directory's lock like a name (ino 0).
+    fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.entry_timeout = entry_timeout;
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  ReplyEntry(req, a, entry_timeout, /*covered=*/true);
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  // The kernel's first request is mostly the root's GETATTR: the dentry
+  // epoch is tried here before any name exists (trying it moves the
+  // epoch, which would drop the names already given).
+  (void)EntryTimeout(req);
   absl::StatusOr<Attr> a = C(req).GetAttr(ino);
   if (!a.ok()) {
     fuse_reply_err(req, Err(a.status()));
@@ -241,12 +264,16 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               dev_t rdev) {
-  ReplyEntry(req, C(req).Mknod(parent, name, mode, rdev, CredsOf(req)));
+  const double entry_timeout = EntryTimeout(req);
+  ReplyEntry(req, C(req).Mknod(parent, name, mode, rdev, CredsOf(req)),
+             entry_timeout);
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name,
               mode_t mode) {
-  ReplyEntry(req, C(req).Mkdir(parent, name, mode, CredsOf(req)));
+  const double entry_timeout = EntryTimeout(req);
+  ReplyEntry(req, C(req).Mkdir(parent, name, mode, CredsOf(req)),
+             entry_timeout);
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -259,7 +286,9 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent,
                 const char* name) {
-  ReplyEntry(req, C(req).Symlink(parent, name, link, CredsOf(req)));
+  const double entry_timeout = EntryTimeout(req);
+  ReplyEntry(req, C(req).Symlink(parent, name, link, CredsOf(req)),
+             entry_timeout);
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name,
@@ -273,7 +302,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name,
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
              const char* newname) {
-  ReplyEntry(req, C(req).Link(ino, newparent, newname), /*covered=*/true);
+  const double entry_timeout = EntryTimeout(req);
+  ReplyEntry(req, C(req).Link(ino, newparent, newname), entry_timeout,
+             /*covered=*/true);
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -292,6 +323,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
+  const double entry_timeout = EntryTimeout(req);
   absl::StatusOr<std::pair<Attr, uint64_t>> r =
       C(req).Create(parent, name, mode, fi->flags, CredsOf(req));
   if (!r.ok()) {
@@ -300,7 +332,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   fi->fh = r->second;
   SetCaching(req, r->first.ino, fi, r->second);
-  fuse_entry_param e = ToEntry(r->first, CoveredTimeout(req));
+  fuse_entry_param e = ToEntry(r->first, CoveredTimeout(req), entry_timeout);
   if (fuse_reply_create(req, &e, fi) == -ENOENT) {
     UndoCaching(req, fi->fh);
     (void)C(req).Close(fi->fh);
@@ -463,6 +495,8 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         p.attr.st_ino = e.ino;
         p.attr.st_mode = S_IFDIR;
       } else {
+        // No entry timeout: the kernel takes the epoch for these when the
+        // reply arrives, and a listing's later pages may predate it.
         p = ToEntry(e.attr);
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used,

@@ -1,6 +1,7 @@
 #include "client/fuse/kernel_cache.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <thread>
@@ -166,6 +167,60 @@ void KernelCache::InvalidateAttributes(uint64_t ino) {
   if (rc != 0 && rc != -ENOENT) {
     RANGEFS_LOG(WARNING) << "inode " << ino
                          << ": attribute invalidation failed: errno " << -rc;
+  }
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
+int KernelCache::IncEpoch(fuse_session* se) {
+  // libfuse 3.14 has no call for it: the notification is a bare header
+  // (struct fuse_out_header: len, error = the notify code, unique = 0).
+  struct {
+    uint32_t len;
+    int32_t error;
+    uint64_t unique;
+  } header{16, /*FUSE_NOTIFY_INC_EPOCH=*/8, 0};
+  static_assert(sizeof(header) == 16);
+  const ssize_t n = write(fuse_session_fd(se), &header, sizeof(header));
+  if (n == static_cast<ssize_t>(sizeof(header))) return 0;
+  return n < 0 ? -errno : -EIO;
+}
+
+void KernelCache::EnableNames() {
+  absl::MutexLock lock(&mu_);
+  names_wanted_ = true;
+}
+
+double KernelCache::EntryTimeout() {
+  constexpr double kCoveredEntryTimeout = 3600;
+  absl::MutexLock lock(&mu_);
+  if (names_wanted_ && !names_probed_ && se_ != nullptr) {
+    // Asked by a request, so INIT has been answered. A kernel without the
+    // epoch refuses it (EINVAL): it keeps no names then.
+    names_probed_ = true;
+    const int rc = IncEpoch(se_);
+    names_ = rc == 0;
+    if (!names_) {
+      RANGEFS_LOG(INFO) << "the kernel has no dentry epoch (errno " << -rc
+                        << "): it keeps no names of this mount";
+    }
+  }
+  return names_ && !stopping_ ? kCoveredEntryTimeout : 0;
+}
+
+void KernelCache::InvalidateNames() {
+  fuse_session* se;
+  {
+    absl::MutexLock lock(&mu_);
+    // Once stopping the session is going away with the kernel's names.
+    if (se_ == nullptr || !names_ || stopping_) return;
+    se = se_;
+    ++running_;
+    ++stats_.name_epochs;
+  }
+  const int rc = IncEpoch(se);
+  if (rc != 0 && rc != -ENODEV) {
+    RANGEFS_LOG(WARNING) << "dentry epoch notification failed: errno " << -rc;
   }
   absl::MutexLock lock(&mu_);
   --running_;

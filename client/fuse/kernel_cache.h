@@ -27,6 +27,16 @@
 // cached open on this mount, its fills ask for EX (Exclusive()), and the
 // writable open itself drops what was cached under SH (no FOPEN_KEEP_CACHE).
 //
+// Names: the kernel keeps a dentry (a name, or its absence) while the
+// node holds the directory's INODE lock; when the node gives up (or loses)
+// a directory's lock, InvalidateNames() moves the connection's dentry
+// epoch (FUSE_NOTIFY_INC_EPOCH, Linux 6.16), which makes every dentry of
+// the mount ask again, taking no lock in the kernel. (Invalidating one
+// name, notify_inval_entry, takes the directory's i_rwsem, which a request
+// waiting for that very lock may hold.) The kernel reads the epoch before
+// it sends a LOOKUP or CREATE, so an answer overtaken by a callback is not
+// kept. On a kernel without the epoch the kernel keeps no names.
+//
 // Thread-safe.
 #ifndef RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
 #define RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
@@ -82,12 +92,23 @@ class KernelCache : public client::CacheAbove {
   // timeout, op_getattr); the next stat or read(2) asks again. Touches no
   // page, so it is sent at once.
   void InvalidateAttributes(uint64_t ino) override;
+  // Moves the dentry epoch (see above). Touches nothing locked.
+  void InvalidateNames() override;
+
+  // Lets the kernel keep names (EntryTimeout() > 0) if it has the dentry
+  // epoch (tried at the first EntryTimeout()).
+  void EnableNames();
+  // How long the kernel may keep a name the node answered under the
+  // directory's INODE lock: until InvalidateNames(), or 0. Called by a
+  // request before the node is asked.
+  double EntryTimeout();
 
   struct Stats {
     uint64_t invalidations = 0;  // Invalidate() calls.
     uint64_t notifications = 0;  // notify_inval_inode calls.
     uint64_t excluded = 0;       // Ranges skipped: a request in flight.
     uint64_t abandoned = 0;      // Notifications left to finish alone.
+    uint64_t name_epochs = 0;    // InvalidateNames() notifications.
   };
   Stats stats();
 
@@ -96,9 +117,14 @@ class KernelCache : public client::CacheAbove {
   // Starts one notification on a thread of its own.
   void Notify(uint64_t ino, const ByteRange& range,
               const std::shared_ptr<Batch>& batch);
+  // FUSE_NOTIFY_INC_EPOCH; 0 or -errno.
+  static int IncEpoch(fuse_session* se);
 
   absl::Mutex mu_;
   fuse_session* se_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool names_ ABSL_GUARDED_BY(mu_) = false;  // The kernel keeps names.
+  bool names_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool names_probed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // Notification threads alive.
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -6,7 +6,9 @@
 // rangefs binary reads). Options: FUSE's own (fsname=NAME,
 // default_permissions, allow_other, ...) and rangefs's: node=NAME,
 // cache_mb=N, kernel_cache=0|1, readahead_kb=N, create_ahead=0|1 (a create
-// returns before the metadata server has it), log=FILE (where a daemonized
+// returns before the metadata server has it), name_cache=0|1 (the kernel
+// keeps names and their absence under the directory's lock; needs the
+// kernel cache and Linux 6.16), log=FILE (where a daemonized
 // mount logs; default /dev/null). Without -f the daemon detaches once the mount
 // is up, and the command fails with the reason if the cluster is unreachable or
 // the mount fails. SIGTERM, SIGINT or unmounting stop it cleanly: dirty data is
@@ -51,6 +53,7 @@ struct Options {
   int kernel_cache = 1;     // File data through the kernel page cache.
   int readahead_kb = 4096;  // The kernel's readahead on the mount.
   int create_ahead = 1;     // ClientOptions::create_ahead.
+  int name_cache = 1;       // KernelCache::EnableNames.
 };
 
 const fuse_opt kOpts[] = {
@@ -60,6 +63,7 @@ const fuse_opt kOpts[] = {
     {"kernel_cache=%d", offsetof(Options, kernel_cache), 0},
     {"readahead_kb=%d", offsetof(Options, readahead_kb), 0},
     {"create_ahead=%d", offsetof(Options, create_ahead), 0},
+    {"name_cache=%d", offsetof(Options, name_cache), 0},
     FUSE_OPT_END,
 };
 
@@ -170,6 +174,11 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                           " (does it exist, is it busy or already mounted?)");
     return 1;
   }
+  if (kcache != nullptr) {
+    kcache->Attach(se);
+    if (opts.name_cache != 0) kcache->EnableNames();
+    (*c)->SetCacheAbove(kcache.get());
+  }
   // The INIT reply lowers the readahead to what the kernel proposed:
   // raise it once the session loop has answered INIT.
   std::thread readahead([&mount, &cmd, &opts] {
@@ -179,10 +188,6 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     SetReadahead(cmd.mountpoint, opts.readahead_kb);
   });
-  if (kcache != nullptr) {
-    kcache->Attach(se);
-    (*c)->SetCacheAbove(kcache.get());
-  }
   RANGEFS_LOG(INFO) << "mounted on " << cmd.mountpoint << " as node "
                     << co.node_name << ", session " << (*c)->session_id();
   Report(report_fd, "");
@@ -232,7 +237,8 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                       << " invalidations, " << ks.notifications
                       << " notifications, " << ks.excluded
                       << " ranges in flight skipped, " << ks.abandoned
-                      << " notifications left to finish alone";
+                      << " notifications left to finish alone, "
+                      << ks.name_epochs << " dentry epochs";
     // Callbacks from here on (the client's shutdown) have no kernel cache
     // to tell: the unmount wrote its dirty pages back.
     (*c)->SetCacheAbove(nullptr);

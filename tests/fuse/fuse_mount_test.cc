@@ -19,9 +19,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -466,6 +468,69 @@ TEST_F(FuseMountTest, FsxRandomOperationsOnBothMountsMatchAModel) {
 // INODE lock (op_getattr's timeout); every change elsewhere must reach a
 // stat at once: another mount's chmod, truncate, extending write, and this
 // mount's own write-back (block count) and mapped stores (mtime).
+// Whether stat(2) of `path` returns within `ms` (its result in *rc), run
+// on a thread of its own: a stat the kernel must ask a stopped daemon
+// about waits until the daemon runs again.
+bool StatReturnsWithin(const std::string& path, int ms, int* rc) {
+  auto done = std::make_shared<std::atomic<int>>(INT_MIN);
+  std::thread([path, done] {
+    struct stat st;
+    done->store(stat(path.c_str(), &st) == 0 ? 0 : errno);
+  }).detach();
+  for (int t = 0; t < ms / 10 && done->load() == INT_MIN; ++t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  *rc = done->load();
+  return *rc != INT_MIN;
+}
+
+// The kernel keeps names and their absence (its dentries) while the node
+// holds the directory's INODE lock: a path walk of a known path needs no
+// daemon. Another mount's change of the directory calls that lock back,
+// which drops them (the dentry epoch), so the change is seen at once.
+TEST_F(FuseMountTest, KernelKeepsNamesUntilAnotherMountChangesThem) {
+  ASSERT_EQ(mkdir(P(0, "d").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(P(0, "d/e").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(P(0, "d/e/f"), "f"));
+  struct stat st;
+  ASSERT_EQ(stat(P(1, "d/e/f").c_str(), &st), 0);
+  ASSERT_NE(stat(P(1, "d/e/none").c_str(), &st), 0);
+  // Mount 1's daemon stopped: its kernel answers from what it keeps.
+  daemons_[1]->Signal(SIGSTOP);
+  int rc_f = INT_MIN, rc_none = INT_MIN;
+  const bool f_kept = StatReturnsWithin(P(1, "d/e/f"), 3000, &rc_f);
+  const bool none_kept = StatReturnsWithin(P(1, "d/e/none"), 3000, &rc_none);
+  daemons_[1]->Signal(SIGCONT);
+  EXPECT_TRUE(f_kept) << "a known name went to the daemon";
+  EXPECT_EQ(rc_f, f_kept ? 0 : INT_MIN);
+  EXPECT_TRUE(none_kept) << "a known absence went to the daemon";
+  EXPECT_EQ(rc_none, none_kept ? ENOENT : INT_MIN);
+
+  // Each change on mount 0 is seen by mount 1 right away.
+  ASSERT_TRUE(WriteFile(P(0, "d/e/none"), "n"));  // Absent -> present.
+  EXPECT_EQ(ReadFile(P(1, "d/e/none")), "n");
+  ASSERT_EQ(rename(P(0, "d/e/f").c_str(), P(0, "d/e/g").c_str()), 0);
+  EXPECT_NE(stat(P(1, "d/e/f").c_str(), &st), 0);  // Present -> absent.
+  EXPECT_EQ(ReadFile(P(1, "d/e/g")), "f");
+  ASSERT_EQ(rename(P(0, "d/e/none").c_str(), P(0, "d/e/g").c_str()), 0);
+  EXPECT_EQ(ReadFile(P(1, "d/e/g")), "n");  // Replaced: another inode.
+  ASSERT_EQ(rename(P(0, "d/e").c_str(), P(0, "d/e2").c_str()), 0);
+  EXPECT_NE(stat(P(1, "d/e/g").c_str(), &st), 0);  // A directory above.
+  EXPECT_EQ(ReadFile(P(1, "d/e2/g")), "n");
+  ASSERT_EQ(unlink(P(0, "d/e2/g").c_str()), 0);
+  ASSERT_EQ(rmdir(P(0, "d/e2").c_str()), 0);
+  ASSERT_EQ(mkdir(P(0, "d/e2").c_str(), 0700), 0);  // Same name, new dir.
+  ASSERT_EQ(stat(P(1, "d/e2").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_NE(stat(P(1, "d/e2/g").c_str(), &st), 0);
+  // And the other way round: mount 0 kept names too.
+  ASSERT_EQ(stat(P(0, "d/e2").c_str(), &st), 0);
+  ASSERT_EQ(rmdir(P(1, "d/e2").c_str()), 0);
+  EXPECT_NE(stat(P(0, "d/e2").c_str(), &st), 0);
+  ASSERT_TRUE(WriteFile(P(1, "d/e2"), "file now"));
+  EXPECT_EQ(ReadFile(P(0, "d/e2")), "file now");
+}
+
 TEST_F(FuseMountTest, CachedAttributesFollowChangesOnEitherMount) {
   ASSERT_TRUE(WriteFile(P(0, "f"), std::string(10000, 'a')));
   struct stat st;
