@@ -553,6 +553,7 @@ class GrpcStubs : public Stubs {
         this));
   }
 
+  // Sends what is queued, in order, up to kMaxCreateBatch creates per call.
   void SendCreates() {
     absl::MutexLock lock(&queue_mu_);
     for (;;) {
@@ -562,32 +563,50 @@ class GrpcStubs : public Stubs {
           },
           this));
       if (queue_.empty()) return;  // Stopping, nothing left.
-      QueuedCreate q = std::move(queue_.front());
-      queue_.pop_front();
+      std::vector<QueuedCreate> batch;
+      while (!queue_.empty() && batch.size() < kMaxCreateBatch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
       queue_mu_.Unlock();
-      proto::CreateRequest req;
-      req.set_session_id(q.session);
-      req.set_parent(q.file.parent);
-      req.set_name(q.file.name);
-      req.set_mode(q.file.mode);
-      ToProto(q.file.creds, req.mutable_creds());
-      req.set_exclusive(true);
-      req.set_ino(q.file.ino);
-      req.mutable_time()->set_sec(q.file.time.sec);
-      req.mutable_time()->set_nsec(q.file.time.nsec);
-      proto::EntryReply rep;
-      Attr dir;
-      absl::Status fault = FaultPoint("client.before_create_sent");
-      absl::StatusOr<Attr> made =
-          !fault.ok() ? absl::StatusOr<Attr>(fault)
-                      : Made(Call(&proto::MetaService::Stub::Create, req, &rep,
-                                  "create", /*ordered=*/false),
-                             rep, &dir);
-      q.done(made, dir);
+      proto::CreateBatchRequest req;
+      for (const QueuedCreate& q : batch) {
+        proto::CreateRequest* c = req.add_creates();
+        c->set_session_id(q.session);
+        c->set_parent(q.file.parent);
+        c->set_name(q.file.name);
+        c->set_mode(q.file.mode);
+        ToProto(q.file.creds, c->mutable_creds());
+        c->set_exclusive(true);
+        c->set_ino(q.file.ino);
+        c->mutable_time()->set_sec(q.file.time.sec);
+        c->mutable_time()->set_nsec(q.file.time.nsec);
+      }
+      proto::CreateBatchReply rep;
+      absl::Status s = FaultPoint("client.before_create_sent");
+      if (s.ok()) {
+        s = Call(&proto::MetaService::Stub::CreateBatch, req, &rep, "create",
+                 /*ordered=*/false);
+      }
+      if (s.ok() && rep.replies_size() != static_cast<int>(batch.size())) {
+        s = MakeError(Errc::kIoError,
+                      "the metadata server answered " +
+                          std::to_string(rep.replies_size()) + " of " +
+                          std::to_string(batch.size()) + " creates");
+      }
+      for (size_t i = 0; i < batch.size(); ++i) {
+        Attr dir;
+        if (!s.ok()) {
+          batch[i].done(s, dir);
+          continue;
+        }
+        const proto::EntryReply& r = rep.replies(static_cast<int>(i));
+        batch[i].done(Made(rpc::FromProto(r.error()), r, &dir), dir);
+      }
       queue_mu_.Lock();
       // Counted down only now: a call waiting for the queue runs after the
-      // answer was applied.
-      --queued_unlocked_;
+      // answers were applied.
+      queued_unlocked_ -= static_cast<int>(batch.size());
       queued_.store(queued_unlocked_, std::memory_order_release);
     }
   }
@@ -629,6 +648,8 @@ class GrpcStubs : public Stubs {
     CreateDone done;
   };
   static constexpr size_t kMaxQueuedCreates = 256;
+  static constexpr size_t kMaxCreateBatch = 64;  // <= CreateBatchRequest's.
+
   absl::Mutex queue_mu_;
   std::deque<QueuedCreate> queue_ ABSL_GUARDED_BY(queue_mu_);
   // Queued or being sent; `queued_` mirrors it for a lock-free look.

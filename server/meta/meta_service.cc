@@ -1,5 +1,6 @@
 #include "server/meta/meta_service.h"
 
+#include "common/status.h"
 #include "rpc/convert.h"
 #include "rpc/server_util.h"
 
@@ -108,17 +109,39 @@ grpc::ServerUnaryReactor* MetaServiceImpl::SetAttr(
   });
 }
 
+void MetaServiceImpl::ApplyCreate(const proto::CreateRequest& req,
+                                  proto::EntryReply* reply) {
+  Attr parent;
+  ChosenInode chosen{req.ino(), TimeOf(req.time())};
+  AnswerEntry(
+      server_->Create(req.session_id(), req.parent(), req.name(), req.mode(),
+                      req.rdev(), CredsOf(req.creds()), req.exclusive(),
+                      req.umask(), &parent, req.ino() != 0 ? &chosen : nullptr),
+      parent, reply);
+}
+
 grpc::ServerUnaryReactor* MetaServiceImpl::Create(
     grpc::CallbackServerContext* ctx, const proto::CreateRequest* req,
     proto::EntryReply* reply) {
+  return RunOnPool(pool_, ctx, [=] { ApplyCreate(*req, reply); });
+}
+
+grpc::ServerUnaryReactor* MetaServiceImpl::CreateBatch(
+    grpc::CallbackServerContext* ctx, const proto::CreateBatchRequest* req,
+    proto::CreateBatchReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
-    Attr parent;
-    ChosenInode chosen{req->ino(), TimeOf(req->time())};
-    AnswerEntry(server_->Create(req->session_id(), req->parent(), req->name(),
-                                req->mode(), req->rdev(), CredsOf(req->creds()),
-                                req->exclusive(), req->umask(), &parent,
-                                req->ino() != 0 ? &chosen : nullptr),
-                parent, reply);
+    const int n = req->creates_size();
+    if (n == 0 || n > kMaxCreateBatch) {
+      ToProto(MakeError(Errc::kInvalidArgument,
+                        "a create batch holds 1 to " +
+                            std::to_string(kMaxCreateBatch) + " creates, not " +
+                            std::to_string(n)),
+              reply->mutable_error());
+      return;
+    }
+    for (const proto::CreateRequest& c : req->creates()) {
+      ApplyCreate(c, reply->add_replies());
+    }
   });
 }
 

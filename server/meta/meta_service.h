@@ -27,6 +27,7 @@ class MetaServiceImpl final : public proto::MetaService::CallbackService {
   RANGEFS_META_RPC(GetAttr, GetAttrRequest, AttrReply)
   RANGEFS_META_RPC(SetAttr, SetAttrRequest, AttrReply)
   RANGEFS_META_RPC(Create, CreateRequest, EntryReply)
+  RANGEFS_META_RPC(CreateBatch, CreateBatchRequest, CreateBatchReply)
   RANGEFS_META_RPC(Mkdir, MkdirRequest, EntryReply)
   RANGEFS_META_RPC(Symlink, SymlinkRequest, EntryReply)
   RANGEFS_META_RPC(Link, LinkRequest, EntryReply)
@@ -55,7 +56,12 @@ class MetaServiceImpl final : public proto::MetaService::CallbackService {
   RANGEFS_META_RPC(SetFault, SetFaultRequest, SetFaultReply)
 #undef RANGEFS_META_RPC
 
+  // CreateBatchRequest's cap (meta.proto).
+  static constexpr int kMaxCreateBatch = 256;
+
  private:
+  void ApplyCreate(const proto::CreateRequest& req, proto::EntryReply* reply);
+
   MetaServer* const server_;
   ThreadPool* const pool_;
   const std::string name_;

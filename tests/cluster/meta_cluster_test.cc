@@ -244,6 +244,55 @@ TEST_F(MetaClusterTest, BadInputGetsAClearErrorAndChangesNothing) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// Creates sent ahead travel in batches: applied in order as if sent one
+// by one (a refused one touches nothing else); a batch too large or empty
+// is refused whole and changes nothing.
+TEST_F(MetaClusterTest, CreateBatchesApplyInOrderAndBadOnesChangeNothing) {
+  auto create = [](const std::string& name) {
+    proto::CreateRequest c;
+    c.set_session_id(kSession);
+    c.set_parent(kRoot);
+    c.set_name(name);
+    c.set_mode(S_IFREG | 0644);
+    c.set_exclusive(true);
+    return c;
+  };
+  proto::CreateBatchRequest req;
+  for (const char* name : {"b1", "b2", "b1", "bad/name", "b3"}) {
+    *req.add_creates() = create(name);
+  }
+  proto::CreateBatchReply rep;
+  ASSERT_TRUE(meta_->CreateBatch(Ctx().get(), req, &rep).ok());
+  ASSERT_EQ(rep.error().code(), proto::OK) << rep.error().message();
+  ASSERT_EQ(rep.replies_size(), 5);
+  EXPECT_EQ(rep.replies(0).error().code(), proto::OK);
+  EXPECT_EQ(rep.replies(1).error().code(), proto::OK);
+  EXPECT_EQ(rep.replies(2).error().code(), proto::EXISTS);  // After b1.
+  EXPECT_EQ(rep.replies(3).error().code(), proto::INVALID_ARGUMENT);
+  EXPECT_EQ(rep.replies(4).error().code(), proto::OK);
+  EXPECT_NE(rep.replies(0).attr().ino(), rep.replies(1).attr().ino());
+  EXPECT_EQ(rep.replies(4).parent().ino(), kRoot);
+
+  for (int n : {0, 257}) {
+    proto::CreateBatchRequest bad;
+    for (int i = 0; i < n; ++i) {
+      *bad.add_creates() = create("big" + std::to_string(i));
+    }
+    proto::CreateBatchReply bad_rep;
+    ASSERT_TRUE(meta_->CreateBatch(Ctx().get(), bad, &bad_rep).ok());
+    EXPECT_EQ(bad_rep.error().code(), proto::INVALID_ARGUMENT) << n;
+    EXPECT_FALSE(bad_rep.error().message().empty());
+    EXPECT_EQ(bad_rep.replies_size(), 0);
+  }
+  proto::LookupRequest look;
+  look.set_parent(kRoot);
+  look.set_name("big0");
+  proto::EntryReply found;
+  ASSERT_TRUE(meta_->Lookup(Ctx().get(), look, &found).ok());
+  EXPECT_EQ(found.error().code(), proto::NOT_FOUND);
+  EXPECT_TRUE(Fsck().empty());
+}
+
 TEST_F(MetaClusterTest, FencedSessionIsRefusedByDataAndMetaServers) {
   uint64_t ino = Create("f");
   ASSERT_NE(ino, 0u);
