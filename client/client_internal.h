@@ -371,6 +371,8 @@ class Client::Impl {
   void InvalidateAbove(uint64_t ino, const ByteRange& range);
   void InvalidateAttributesAbove(uint64_t ino);
   void InvalidateNamesAbove();
+  // The mtime a commit of `in`'s dirty data gives the file.
+  Timespec DataMtime(InodeState& in);
   const ClientOptions& options() const { return options_; }
 
   struct Counters {

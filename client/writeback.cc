@@ -384,7 +384,7 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
     if (absl::Status s = FaultPoint("client.before_commit"); !s.ok()) return s;
     absl::StatusOr<CommitResult> c = stubs_->CommitWrite(
         snap.session, in.ino, {ByteRange{pos, piece_end}}, r->cookie,
-        std::min(size_floor, piece_end), NowTimespec());
+        std::min(size_floor, piece_end), DataMtime(in));
     if (!c.ok() && ErrcOf(c.status()) == Errc::kStale) {
       // The extents under the piece changed after we mapped it: remap and
       // write the piece again (iomap's IOMAP_F_STALE loop).
@@ -570,6 +570,14 @@ bool Client::Impl::LockNewFileLater(std::shared_ptr<InodeState> dir,
     --new_file_locks_;
   });
   return true;
+}
+
+Timespec Client::Impl::DataMtime(InodeState& in) {
+  absl::MutexLock lock(&in.mu);
+  // The writes set it under INODE EX; otherwise (data the cache above
+  // wrote back under SH, or attributes gone) the data is new as of now.
+  if (in.attr_valid && !in.mtime_pending) return in.attr.mtime;
+  return NowTimespec();
 }
 
 void Client::Impl::NewChildSettled(InodeState& dir) {

@@ -217,8 +217,12 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
   if (changed) r->extent_gen = gen;
   for (const ExtentSet& set : sets) set.WriteTo(ino, &op.batch());
   r->size = std::max(r->size, new_size);
+  // The node's time of the write (its clock, like a create's), else now;
+  // ctime never goes back.
   r->mtime = mtime.sec != 0 ? mtime : Now();
-  r->ctime = Now();
+  if (mtime.sec == 0 || r->ctime < mtime) {
+    r->ctime = mtime.sec != 0 ? mtime : Now();
+  }
   op.PutInode(*r);
   if (absl::Status s = op.Commit(); !s.ok()) return s;
   return AttrOf(*r);

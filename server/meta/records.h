@@ -40,6 +40,9 @@ struct Timespec {
   bool operator==(const Timespec& o) const {
     return sec == o.sec && nsec == o.nsec;
   }
+  bool operator<(const Timespec& o) const {
+    return sec < o.sec || (sec == o.sec && nsec < o.nsec);
+  }
 };
 
 Timespec Now();

@@ -767,6 +767,37 @@ TEST_F(ClientClusterTest, CacheAboveWriteBackMovesTheMtimeTheNodeCached) {
   EXPECT_TRUE(a->Close(fa).ok());
 }
 
+// A write's mtime is the time of the write: the write-back that brings
+// the data to the servers later (a chmod's, an fsync's, a callback's)
+// must not move it (the commit used to stamp its own time).
+TEST_F(ClientClusterTest, WriteBackKeepsTheMtimeOfTheWrite) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/timed", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('x', kPage), 0);
+  absl::StatusOr<Attr> written = a->FileAttr(fa);
+  ASSERT_TRUE(written.ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  absl::StatusOr<Attr> synced = a->FileAttr(fa);
+  ASSERT_TRUE(synced.ok());
+  EXPECT_EQ(ToNanos(synced->mtime), ToNanos(written->mtime));
+  // Another write, brought back by B's stat (A's INODE EX called back).
+  MustWrite(*a, fa, Fill('y', kPage), kPage);
+  written = a->FileAttr(fa);
+  ASSERT_TRUE(written.ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  absl::StatusOr<Attr> seen = b->Resolve("/timed");
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(ToNanos(seen->mtime), ToNanos(written->mtime));
+  EXPECT_EQ(seen->size, 2 * kPage);
+  synced = a->FileAttr(fa);
+  ASSERT_TRUE(synced.ok());
+  EXPECT_EQ(ToNanos(synced->mtime), ToNanos(written->mtime));
+  EXPECT_TRUE(a->Close(fa).ok());
+}
+
 // Setting or removing an extended attribute changes the ctime: the node
 // that did it must not keep serving the one it had cached.
 TEST_F(ClientClusterTest, XattrChangesUpdateTheCtimeTheNodeCached) {
