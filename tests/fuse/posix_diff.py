@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Differential POSIX check of a mount against a reference directory.
+
+  posix_diff.py REFERENCE_DIR MOUNT_DIR
+
+Runs the same system calls under both (as root; the second list also as
+uid/gid 65534 in forked children) and compares every result: errno,
+mode, link count, owner, size, which times moved, xattrs, listings. Any
+difference is printed and the exit status is 1. Limits of one particular
+filesystem (ext4's largest file, its xattr value size) are left out.
+Both directories must be reachable by uid 65534 for the second list.
+"""
+import errno
+import os
+import stat
+import subprocess
+import sys
+import time
+
+
+def st(p, follow=True):
+    s = os.stat(p) if follow else os.lstat(p)
+    size = -1 if stat.S_ISDIR(s.st_mode) else s.st_size
+    return (oct(s.st_mode), s.st_nlink, s.st_uid, s.st_gid, size)
+
+
+def ust(p):
+    s = os.lstat(p)
+    return (oct(s.st_mode), s.st_uid, s.st_gid)
+
+
+def times(p):
+    s = os.lstat(p)
+    return (s.st_atime_ns, s.st_mtime_ns, s.st_ctime_ns)
+
+
+def ctime_moves(p, fn):
+    """Which of atime, mtime, ctime of p moved across fn()."""
+    a = times(p)
+    time.sleep(0.01)
+    fn()
+    b = times(p)
+    return tuple(x < y for x, y in zip(a, b))
+
+
+def w(p, data=b"x", flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
+    fd = os.open(p, flags, mode)
+    os.write(fd, data)
+    os.close(fd)
+    return True
+
+
+def as_user(uid, gid, fn):
+    """fn() in a child running as uid/gid; its result or its errno."""
+    r, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            v = ("ok", fn())
+        except OSError as e:
+            v = ("err", errno.errorcode.get(e.errno, e.errno))
+        except Exception as e:  # noqa: BLE001 - reported as a difference
+            v = ("exc", str(e))
+        os.write(wr, repr(v).encode())
+        os._exit(0)
+    os.close(wr)
+    data = os.read(r, 65536)
+    os.waitpid(pid, 0)
+    os.close(r)
+    return eval(data)  # Our own repr.
+
+
+L = "a" * 255
+N = 65534
+
+ROOT_OPS = [
+ ("mkdir d", lambda: os.mkdir("d", 0o755)),
+ ("st d", lambda: st("d")),
+ ("mkdir d again", lambda: os.mkdir("d")),
+ ("mkdir d/e", lambda: os.mkdir("d/e", 0o700)),
+ ("nlink d", lambda: os.stat("d").st_nlink),
+ ("rmdir nonempty", lambda: os.rmdir("d")),
+ ("rename d into d/e", lambda: os.rename("d", "d/e/x")),
+ ("create f", lambda: w("d/f")),
+ ("st f", lambda: st("d/f")),
+ ("O_EXCL f", lambda: os.open("d/f", os.O_CREAT|os.O_EXCL|os.O_WRONLY)),
+ ("open dir O_WRONLY", lambda: os.open("d", os.O_WRONLY)),
+ ("open file O_DIRECTORY", lambda: os.open("d/f", os.O_RDONLY|os.O_DIRECTORY)),
+ ("rmdir file", lambda: os.rmdir("d/f")),
+ ("unlink dir", lambda: os.unlink("d/e")),
+ ("name 255", lambda: w("d/" + L)),
+ ("name 256", lambda: w("d/" + L + "b")),
+ ("stat name 256", lambda: os.stat("d/" + L + "b")),
+ ("link f g", lambda: os.link("d/f", "d/g")),
+ ("nlink f", lambda: os.stat("d/f").st_nlink),
+ ("link to dir", lambda: os.link("d/e", "d/e2")),
+ ("link exists", lambda: os.link("d/f", "d/g")),
+ ("ctime on link", lambda: ctime_moves("d/f", lambda: os.link("d/f", "d/h"))),
+ ("unlink h", lambda: os.unlink("d/h")),
+ ("symlink", lambda: os.symlink("f", "d/s")),
+ ("lstat s", lambda: st("d/s", False)),
+ ("readlink", lambda: os.readlink("d/s")),
+ ("stat via s", lambda: st("d/s")),
+ ("symlink loop", lambda: (os.symlink("l2", "d/l1"), os.symlink("l1", "d/l2"))),
+ ("open loop", lambda: os.open("d/l1", os.O_RDONLY)),
+ ("O_NOFOLLOW", lambda: os.open("d/s", os.O_RDONLY|os.O_NOFOLLOW)),
+ ("readlink file", lambda: os.readlink("d/f")),
+ ("rename f->g (links same)", lambda: os.rename("d/f", "d/g")),
+ ("both exist", lambda: (os.path.exists("d/f"), os.path.exists("d/g"))),
+ ("rename dir over file", lambda: os.rename("d/e", "d/f")),
+ ("rename file over dir", lambda: os.rename("d/f", "d/e")),
+ ("mkdir d/e3", lambda: os.mkdir("d/e3")),
+ ("rename dir over empty dir", lambda: os.rename("d/e3", "d/e")),
+ ("st d/e", lambda: st("d/e")),
+ ("mkdir d/e/z", lambda: os.mkdir("d/e/z")),
+ ("mkdir d/e4", lambda: os.mkdir("d/e4")),
+ ("rename dir over nonempty", lambda: os.rename("d/e4", "d/e")),
+ ("nlink d", lambda: os.stat("d").st_nlink),
+ ("nlink d/e", lambda: os.stat("d/e").st_nlink),
+ ("rename missing", lambda: os.rename("d/nope", "d/x")),
+ ("rename . ", lambda: os.rename("d/.", "d/x")),
+ ("rmdir .", lambda: os.rmdir("d/e/.")),
+ ("rmdir ..", lambda: os.rmdir("d/e/..")),
+ ("chmod 4755", lambda: (os.chmod("d/f", 0o4755), oct(os.stat("d/f").st_mode))),
+ ("chown keeps suid (root)", lambda: (os.chown("d/f", 0, 0), oct(os.stat("d/f").st_mode))),
+ ("chown to 65534", lambda: (os.chown("d/f", 65534, 65534), st("d/f"))),
+ ("chown -1 -1", lambda: (os.chown("d/f", -1, -1), st("d/f"))),
+ ("lchown symlink", lambda: (os.lchown("d/s", 123, 456), st("d/s", False)[2:4], st("d/s")[2:4])),
+ ("chmod symlink target", lambda: (os.chmod("d/s", 0o600), oct(os.stat("d/f").st_mode))),
+ ("truncate grow", lambda: (os.truncate("d/f", 100000), os.stat("d/f").st_size)),
+ ("truncate neg", lambda: os.truncate("d/f", -1)),
+ ("truncate dir", lambda: os.truncate("d/e", 0)),
+ ("mkfifo", lambda: (os.mkfifo("d/p", 0o644), st("d/p"))),
+ ("mknod chr", lambda: (os.mknod("d/c", 0o644 | stat.S_IFCHR, os.makedev(1, 3)), st("d/c"), os.stat("d/c").st_rdev)),
+ ("mknod blk", lambda: (os.mknod("d/b", 0o644 | stat.S_IFBLK, os.makedev(7, 0)), st("d/b"), os.stat("d/b").st_rdev)),
+ ("mknod sock", lambda: (os.mknod("d/so", 0o644 | stat.S_IFSOCK), st("d/so"))),
+ ("mknod reg", lambda: (os.mknod("d/r", 0o644 | stat.S_IFREG), st("d/r"))),
+ ("utime set", lambda: (os.utime("d/f", ns=(1000000001, 2000000002)), os.stat("d/f").st_atime_ns, os.stat("d/f").st_mtime_ns)),
+ ("utime symlink nofollow", lambda: (os.utime("d/s", ns=(5, 6), follow_symlinks=False), os.lstat("d/s").st_mtime_ns)),
+ ("write moves mtime/ctime", lambda: ctime_moves("d/f", lambda: w("d/f", b"y", os.O_WRONLY))),
+ ("chmod moves ctime only", lambda: ctime_moves("d/f", lambda: os.chmod("d/f", 0o644))),
+ ("rename moves ctime", lambda: ctime_moves("d/r", lambda: os.rename("d/r", "d/r2")) if True else None),
+ ("unlink moves dir mtime", lambda: ctime_moves("d", lambda: os.unlink("d/r2"))),
+ ("setxattr", lambda: os.setxattr("d/f", "user.k", b"v")),
+ ("getxattr", lambda: os.getxattr("d/f", "user.k")),
+ ("xattr create exists", lambda: os.setxattr("d/f", "user.k", b"v", os.XATTR_CREATE)),
+ ("xattr replace missing", lambda: os.setxattr("d/f", "user.q", b"v", os.XATTR_REPLACE)),
+ ("listxattr", lambda: sorted(os.listxattr("d/f"))),
+ ("removexattr missing", lambda: os.removexattr("d/f", "user.q")),
+ ("xattr on symlink user", lambda: os.setxattr("d/s", "user.k", b"v", follow_symlinks=False)),
+ ("xattr bad ns", lambda: os.setxattr("d/f", "bogus.k", b"v")),
+ ("xattr big name", lambda: os.setxattr("d/f", "user." + "n"*300, b"v")),
+ ("xattr 65537", lambda: os.setxattr("d/f", "user.big2", b"v"*65537)),
+ ("readdir", lambda: sorted(os.listdir("d"))),
+ ("access W", lambda: os.access("d/f", os.W_OK)),
+ ("O_APPEND", lambda: (w("d/ap", b"12345"), w("d/ap", b"ab", os.O_WRONLY|os.O_APPEND), open("d/ap","rb").read())),
+ ("O_TRUNC", lambda: (w("d/ap", b"z", os.O_WRONLY|os.O_TRUNC), os.stat("d/ap").st_size)),
+ ("pwrite hole", lambda: (lambda fd: (os.pwrite(fd, b"e", 1 << 20), os.fstat(fd).st_size, os.pread(fd, 4, 0), os.close(fd)))(os.open("d/h2", os.O_RDWR|os.O_CREAT, 0o644))),
+ ("seek data/hole", lambda: (lambda fd: (os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE) >= 0, os.close(fd)))(os.open("d/h2", os.O_RDONLY))),
+ ("seek data past eof", lambda: (lambda fd: os.lseek(fd, 10 << 20, os.SEEK_DATA))(os.open("d/h2", os.O_RDONLY))),
+ ("fallocate keep size", lambda: (lambda fd: (os.posix_fallocate(fd, 0, 8192), os.fstat(fd).st_size, os.close(fd)))(os.open("d/fa", os.O_RDWR|os.O_CREAT, 0o644))),
+ ("statvfs namemax", lambda: os.statvfs(".").f_namemax),
+ ("rmdir e/z", lambda: os.rmdir("d/e/z")),
+ ("rename exchange-ish: rename onto itself", lambda: os.rename("d/e", "d/e")),
+ ("rename dir to new name", lambda: (os.rename("d/e", "d/E"), os.path.isdir("d/E"))),
+ ("dotdot after rename", lambda: os.stat("d/E/..").st_ino == os.stat("d").st_ino),
+]
+
+USER_OPS = [
+ ("root: mkdir t 1777", lambda: (os.mkdir("t"), os.chmod("t", 0o1777))),
+ ("root: file in t", lambda: w("t/rootf")),
+ ("root: mkdir sg 2775 gid 100", lambda: (os.mkdir("sg"), os.chown("sg", 0, 100), os.chmod("sg", 0o2775))),
+ ("nobody: create in t", lambda: as_user(N, N, lambda: w("t/nf"))),
+ ("st t/nf", lambda: ust("t/nf")),
+ ("nobody: unlink root's in sticky", lambda: as_user(N, N, lambda: os.unlink("t/rootf"))),
+ ("nobody: rename root's in sticky", lambda: as_user(N, N, lambda: os.rename("t/rootf", "t/x"))),
+ ("nobody: rename own in sticky", lambda: as_user(N, N, lambda: os.rename("t/nf", "t/nf2"))),
+ ("nobody: rename over root's in sticky", lambda: as_user(N, N, lambda: os.rename("t/nf2", "t/rootf"))),
+ ("nobody: create in sg", lambda: as_user(N, N, lambda: w("sg/f"))),
+ ("root: chmod sg 2777", lambda: os.chmod("sg", 0o2777)),
+ ("nobody: create in sg 2", lambda: as_user(N, N, lambda: (w("sg/f"), ust("sg/f")))),
+ ("nobody: mkdir in sg", lambda: as_user(N, N, lambda: (os.mkdir("sg/d"), ust("sg/d")))),
+ ("nobody: chmod g+s own file in sg (not in group 100)", lambda: as_user(N, N, lambda: (os.chmod("sg/f", 0o2755), ust("sg/f")))),
+ ("nobody: chown own to root", lambda: as_user(N, N, lambda: os.chown("sg/f", 0, -1))),
+ ("nobody: chgrp own to 100 (not member)", lambda: as_user(N, N, lambda: os.chown("sg/f", -1, 100))),
+ ("nobody: chgrp own to own gid", lambda: as_user(N, N, lambda: (os.chown("sg/f", -1, N), ust("sg/f")))),
+ ("root: chmod 4755 nobody's", lambda: (os.chmod("sg/f", 0o6755), ust("sg/f"))),
+ ("nobody: write clears suid", lambda: as_user(N, N, lambda: (w("sg/f", b"y", os.O_WRONLY), ust("sg/f")))),
+ ("root: chmod 6755 again", lambda: os.chmod("sg/f", 0o6755)),
+ ("nobody: truncate clears suid", lambda: as_user(N, N, lambda: (os.truncate("sg/f", 0), ust("sg/f")))),
+ ("root: chmod 6755 again2", lambda: os.chmod("sg/f", 0o6755)),
+ ("root: chown clears suid", lambda: (os.chown("sg/f", N, N), ust("sg/f"))),
+ ("root: chmod 0600 root file", lambda: (w("rf"), os.chmod("rf", 0o600))),
+ ("nobody: read 0600", lambda: as_user(N, N, lambda: open("rf", "rb").read())),
+ ("nobody: utime now on root file", lambda: as_user(N, N, lambda: os.utime("rf"))),
+ ("nobody: utime explicit root file", lambda: as_user(N, N, lambda: os.utime("rf", ns=(1, 1)))),
+ ("root: chmod 666 rf", lambda: os.chmod("rf", 0o666)),
+ ("nobody: utime now on 666 root file", lambda: as_user(N, N, lambda: os.utime("rf"))),
+ ("nobody: utime explicit on 666", lambda: as_user(N, N, lambda: os.utime("rf", ns=(1, 1)))),
+ ("nobody: chmod root file", lambda: as_user(N, N, lambda: os.chmod("rf", 0o777))),
+ ("root: mkdir x 0711", lambda: (os.mkdir("x"), os.chmod("x", 0o711), w("x/f"))),
+ ("nobody: list 0711", lambda: as_user(N, N, lambda: os.listdir("x"))),
+ ("nobody: stat in 0711", lambda: as_user(N, N, lambda: ust("x/f"))),
+ ("root: chmod x 0700", lambda: os.chmod("x", 0o700)),
+ ("nobody: stat in 0700", lambda: as_user(N, N, lambda: ust("x/f"))),
+ ("nobody: create in 0700", lambda: as_user(N, N, lambda: w("x/g"))),
+ ("nobody: O_TRUNC on 0644 root", lambda: as_user(N, N, lambda: os.open("t/rootf", os.O_RDONLY|os.O_TRUNC))),
+ ("nobody: xattr user on root 0644", lambda: as_user(N, N, lambda: os.setxattr("t/rootf", "user.a", b"1"))),
+ ("nobody: trusted xattr", lambda: as_user(N, N, lambda: os.setxattr("t/nf2" if os.path.exists("t/nf2") else "t/rootf", "trusted.a", b"1"))),
+ ("nobody: link to root file (protected_hardlinks)", lambda: as_user(N, N, lambda: os.link("rf", "t/hl"))),
+ ("nobody: mkfifo in t", lambda: as_user(N, N, lambda: (os.mkfifo("t/fifo"), ust("t/fifo")))),
+ ("nobody: mknod chr", lambda: as_user(N, N, lambda: os.mknod("t/c", stat.S_IFCHR|0o644, os.makedev(1,3)))),
+ ("nobody: rmdir root dir in sticky", lambda: (os.mkdir("t/rd"), as_user(N, N, lambda: os.rmdir("t/rd")))),
+]
+
+
+def run(root, ops, clean):
+    subprocess.run(["rm", "-rf"] + [os.path.join(root, n) for n in clean],
+                   check=True)
+    os.chdir(root)
+    out = []
+    for name, fn in ops:
+        try:
+            out.append((name, "ok", fn()))
+        except OSError as e:
+            out.append((name, "err", errno.errorcode.get(e.errno, e.errno)))
+    return out
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    ref, mnt = sys.argv[1], sys.argv[2]
+    lists = [(ROOT_OPS, ["d"])]
+    if os.geteuid() == 0:
+        lists.append((USER_OPS, ["t", "sg", "rf", "x"]))
+    bad = total = 0
+    for ops, clean in lists:
+        want = run(ref, ops, clean)
+        got = run(mnt, ops, clean)
+        for a, b in zip(want, got):
+            total += 1
+            if a != b:
+                bad += 1
+                print("DIFF", a[0], "\n   reference:", a[1:], "\n   mount:    ", b[1:])
+    print(total, "calls,", bad, "differences")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
