@@ -60,6 +60,18 @@ bool WriteFile(const std::string& path, const std::string& data,
   return close(fd) == 0 && ok;
 }
 
+// Runs `cmd` (a shell command, its stderr joined to stdout) and expects
+// exit status 0, with its output in the failure message.
+void ExpectCommandSucceeds(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  int status = pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+}
+
 class FuseMountTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -454,13 +466,7 @@ TEST_F(FuseMountTest, FsxRandomOperationsOnBothMountsMatchAModel) {
                       "/tests/fuse/fsx.py " + mnt_[0] + " " + mnt_[1] + " " +
                       std::to_string(run.seed) + " " +
                       std::to_string(run.steps) + " " + run.mix + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    ASSERT_NE(p, nullptr);
-    std::string out;
-    char buf[4096];
-    for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-    int status = pclose(p);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    ExpectCommandSucceeds(cmd);
   }
 }
 
@@ -477,13 +483,7 @@ TEST_F(FuseMountTest, SystemCallsMatchALocalFilesystem) {
   std::string cmd = std::string("python3 ") + RANGEFS_SOURCE_DIR +
                     "/tests/fuse/posix_diff.py " + ref + " " + mnt_[0] +
                     " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  int status = pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  ExpectCommandSucceeds(cmd);
 }
 
 // The kernel keeps a regular file's attributes while the node holds its
