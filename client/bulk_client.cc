@@ -29,13 +29,14 @@ BulkChannel::~BulkChannel() {
 }
 
 absl::Status BulkChannel::Read(uint64_t session, uint64_t offset,
-                               uint32_t length, char* out) {
+                               uint32_t length, const struct iovec* iov,
+                               int n) {
   bulk::Request r;
   r.op = bulk::Op::kRead;
   r.session = session;
   r.offset = offset;
   r.length = length;
-  return Call(r, nullptr, out);
+  return Call(r, nullptr, iov, n);
 }
 
 absl::Status BulkChannel::Write(uint64_t session, uint64_t offset,
@@ -46,7 +47,7 @@ absl::Status BulkChannel::Write(uint64_t session, uint64_t offset,
   r.session = session;
   r.offset = offset;
   r.length = length;
-  return Call(r, data, nullptr);
+  return Call(r, data, nullptr, 0);
 }
 
 int BulkChannel::TakeIdle() {
@@ -69,10 +70,19 @@ void BulkChannel::GiveBack(int fd) {
 }
 
 absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
-                               char* out) {
+                               const struct iovec* out, int out_n) {
   if (r.length == 0 || r.length > bulk::kMaxLength) {
     return MakeError(Errc::kInvalidArgument,
                      absl::StrCat("bulk I/O of ", r.length, " bytes"));
+  }
+  if (r.op == bulk::Op::kRead) {
+    size_t room = 0;
+    for (int i = 0; i < out_n; ++i) room += out[i].iov_len;
+    if (room != r.length) {
+      return MakeError(Errc::kInvalidArgument,
+                       absl::StrCat("bulk read of ", r.length, " bytes into ",
+                                    room, " bytes of buffers"));
+    }
   }
   const Clock::time_point deadline =
       Clock::now() + std::chrono::milliseconds(timeout_ms_);
@@ -94,7 +104,7 @@ absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
     }
     if (fd >= 0) {
       absl::Status status;
-      switch (Exchange(fd, r, data, out, &status)) {
+      switch (Exchange(fd, r, data, out, out_n, &status)) {
         case Outcome::kDone:
           GiveBack(fd);
           return status;
@@ -120,7 +130,8 @@ absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
 }
 
 BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
-                                           const char* data, char* out,
+                                           const char* data,
+                                           const struct iovec* out, int out_n,
                                            absl::Status* status) {
   char head[bulk::kRequestSize];
   bulk::EncodeRequest(r, head);
@@ -156,12 +167,19 @@ BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
   }
   std::string message(reply->message_length, '\0');
   if (RecvAll(fd, message.data(), message.size()) !=
-          static_cast<ssize_t>(message.size()) ||
-      (reply->data_length > 0 &&
-       RecvAll(fd, out, reply->data_length) !=
-           static_cast<ssize_t>(reply->data_length))) {
+      static_cast<ssize_t>(message.size())) {
     broken("reply cut short");
     return Outcome::kBroken;
+  }
+  if (reply->data_length > 0) {
+    // DecodeReply checked data_length against the request's length, which
+    // the buffers hold exactly (Call).
+    std::vector<struct iovec> iov(out, out + out_n);
+    if (RecvAllV(fd, iov.data(), out_n) !=
+        static_cast<ssize_t>(reply->data_length)) {
+      broken("reply cut short");
+      return Outcome::kBroken;
+    }
   }
   *status = bulk::StatusOf(*reply, message);
   // The server closes a connection after refusing a malformed request.

@@ -15,6 +15,8 @@
 #ifndef RANGEFS_CLIENT_BULK_CLIENT_H_
 #define RANGEFS_CLIENT_BULK_CLIENT_H_
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,8 +35,15 @@ class BulkChannel {
   BulkChannel(const BulkChannel&) = delete;
   BulkChannel& operator=(const BulkChannel&) = delete;
 
+  // Receives the `length` bytes into the `n` buffers of `iov`, which hold
+  // exactly that many.
   absl::Status Read(uint64_t session, uint64_t offset, uint32_t length,
-                    char* out);
+                    const struct iovec* iov, int n);
+  absl::Status Read(uint64_t session, uint64_t offset, uint32_t length,
+                    char* out) {
+    const struct iovec v = {out, length};
+    return Read(session, offset, length, &v, 1);
+  }
   absl::Status Write(uint64_t session, uint64_t offset, const char* data,
                      uint32_t length, bool sync);
 
@@ -45,12 +54,14 @@ class BulkChannel {
 
  private:
   enum class Outcome { kDone, kGone, kBroken };
-  absl::Status Call(const bulk::Request& r, const char* data, char* out);
+  // A read's reply data goes to `out` (`out_n` buffers).
+  absl::Status Call(const bulk::Request& r, const char* data,
+                    const struct iovec* out, int out_n);
   // One exchange on `fd`. kDone: *status is the server's answer and the
   // connection can be reused; kGone: closed or reset before any reply;
   // kBroken: anything else (*status says what), the connection is dropped.
-  Outcome Exchange(int fd, const bulk::Request& r, const char* data, char* out,
-                   absl::Status* status);
+  Outcome Exchange(int fd, const bulk::Request& r, const char* data,
+                   const struct iovec* out, int out_n, absl::Status* status);
   int TakeIdle();
   void GiveBack(int fd);
 

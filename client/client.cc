@@ -391,15 +391,15 @@ void Client::SetCacheAbove(CacheAbove* cache) {
   impl_->cache_above.store(cache);
 }
 
-absl::StatusOr<size_t> Client::ReadForCache(
-    uint64_t fh, void* buf, size_t len, uint64_t offset, bool exclusive,
-    const std::function<void(size_t)>& deliver) {
+absl::StatusOr<size_t> Client::ReadForCache(uint64_t fh, size_t len,
+                                            uint64_t offset, bool exclusive,
+                                            const Delivery& deliver) {
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);
   if (!h.ok()) return h.status();
   Impl::CacheFill fill;
   fill.exclusive = exclusive;
   fill.deliver = &deliver;
-  return impl_->Read(*h, static_cast<char*>(buf), len, offset, &fill);
+  return impl_->Read(*h, nullptr, len, offset, &fill);
 }
 
 absl::StatusOr<size_t> Client::WriteFromCache(uint64_t fh, const void* buf,

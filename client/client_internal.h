@@ -151,6 +151,12 @@ struct InodeState {
 // Buffers for page fills and direct I/O, kept for reuse: a large buffer
 // allocated afresh for every call costs a page fault and a zeroing per
 // page, more than the data transfer it is for. Thread-safe.
+// The buffers that hold bytes [rel, rel + n) of a range laid out in
+// `pages` (pages[k] holds its bytes [k * kPageSize, (k + 1) * kPageSize)),
+// neighbouring frames merged.
+std::vector<struct iovec> PageSpans(char* const* pages, uint64_t rel,
+                                    uint64_t n);
+
 class BufferPool {
  public:
   // Holds a buffer of the pool (none at first) and gives it back when
@@ -241,10 +247,21 @@ class Client::Impl {
   // `fill`: the read fills a cache above the node (Client::ReadForCache).
   struct CacheFill {
     bool exclusive = false;
-    const std::function<void(size_t)>* deliver = nullptr;
+    const Client::Delivery* deliver = nullptr;
   };
+  // `buf` is unused (null) with a fill.
   absl::StatusOr<size_t> Read(const Handle& h, char* buf, size_t len,
                               uint64_t offset, const CacheFill* fill = nullptr);
+  // Copies [pos, end) of `in` out of its cached pages into `out` with
+  // `copy`, reading a page reclaimed since the fill through from the data
+  // servers. Returns the bytes copied; sets *short_copy if `copy` stopped.
+  // Caller holds the locks of a read of the range, the pages filled.
+  absl::StatusOr<size_t> CopyCached(InodeState& in, uint64_t pos, uint64_t end,
+                                    char* out, PageCache::CopyFn copy,
+                                    bool* short_copy);
+  // Hands [pos, end) of `in`, filled, to the cache above (fill.deliver).
+  absl::StatusOr<size_t> DeliverFill(InodeState& in, uint64_t pos, uint64_t end,
+                                     const CacheFill& fill);
   absl::StatusOr<size_t> WriteFromCache(const Handle& h, const char* buf,
                                         size_t len, uint64_t offset);
   // Copies `want` bytes from `src` (a stoppable copy) into the cached pages
@@ -297,11 +314,12 @@ class Client::Impl {
   absl::Status ReadBlocksDirect(InodeState& in, uint64_t offset,
                                 uint64_t length, char* out);
   // Reads the WRITTEN pieces of `maps` (which start at `offset`) into
-  // `out`, zeros elsewhere. `arrived(file offset, length)`, if given, is
-  // called for each block-aligned piece once it is in `out`, from any
-  // thread, before this returns.
+  // `pages`, zeros elsewhere: pages[k] receives the bytes from offset + k *
+  // kPageSize to the next kPageSize (page-cache frames, or slices of one
+  // buffer). `arrived(file offset, length)`, if given, is called for each
+  // piece once it is in, from any thread, before this returns.
   absl::Status ReadMapped(
-      const std::vector<Mapping>& maps, uint64_t offset, char* out,
+      const std::vector<Mapping>& maps, uint64_t offset, char* const* pages,
       const std::function<void(uint64_t, uint64_t)>* arrived = nullptr);
   // Fills the missing pages of [start, end) of `in` in the background,
   // under try-locks (it never waits for a cluster lock; without them it

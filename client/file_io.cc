@@ -45,6 +45,19 @@ absl::Status CheckDirectAlignment(uint64_t offset, uint64_t length) {
   return absl::OkStatus();
 }
 
+// Whether a buffered read continues the inode's sequential stream: it
+// starts where the last one ended or, while a stream runs (its window is
+// open), within `slack` of the furthest end so far, either way. Calls in
+// flight together (the kernel's own readahead through FUSE sends several
+// windows of 1 MiB requests) reach the node in any order; they are still
+// the sequence they are.
+bool SequentialRead(const InodeState& in, uint64_t pos, uint64_t want,
+                    uint64_t slack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu) {
+  if (pos == in.next_read) return true;
+  return in.ra_window > 0 && pos + want + slack >= in.next_read &&
+         pos <= in.next_read + slack;
+}
+
 // Copies that stop short (the caller's buffer is not resident) are retried
 // after unlocking; this many in a row that made no progress end the call.
 class ShortCopyBudget {
@@ -160,14 +173,16 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
   // copy to the caller after unlocking (faults then served as usual).
   bool stage = false;
   std::vector<char> staged;
-  char page[kPageSize];
   while (done < len) {
     const uint64_t pos = offset + done;
     // A fill for the cache above is delivered under one set of locks.
     const uint64_t want =
         fill != nullptr ? len : std::min<uint64_t>(len - done, kIoWindow);
-    Prefault(buf + done, want, /*for_write=*/true);
-    char* dst = buf + done;
+    char* dst = nullptr;  // A fill delivers from the cache's own frames.
+    if (fill == nullptr) {
+      Prefault(buf + done, want, /*for_write=*/true);
+      dst = buf + done;
+    }
     if (stage) {
       staged.resize(want);
       dst = staged.data();
@@ -183,17 +198,18 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
       // than read them twice. Nothing is locked yet, so the readahead
       // (which only try-locks) cannot be waiting for us.
       while (AwaitsReadAhead(in, pos, want)) in.ra_progress.Wait(&in.mu);
-      if (pos == in.next_read) {
+      const bool sequential =
+          SequentialRead(in, pos, want, 2 * options_.readahead_bytes);
+      if (sequential) {
         in.ra_window = std::min(
             options_.readahead_bytes,
             std::max({kMinReadahead, in.ra_window * 2, PageCeil(want)}));
+        in.next_read = std::max(in.next_read, pos + want);
       } else {
         in.ra_window = 0;
         in.ra_filled = 0;
+        in.next_read = pos + want;
       }
-      // Set before the read, so calls in flight together (the kernel's
-      // own readahead through FUSE) are seen as the sequence they are.
-      in.next_read = pos + want;
       ra = std::min(in.ra_window, kMaxFileSize - pos - want);
       // Top up once less than half a window lies read ahead (Linux's
       // PG_readahead mark), at most kMaxReadAheads per inode in flight.
@@ -279,43 +295,19 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
           !s.ok()) {
         return s;
       }
-      for (uint64_t p = pos; p < end;) {
-        PageCache::CopyResult r =
-            pages_.CopyOut(in.ino, p, end - p, dst + copied, CopyToUser);
-        copied += r.copied;
-        p += r.copied;
-        if (r.short_copy) {
-          short_copy = true;
-          break;
-        }
-        if (p == end) break;
-        // A page reclaimed since the fill (a tiny cache): read it through.
-        const uint64_t idx = p / kPageSize;
-        const uint64_t in_page = p % kPageSize;
-        const uint64_t n = std::min(kPageSize - in_page, end - p);
-        if (absl::Status s =
-                ReadBlocksDirect(in, idx * kPageSize, kPageSize, page);
-            !s.ok()) {
-          return s;
-        }
-        size_t c = CopyToUser(dst + copied, page + in_page, n);
-        copied += c;
-        p += c;
-        if (c < n) {
-          short_copy = true;
-          break;
-        }
-      }
-      if (short_copy) {
-        absl::MutexLock lock(&in.mu);
-        in.next_read = pos + copied;  // The retry goes on from there.
-      }
-      if (fill != nullptr && !short_copy) {
+      if (fill != nullptr) {
         // The cache above gets the bytes while our locks still cover them:
         // a callback's invalidation of that cache comes after, never
         // before, the copy it would have to remove.
-        (*fill->deliver)(copied);
-        return copied;
+        return DeliverFill(in, pos, end, *fill);
+      }
+      absl::StatusOr<size_t> c =
+          CopyCached(in, pos, end, dst, CopyToUser, &short_copy);
+      if (!c.ok()) return c.status();
+      copied = *c;
+      if (short_copy) {
+        absl::MutexLock lock(&in.mu);
+        in.next_read = pos + copied;  // The retry goes on from there.
       }
     }
     if (stage) {
@@ -349,6 +341,75 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     if (end < pos + want) break;  // EOF.
   }
   return done;
+}
+
+absl::StatusOr<size_t> Client::Impl::CopyCached(InodeState& in, uint64_t pos,
+                                                uint64_t end, char* out,
+                                                PageCache::CopyFn copy,
+                                                bool* short_copy) {
+  char page[kPageSize];
+  size_t copied = 0;
+  for (uint64_t p = pos; p < end;) {
+    PageCache::CopyResult r =
+        pages_.CopyOut(in.ino, p, end - p, out + copied, copy);
+    copied += r.copied;
+    p += r.copied;
+    if (r.short_copy) {
+      *short_copy = true;
+      break;
+    }
+    if (p == end) break;
+    // A page reclaimed since the fill (a tiny cache): read it through.
+    const uint64_t in_page = p % kPageSize;
+    const uint64_t n = std::min(kPageSize - in_page, end - p);
+    if (absl::Status s = ReadBlocksDirect(in, PageFloor(p), kPageSize, page);
+        !s.ok()) {
+      return s;
+    }
+    size_t c = copy(out + copied, page + in_page, n);
+    copied += c;
+    p += c;
+    if (c < n) {
+      *short_copy = true;
+      break;
+    }
+  }
+  return copied;
+}
+
+absl::StatusOr<size_t> Client::Impl::DeliverFill(InodeState& in, uint64_t pos,
+                                                 uint64_t end,
+                                                 const CacheFill& fill) {
+  // The cache above keeps what it gets: the clean pages go to it in their
+  // own frames and leave this cache (drop-behind), no copy made or kept.
+  const uint64_t base = PageFloor(pos);
+  std::vector<char*> frames =
+      pages_.TakeCleanRun(in.ino, base / kPageSize, PageCeil(end) / kPageSize);
+  auto give_back = absl::MakeCleanup(
+      [this, &frames] { pages_.GiveFrames(frames.data(), frames.size()); });
+  const uint64_t taken_end =
+      std::max(pos, std::min(end, base + frames.size() * kPageSize));
+  std::vector<struct iovec> iov;
+  if (taken_end > pos)
+    iov = PageSpans(frames.data(), pos - base, taken_end - pos);
+  // The rest (from a dirty page on, or a page reclaimed since the fill) is
+  // copied, and what was cached stays.
+  BufferPool::Buffer rest(&buffers_);
+  if (taken_end < end) {
+    char* out = rest.Get(end - taken_end);
+    bool short_copy = false;
+    absl::StatusOr<size_t> c = CopyCached(
+        in, taken_end, end, out,
+        +[](void* d, const void* s, size_t n) {
+          memcpy(d, s, n);
+          return n;
+        },
+        &short_copy);
+    if (!c.ok()) return c.status();
+    iov.push_back({out, end - taken_end});
+  }
+  (*fill.deliver)(iov.data(), static_cast<int>(iov.size()), end - pos);
+  return end - pos;
 }
 
 // --------------------------------------------------------------- write

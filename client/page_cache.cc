@@ -53,14 +53,14 @@ PageCache::Page* PageCache::Find(InodePages& pages, uint64_t index) {
 }
 
 PageCache::Page& PageCache::Emplace(uint64_t ino, InodePages& pages,
-                                    uint64_t index, bool* fresh) {
+                                    uint64_t index, bool* fresh, char* frame) {
   std::unique_ptr<Chunk>& chunk = pages.chunks[index / kChunkPages];
   if (chunk == nullptr) chunk = std::make_unique<Chunk>();
   std::unique_ptr<Page>& slot = chunk->slot[index % kChunkPages];
   *fresh = slot == nullptr;
   if (*fresh) {
     // Not value-initialised: the caller fills the data.
-    char* frame = frames_.Take();  // First: it may throw.
+    if (frame == nullptr) frame = frames_.Take();  // First: it may throw.
     slot.reset(new Page);
     slot->data = frame;
     slot->lru = lru_.insert(lru_.end(), {ino, index});
@@ -104,7 +104,8 @@ void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   p.dirty = dirty;
 }
 
-void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index) {
+void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index,
+                            char** frame) {
   auto cit = pages.chunks.find(index / kChunkPages);
   std::unique_ptr<Page>& slot = cit->second->slot[index % kChunkPages];
   if (slot->dirty) {
@@ -113,7 +114,11 @@ void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index) {
   } else {
     lru_.erase(slot->lru);
   }
-  frames_.Give(slot->data);
+  if (frame != nullptr) {
+    *frame = slot->data;
+  } else {
+    frames_.Give(slot->data);
+  }
   slot.reset();
   cit->second->present &= ~(1ull << (index % kChunkPages));
   if (cit->second->present == 0) pages.chunks.erase(cit);
@@ -239,16 +244,50 @@ bool PageCache::InsertClean(uint64_t ino, uint64_t index, const char* page) {
   return true;
 }
 
-uint64_t PageCache::InsertCleanRun(uint64_t ino, uint64_t first, uint64_t n,
-                                   const char* pages) {
+std::vector<char*> PageCache::TakeFrames(size_t n) {
+  std::vector<char*> frames(n);
+  absl::MutexLock lock(&mu_);
+  for (char*& f : frames) f = frames_.Take();
+  return frames;
+}
+
+void PageCache::GiveFrames(char* const* frames, size_t n) {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < n; ++i) {
+    if (frames[i] != nullptr) frames_.Give(frames[i]);
+  }
+}
+
+std::vector<char*> PageCache::TakeCleanRun(uint64_t ino, uint64_t first,
+                                           uint64_t end) {
+  std::vector<char*> frames;
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) return frames;
+  for (uint64_t index = first; index < end; ++index) {
+    Page* p = Find(iit->second, index);
+    if (p == nullptr || p->dirty) break;
+    char* frame = nullptr;
+    EraseLocked(ino, iit->second, index, &frame);
+    frames.push_back(frame);
+    ++stats_.hits;
+  }
+  if (iit->second.count == 0) inodes_.erase(iit);
+  return frames;
+}
+
+uint64_t PageCache::AdoptCleanRun(uint64_t ino, uint64_t first, uint64_t n,
+                                  char* const* frames) {
   absl::MutexLock lock(&mu_);
   InodePages& inode = inodes_[ino];
   uint64_t inserted = 0;
   for (uint64_t i = 0; i < n; ++i) {
-    if (Find(inode, first + i) != nullptr) continue;
+    if (Find(inode, first + i) != nullptr) {
+      frames_.Give(frames[i]);
+      continue;
+    }
     bool fresh = false;
-    Page& p = Emplace(ino, inode, first + i, &fresh);
-    memcpy(p.data, pages + i * kPageSize, kPageSize);
+    Emplace(ino, inode, first + i, &fresh, frames[i]);
     ++inserted;
   }
   EvictLocked();

@@ -71,10 +71,24 @@ class PageCache {
   // Caches a clean page unless the page is already cached (a fill must
   // never overwrite newer data); true if it inserted.
   bool InsertClean(uint64_t ino, uint64_t index, const char* page);
-  // The same for `n` consecutive pages from `first`, under one lock
-  // acquisition; returns how many it inserted.
-  uint64_t InsertCleanRun(uint64_t ino, uint64_t first, uint64_t n,
-                          const char* pages);
+
+  // A fill without a copy: TakeFrames hands out `n` page frames (contents
+  // undefined, not cached, not counted against the cap), the caller
+  // receives data straight into them outside the cache's lock, then
+  // AdoptCleanRun caches frames[i] as clean page first + i unless that page
+  // is already cached (a fill must never overwrite newer data). Every frame
+  // passed to AdoptCleanRun is the cache's again afterwards, kept or not;
+  // frames that never get filled go back through GiveFrames (null entries
+  // skipped). AdoptCleanRun returns how many pages it inserted.
+  std::vector<char*> TakeFrames(size_t n);
+  // The other way: takes the clean cached pages first, first + 1, ... out
+  // of the cache, up to `end` or the first page that is missing or dirty,
+  // and hands their frames over (for a cache above that keeps the data
+  // itself: drop-behind). Give them back with GiveFrames.
+  std::vector<char*> TakeCleanRun(uint64_t ino, uint64_t first, uint64_t end);
+  void GiveFrames(char* const* frames, size_t n);
+  uint64_t AdoptCleanRun(uint64_t ino, uint64_t first, uint64_t n,
+                         char* const* frames);
   // Copies `length` bytes into the cached page at `offset` and marks it
   // dirty; false (changing nothing) if the page is not cached.
   bool Write(uint64_t ino, uint64_t index, uint64_t offset, const char* data,
@@ -164,9 +178,11 @@ class PageCache {
 
   // The page, or null.
   static Page* Find(InodePages& pages, uint64_t index);
-  // The page at `index`, created (zeroed, clean, on the LRU) if absent.
-  Page& Emplace(uint64_t ino, InodePages& pages, uint64_t index, bool* fresh)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The page at `index`, created (clean, on the LRU, its data undefined)
+  // if absent, in `frame` if given (else a frame of frames_; an unused
+  // `frame` is the caller's still).
+  Page& Emplace(uint64_t ino, InodePages& pages, uint64_t index, bool* fresh,
+                char* frame = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Calls fn(index, page) for each cached page in [first, last], in order;
   // fn may not erase.
   template <typename Fn>
@@ -177,9 +193,9 @@ class PageCache {
   void SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Erases one page (the caller erases the inode's entry once it has no
-  // pages left).
-  void EraseLocked(uint64_t ino, InodePages& pages, uint64_t index)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // pages left); its frame is freed, or handed to the caller if `frame`.
+  void EraseLocked(uint64_t ino, InodePages& pages, uint64_t index,
+                   char** frame = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint64_t capacity_pages_;

@@ -16,6 +16,8 @@
 
 #include <sys/types.h>
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -245,14 +247,18 @@ class Client {
   // ---- a cache above the node (docs/fuse.md, kernel page cache).
   // `cache` must outlive the client, or be unset (nullptr) first.
   void SetCacheAbove(CacheAbove* cache);
-  // Read for the cache above: `deliver(n)` is called with the n bytes read
-  // into `buf` while the node's INVAL lock still covers them (SH, or EX
-  // when `exclusive`: the cache above may dirty them), so an invalidation
-  // for a callback can only come after the cache has them. On EOF or an
-  // error `deliver` is not called (the status says which: 0 bytes is OK).
-  absl::StatusOr<size_t> ReadForCache(
-      uint64_t fh, void* buf, size_t len, uint64_t offset, bool exclusive,
-      const std::function<void(size_t)>& deliver);
+  // Read for the cache above: `deliver(iov, n, bytes)` is called with the
+  // bytes read, in the `n` buffers of `iov` (valid during the call only),
+  // while the node's INVAL lock still covers them (SH, or EX when
+  // `exclusive`: the cache above may dirty them), so an invalidation for a
+  // callback can only come after the cache has them. On EOF or an error
+  // `deliver` is not called (the status says which: 0 bytes is OK). The
+  // node keeps no copy of the clean pages it hands over (the cache above
+  // has them): its memory holds what is read ahead, not a second copy.
+  using Delivery =
+      std::function<void(const struct iovec* iov, int n, size_t bytes)>;
+  absl::StatusOr<size_t> ReadForCache(uint64_t fh, size_t len, uint64_t offset,
+                                      bool exclusive, const Delivery& deliver);
   // Dirty data the cache above writes back: it got the pages under the
   // node's INVAL EX, which still holds (often this runs inside the node's
   // own callback, from the cache's Invalidate). Goes into the node's page

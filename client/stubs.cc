@@ -436,9 +436,10 @@ class GrpcStubs : public Stubs {
   }
 
   absl::Status ReadData(uint64_t session, uint32_t device, uint64_t physical,
-                        uint64_t length, char* out) override {
+                        uint64_t length, const struct iovec* iov,
+                        int n) override {
     if (BulkChannel* b = Bulk(device, length); b != nullptr) {
-      return b->Read(session, physical, static_cast<uint32_t>(length), out);
+      return b->Read(session, physical, static_cast<uint32_t>(length), iov, n);
     }
     proto::DataService::Stub* stub = DataStub(device);
     if (stub == nullptr) return UnknownDevice(device);
@@ -455,7 +456,12 @@ class GrpcStubs : public Stubs {
     if (rep.data().size() != length) {
       return MakeError(Errc::kIoError, "short read from a data server");
     }
-    rep.data().copy(out, length);
+    size_t at = 0;
+    for (int i = 0; i < n && at < length; ++i) {
+      const size_t c = std::min<size_t>(iov[i].iov_len, length - at);
+      rep.data().copy(static_cast<char*>(iov[i].iov_base), c, at);
+      at += c;
+    }
     return absl::OkStatus();
   }
   absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,

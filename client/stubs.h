@@ -8,6 +8,8 @@
 #ifndef RANGEFS_CLIENT_STUBS_H_
 #define RANGEFS_CLIENT_STUBS_H_
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -147,9 +149,16 @@ class Stubs {
                                    const std::string& name) = 0;
 
   // ---- data servers, by device id
+  // Reads `length` bytes at `physical` into the `n` buffers of `iov`,
+  // which hold exactly `length` bytes together.
   virtual absl::Status ReadData(uint64_t session, uint32_t device,
                                 uint64_t physical, uint64_t length,
-                                char* out) = 0;
+                                const struct iovec* iov, int n) = 0;
+  absl::Status ReadData(uint64_t session, uint32_t device, uint64_t physical,
+                        uint64_t length, char* out) {
+    const struct iovec v = {out, length};
+    return ReadData(session, device, physical, length, &v, 1);
+  }
   virtual absl::Status WriteData(uint64_t session, uint32_t device,
                                  uint64_t physical, const char* data,
                                  uint64_t length, bool sync) = 0;

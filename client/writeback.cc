@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "client/client_internal.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
@@ -37,6 +38,28 @@ Mapping Clip(const Mapping& m, uint64_t start, uint64_t end) {
 }
 
 }  // namespace
+
+// The buffers that hold bytes [rel, rel + n) of a range laid out in
+// `pages` (pages[k] holds its bytes [k * kPageSize, (k + 1) * kPageSize)),
+// neighbouring frames merged.
+std::vector<struct iovec> PageSpans(char* const* pages, uint64_t rel,
+                                    uint64_t n) {
+  std::vector<struct iovec> spans;
+  while (n > 0) {
+    const uint64_t in_page = rel % kPageSize;
+    const uint64_t c = std::min(kPageSize - in_page, n);
+    char* p = pages[rel / kPageSize] + in_page;
+    if (!spans.empty() &&
+        static_cast<char*>(spans.back().iov_base) + spans.back().iov_len == p) {
+      spans.back().iov_len += c;
+    } else {
+      spans.push_back({p, c});
+    }
+    rel += c;
+    n -= c;
+  }
+  return spans;
+}
 
 absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
     InodeState& in, uint64_t offset, uint64_t end, const ByteRange* locked) {
@@ -148,7 +171,6 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
                                      const ByteRange& locked,
                                      std::atomic<uint64_t>* filled) {
   end = std::min(end, PageCeil(size) / kPageSize);
-  BufferPool::Buffer buf(&buffers_);
   for (auto [run_start, run_end] : pages_.MissingRuns(in.ino, first, end)) {
     for (uint64_t idx = run_start; idx < run_end;) {
       const uint64_t n = std::min(run_end - idx, kMaxFill / kPageSize);
@@ -157,18 +179,27 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
       absl::StatusOr<std::vector<Mapping>> maps =
           MapRange(in, offset, offset + length, &locked);
       if (!maps.ok()) return maps.status();
-      // Each piece goes into the cache as soon as it is in (on the thread
-      // that read it), while the others are still on their way.
-      char* data = buf.Get(length);
+      // The data lands in page frames of the cache (no copy), and each
+      // piece is cached as soon as it is in (on the thread that read it),
+      // while the others are still on their way. Frames of pieces that
+      // fail, and of pages two pieces share, go back.
+      std::vector<char*> frames = pages_.TakeFrames(n);
+      auto give_back = absl::MakeCleanup(
+          [this, &frames] { pages_.GiveFrames(frames.data(), frames.size()); });
       const std::function<void(uint64_t, uint64_t)> arrived =
-          [this, &in, data, offset, filled](uint64_t at, uint64_t len) {
-            uint64_t n = pages_.InsertCleanRun(
-                in.ino, at / kPageSize, len / kPageSize, data + (at - offset));
-            if (filled != nullptr) *filled += n;
+          [this, &in, &frames, offset, filled](uint64_t at, uint64_t len) {
+            const uint64_t from = (at - offset + kPageSize - 1) / kPageSize;
+            const uint64_t to = (at + len - offset) / kPageSize;
+            if (from >= to) return;
+            uint64_t k = pages_.AdoptCleanRun(in.ino, offset / kPageSize + from,
+                                              to - from, &frames[from]);
+            std::fill(frames.begin() + from, frames.begin() + to, nullptr);
+            if (filled != nullptr) *filled += k;
             absl::MutexLock lock(&in.mu);
             in.ra_progress.SignalAll();  // A reader may wait for these.
           };
-      if (absl::Status s = ReadMapped(*maps, offset, data, &arrived); !s.ok()) {
+      if (absl::Status s = ReadMapped(*maps, offset, frames.data(), &arrived);
+          !s.ok()) {
         return s;
       }
       idx += n;
@@ -285,14 +316,16 @@ void Client::Impl::ReadAhead(InodeState& in, uint64_t start, uint64_t end) {
 }
 
 absl::Status Client::Impl::ReadMapped(
-    const std::vector<Mapping>& maps, uint64_t offset, char* out,
+    const std::vector<Mapping>& maps, uint64_t offset, char* const* pages,
     const std::function<void(uint64_t, uint64_t)>* arrived) {
   const uint64_t session = locks_.session_id();
   std::vector<std::function<absl::Status()>> reads;
   for (const Mapping& m : maps) {
-    char* dst = out + (m.offset - offset);
     if (m.state != ExtentState::kWritten) {
-      memset(dst, 0, m.length);
+      for (const struct iovec& v :
+           PageSpans(pages, m.offset - offset, m.length)) {
+        memset(v.iov_base, 0, v.iov_len);
+      }
       if (arrived != nullptr) (*arrived)(m.offset, m.length);
       continue;
     }
@@ -301,13 +334,14 @@ absl::Status Client::Impl::ReadMapped(
       uint32_t device = m.device;
       uint64_t physical = m.physical + done;
       uint64_t at = m.offset + done;
-      reads.push_back(
-          [this, session, device, physical, n, dst, done, at, arrived] {
-            absl::Status s =
-                stubs_->ReadData(session, device, physical, n, dst + done);
-            if (s.ok() && arrived != nullptr) (*arrived)(at, n);
-            return s;
-          });
+      reads.push_back([this, session, device, physical, n, at, arrived,
+                       spans = PageSpans(pages, at - offset, n)] {
+        absl::Status s =
+            stubs_->ReadData(session, device, physical, n, spans.data(),
+                             static_cast<int>(spans.size()));
+        if (s.ok() && arrived != nullptr) (*arrived)(at, n);
+        return s;
+      });
     }
   }
   if (reads.empty()) return absl::OkStatus();
@@ -319,7 +353,9 @@ absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
   absl::StatusOr<std::vector<Mapping>> maps =
       MapRange(in, offset, offset + length, nullptr);
   if (!maps.ok()) return maps.status();
-  return ReadMapped(*maps, offset, out);
+  std::vector<char*> pages((length + kPageSize - 1) / kPageSize);
+  for (size_t k = 0; k < pages.size(); ++k) pages[k] = out + k * kPageSize;
+  return ReadMapped(*maps, offset, pages.data());
 }
 
 absl::Status Client::Impl::RunParallel(

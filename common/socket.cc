@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -204,6 +206,31 @@ ssize_t RecvAll(int fd, char* buf, size_t n) {
     if (got < 0) return -1;
     if (got == 0) break;
     done += static_cast<size_t>(got);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+ssize_t RecvAllV(int fd, struct iovec* iov, int n) {
+  size_t done = 0;
+  while (n > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(std::min(n, IOV_MAX));
+    ssize_t got = recvmsg(fd, &msg, MSG_WAITALL);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return -1;
+    if (got == 0) break;
+    done += static_cast<size_t>(got);
+    size_t left = static_cast<size_t>(got);
+    while (n > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --n;
+    }
+    if (n > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
   }
   return static_cast<ssize_t>(done);
 }

@@ -35,6 +35,9 @@ bool SendFileAll(int fd, int file_fd, uint64_t offset, uint64_t length);
 // Receives exactly `n` bytes. Returns n, fewer if the peer closed the
 // connection first, or -1 on error (errno).
 ssize_t RecvAll(int fd, char* buf, size_t n);
+// The same into the `n` buffers of `iov` (modifies `iov`): returns the
+// bytes received, fewer than they hold if the peer closed first, or -1.
+ssize_t RecvAllV(int fd, struct iovec* iov, int n);
 
 }  // namespace rangefs
 

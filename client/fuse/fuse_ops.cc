@@ -341,9 +341,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
              fuse_file_info* fi) {
-  std::unique_ptr<char[]> buf(new char[size]);
   const uint64_t pos = static_cast<uint64_t>(off);
   if (!CachedHandle(req, fi)) {
+    std::unique_ptr<char[]> buf(new char[size]);
     // Direct: stores through a shared mapping of this mount come first.
     if (KC(req) != nullptr && KC(req)->Exclusive(ino)) {
       InvalidateKernel(req, ino, pos, size);
@@ -362,12 +362,14 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   KernelCache* kc = KC(req);
   const uint64_t id = kc->Register(ino, pos, size);
   bool replied = false;
-  absl::StatusOr<size_t> n = C(req).ReadForCache(
-      fi->fh, buf.get(), size, pos, kc->Exclusive(ino), [&](size_t got) {
-        fuse_reply_buf(req, buf.get(), got);
-        replied = true;
-        kc->Unregister(ino, id);
-      });
+  // The reply goes out of the node's page frames (writev), no copy.
+  absl::StatusOr<size_t> n =
+      C(req).ReadForCache(fi->fh, size, pos, kc->Exclusive(ino),
+                          [&](const struct iovec* iov, int count, size_t) {
+                            fuse_reply_iov(req, iov, count);
+                            replied = true;
+                            kc->Unregister(ino, id);
+                          });
   if (!replied) {
     if (n.ok()) {
       fuse_reply_buf(req, nullptr, 0);  // EOF.

@@ -142,6 +142,90 @@ TEST_F(ClientClusterTest, ReadaheadPagesFollowAnotherNodesWrite) {
   EXPECT_TRUE(b->Close(fb).ok());
 }
 
+// The kernel's readahead through FUSE sends several 1 MiB reads at once,
+// and they reach the node in any order. The node took every read not
+// starting exactly where the last one ended for a random one, shut its
+// window and read the rest of the file a request at a time, without
+// readahead.
+TEST_F(ClientClusterTest, ReadsArrivingOutOfOrderStillReadAhead) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  constexpr uint64_t kMiB = 1 << 20;
+  std::string data;
+  for (int i = 0; i < 24; ++i) data += Fill('a' + i, kMiB);
+  uint64_t fa = MustOpen(*a, "/shuffled", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, data, 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  uint64_t fb = MustOpen(*b, "/shuffled", O_RDONLY);
+  // 0, 2, 1, 4, 3, 6, 5, ...: each pair of requests swapped.
+  std::vector<uint64_t> order = {0};
+  for (uint64_t m = 1; m + 1 < 24; m += 2) {
+    order.push_back(m + 1);
+    order.push_back(m);
+  }
+  for (uint64_t m : order) {
+    ASSERT_TRUE(SameBytes(MustRead(*b, fb, m * kMiB, kMiB),
+                          data.substr(m * kMiB, kMiB)))
+        << m;
+  }
+  for (int i = 0;
+       i < 200 && b->Stats().readaheads + b->Stats().readaheads_abandoned < 4;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ClientStats st = b->Stats();
+  EXPECT_GE(st.readahead_pages, 8 * kMiB / kPage)
+      << st.readaheads << " readaheads";
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+}
+
+// A read for the cache above (the kernel's, through FUSE) hands clean
+// pages over in their own frames and keeps no copy: the cache above holds
+// them. A dirty page in the range is copied and stays, as dirty data must,
+// and so do the pages after it.
+TEST_F(ClientClusterTest, CacheAboveFillsTakeCleanPagesAndLeaveDirtyOnes) {
+  StartCluster();
+  auto a = Node("a");
+  ClientOptions o;
+  o.readahead_bytes = 0;  // Only the pages asked for.
+  auto b = Node("b", o);
+  std::string data;
+  for (int i = 0; i < 64; ++i) data += Fill('A' + i % 26, kPage);
+  uint64_t fa = MustOpen(*a, "/handed", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, data, 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  uint64_t fb = MustOpen(*b, "/handed", O_RDWR);
+  MustWrite(*b, fb, Fill('z', kPage), 10 * kPage);
+  data.replace(10 * kPage, kPage, Fill('z', kPage));
+  std::string got;
+  const Client::Delivery collect = [&got](const struct iovec* iov, int n,
+                                          size_t bytes) {
+    for (int i = 0; i < n; ++i) {
+      got.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+    }
+    EXPECT_EQ(got.size(), bytes);
+  };
+  absl::StatusOr<size_t> n =
+      b->ReadForCache(fb, data.size(), 0, /*exclusive=*/false, collect);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, data.size());
+  EXPECT_TRUE(SameBytes(got, data));
+  ClientStats st = b->Stats();
+  EXPECT_EQ(st.dirty_pages, 1u);
+  EXPECT_EQ(st.pages_cached, 54u);  // Pages 10 (dirty) to 63 stay.
+  got.clear();
+  n = b->ReadForCache(fb, 53 * kPage, 11 * kPage, /*exclusive=*/false, collect);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_TRUE(SameBytes(got, data.substr(11 * kPage)));
+  EXPECT_EQ(b->Stats().pages_cached, 1u);
+  // The node's own reads still see it all (from the servers again).
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, data.size()), data));
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+}
+
 // A readahead cut short at the end of the file once stayed registered as
 // in flight: a later read of a page it had brought in, dropped since by
 // another node's write, waited for it forever.
@@ -742,9 +826,9 @@ TEST_F(ClientClusterTest, CacheAboveWriteBackMovesTheMtimeTheNodeCached) {
   uint64_t fa = MustOpen(*a, "/mapped", O_RDWR | O_CREAT);
   MustWrite(*a, fa, Fill('x', kPage), 0);
   ASSERT_TRUE(a->Fsync(fa, false).ok());
-  std::string page(kPage, '\0');
-  absl::StatusOr<size_t> got = a->ReadForCache(
-      fa, page.data(), kPage, 0, /*exclusive=*/true, [](size_t) {});
+  absl::StatusOr<size_t> got =
+      a->ReadForCache(fa, kPage, 0, /*exclusive=*/true,
+                      [](const struct iovec*, int, size_t) {});
   ASSERT_TRUE(got.ok() && *got == kPage);
   // B's stat leaves A with INODE SH only.
   ASSERT_TRUE(b->Resolve("/mapped").ok());

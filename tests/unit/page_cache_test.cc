@@ -6,6 +6,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -28,19 +29,42 @@ TEST(PageCacheTest, InsertedPagesReadBack) {
   EXPECT_EQ(ReadOut(c, 2, 0), "");
 }
 
-TEST(PageCacheTest, InsertCleanRunSkipsCachedPagesAndKeepsTheirData) {
+TEST(PageCacheTest, AdoptCleanRunSkipsCachedPagesAndKeepsTheirData) {
   PageCache c(1 << 20);
   c.Insert(1, 2, Page('d').data(), true);
   c.Insert(1, 3, Page('c').data(), false);
-  std::string run;
-  for (char ch : {'0', '1', '2', '3', '4'}) run += Page(ch);
-  EXPECT_EQ(c.InsertCleanRun(1, 0, 5, run.data()), 3u);
+  std::vector<char*> frames = c.TakeFrames(5);
+  const char fill[] = {'0', '1', '2', '3', '4'};
+  for (int i = 0; i < 5; ++i) memset(frames[i], fill[i], kPageSize);
+  EXPECT_EQ(c.Stats().pages, 2u);  // Taken frames are not cached pages.
+  EXPECT_EQ(c.AdoptCleanRun(1, 0, 5, frames.data()), 3u);
   EXPECT_EQ(ReadOut(c, 1, 0), Page('0'));
   EXPECT_EQ(ReadOut(c, 1, 1), Page('1'));
   EXPECT_EQ(ReadOut(c, 1, 2), Page('d'));  // Dirty: newer than the fill.
   EXPECT_EQ(ReadOut(c, 1, 3), Page('c'));
   EXPECT_EQ(ReadOut(c, 1, 4), Page('4'));
   EXPECT_EQ(c.Stats().dirty_pages, 1u);
+  EXPECT_EQ(c.Stats().pages, 5u);
+}
+
+// Frames a fill took but did not fill go back, and are handed out again
+// (the two refused by AdoptCleanRun too): the cache allocates no more.
+TEST(PageCacheTest, FramesGivenBackAreReused) {
+  PageCache c(1 << 20);
+  std::vector<char*> first = c.TakeFrames(4);
+  c.Insert(1, 0, Page('a').data(), false);
+  EXPECT_EQ(c.AdoptCleanRun(1, 0, 2, first.data()), 1u);  // Page 0 cached.
+  first[0] = first[1] = nullptr;                          // The cache's again.
+  c.GiveFrames(first.data(), first.size());
+  std::vector<char*> again = c.TakeFrames(3);
+  std::vector<char*> expect = {first[2], first[3]};
+  int reused = 0;
+  for (char* f : again) {
+    reused += std::count(expect.begin(), expect.end(), f);
+  }
+  EXPECT_EQ(reused, 2);
+  c.GiveFrames(again.data(), again.size());
+  EXPECT_EQ(c.Stats().pages, 2u);
 }
 
 // Frames of dropped and evicted pages are reused: a page never shows
