@@ -327,7 +327,8 @@ DirtyPages PageCache::TakeDirty(uint64_t ino, const ByteRange& range,
   return out;
 }
 
-void PageCache::MarkClean(uint64_t ino, const DirtyPage* pages, size_t n) {
+void PageCache::MarkClean(uint64_t ino, const DirtyPage* pages, size_t n,
+                          bool drop) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);
   if (iit == inodes_.end()) return;
@@ -337,7 +338,9 @@ void PageCache::MarkClean(uint64_t ino, const DirtyPage* pages, size_t n) {
       continue;  // Gone, already clean, or dirtied again since.
     }
     SetDirty(ino, pages[k].index, *p, false);
+    if (drop) EraseLocked(ino, iit->second, pages[k].index);
   }
+  if (iit->second.count == 0) inodes_.erase(iit);
   EvictLocked();
 }
 

@@ -116,8 +116,10 @@ class PageCache {
   DirtyPages TakeDirty(uint64_t ino, const ByteRange& range,
                        size_t max_pages = SIZE_MAX);
   // Marks written-back pages clean unless dirtied again after TakeDirty
-  // (their sequence changed).
-  void MarkClean(uint64_t ino, const DirtyPage* pages, size_t n);
+  // (their sequence changed). `drop`: takes them out of the cache instead
+  // (a cache above holds them; their frames serve the next pages).
+  void MarkClean(uint64_t ino, const DirtyPage* pages, size_t n,
+                 bool drop = false);
   void MarkClean(uint64_t ino, uint64_t index, uint64_t seq) {
     DirtyPage p{index, seq};
     MarkClean(ino, &p, 1);

@@ -518,7 +518,10 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
                            "write-back refused: " + std::string(s.message()));
         break;
       }
-      pages_.MarkClean(in.ino, &dirty.pages[i], j - i);
+      // A cache above (the kernel's) has the data it wrote through us:
+      // the written pages leave, and their frames take the next writes.
+      pages_.MarkClean(in.ino, &dirty.pages[i], j - i,
+                       /*drop=*/cache_above.load() != nullptr);
       counters.writeback_pages += j - i;
       i = j;
     }

@@ -226,6 +226,34 @@ TEST_F(ClientClusterTest, CacheAboveFillsTakeCleanPagesAndLeaveDirtyOnes) {
   EXPECT_TRUE(b->Close(fb).ok());
 }
 
+// With a cache above (the kernel's, through FUSE) the data a node was
+// given to write lives there too: once written back, the node's pages
+// leave, and their frames take the next writes. Without one they stay.
+TEST_F(ClientClusterTest, WrittenBackPagesLeaveWhenACacheAboveHoldsThem) {
+  StartCluster();
+  struct Above : CacheAbove {
+    void Invalidate(uint64_t, uint64_t, uint64_t) override {}
+  } above;
+  auto a = Node("a");
+  a->SetCacheAbove(&above);
+  auto b = Node("b");
+  std::string data;
+  for (int i = 0; i < 64; ++i) data += Fill('a' + i % 26, kPage);
+  uint64_t fa = MustOpen(*a, "/above", O_RDWR | O_CREAT);
+  uint64_t fb = MustOpen(*b, "/plain", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, data, 0);
+  MustWrite(*b, fb, data, 0);
+  EXPECT_EQ(a->Stats().dirty_pages, 64u);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  ASSERT_TRUE(b->Fsync(fb, false).ok());
+  EXPECT_EQ(a->Stats().pages_cached, 0u);
+  EXPECT_EQ(b->Stats().pages_cached, 64u);
+  EXPECT_TRUE(SameBytes(MustRead(*a, fa, 0, data.size()), data));
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+  a->SetCacheAbove(nullptr);
+}
+
 // A readahead cut short at the end of the file once stayed registered as
 // in flight: a later read of a page it had brought in, dropped since by
 // another node's write, waited for it forever.
