@@ -36,18 +36,19 @@ absl::Status BulkChannel::Read(uint64_t session, uint64_t offset,
   r.session = session;
   r.offset = offset;
   r.length = length;
-  return Call(r, nullptr, iov, n);
+  return Call(r, iov, n);
 }
 
 absl::Status BulkChannel::Write(uint64_t session, uint64_t offset,
-                                const char* data, uint32_t length, bool sync) {
+                                const struct iovec* iov, int n, uint32_t length,
+                                bool sync) {
   bulk::Request r;
   r.op = bulk::Op::kWrite;
   r.sync = sync;
   r.session = session;
   r.offset = offset;
   r.length = length;
-  return Call(r, data, nullptr, 0);
+  return Call(r, iov, n);
 }
 
 int BulkChannel::TakeIdle() {
@@ -69,20 +70,18 @@ void BulkChannel::GiveBack(int fd) {
   close(fd);
 }
 
-absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
-                               const struct iovec* out, int out_n) {
+absl::Status BulkChannel::Call(const bulk::Request& r, const struct iovec* iov,
+                               int n) {
   if (r.length == 0 || r.length > bulk::kMaxLength) {
     return MakeError(Errc::kInvalidArgument,
                      absl::StrCat("bulk I/O of ", r.length, " bytes"));
   }
-  if (r.op == bulk::Op::kRead) {
-    size_t room = 0;
-    for (int i = 0; i < out_n; ++i) room += out[i].iov_len;
-    if (room != r.length) {
-      return MakeError(Errc::kInvalidArgument,
-                       absl::StrCat("bulk read of ", r.length, " bytes into ",
-                                    room, " bytes of buffers"));
-    }
+  size_t room = 0;
+  for (int i = 0; i < n; ++i) room += iov[i].iov_len;
+  if (room != r.length || n < 0) {
+    return MakeError(Errc::kInvalidArgument,
+                     absl::StrCat("bulk I/O of ", r.length, " bytes in ", n,
+                                  " buffers of ", room, " bytes"));
   }
   const Clock::time_point deadline =
       Clock::now() + std::chrono::milliseconds(timeout_ms_);
@@ -104,7 +103,7 @@ absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
     }
     if (fd >= 0) {
       absl::Status status;
-      switch (Exchange(fd, r, data, out, out_n, &status)) {
+      switch (Exchange(fd, r, iov, n, &status)) {
         case Outcome::kDone:
           GiveBack(fd);
           return status;
@@ -130,19 +129,18 @@ absl::Status BulkChannel::Call(const bulk::Request& r, const char* data,
 }
 
 BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
-                                           const char* data,
-                                           const struct iovec* out, int out_n,
+                                           const struct iovec* iov, int n,
                                            absl::Status* status) {
   char head[bulk::kRequestSize];
   bulk::EncodeRequest(r, head);
-  struct iovec iov[2] = {
-      {head, sizeof(head)},
-      {const_cast<char*>(data), r.op == bulk::Op::kWrite ? r.length : 0}};
+  // The header, then a write's data (SendAll moves along a copy).
+  std::vector<struct iovec> out = {{head, sizeof(head)}};
+  if (r.op == bulk::Op::kWrite) out.insert(out.end(), iov, iov + n);
   auto broken = [&](const std::string& what) {
     *status = MakeError(Errc::kUnavailable,
                         absl::StrCat("data server ", address_, ": ", what));
   };
-  if (!SendAll(fd, iov, 2)) {
+  if (!SendAll(fd, out.data(), static_cast<int>(out.size()))) {
     int err = errno;
     broken(absl::StrCat("send: ", strerror(err)));
     return err == EPIPE || err == ECONNRESET ? Outcome::kGone
@@ -174,8 +172,8 @@ BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
   if (reply->data_length > 0) {
     // DecodeReply checked data_length against the request's length, which
     // the buffers hold exactly (Call).
-    std::vector<struct iovec> iov(out, out + out_n);
-    if (RecvAllV(fd, iov.data(), out_n) !=
+    std::vector<struct iovec> in(iov, iov + n);
+    if (RecvAllV(fd, in.data(), n) !=
         static_cast<ssize_t>(reply->data_length)) {
       broken("reply cut short");
       return Outcome::kBroken;

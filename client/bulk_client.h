@@ -44,8 +44,15 @@ class BulkChannel {
     const struct iovec v = {out, length};
     return Read(session, offset, length, &v, 1);
   }
+  // Sends the `length` bytes of the `n` buffers of `iov`, which hold
+  // exactly that many.
+  absl::Status Write(uint64_t session, uint64_t offset, const struct iovec* iov,
+                     int n, uint32_t length, bool sync);
   absl::Status Write(uint64_t session, uint64_t offset, const char* data,
-                     uint32_t length, bool sync);
+                     uint32_t length, bool sync) {
+    const struct iovec v = {const_cast<char*>(data), length};
+    return Write(session, offset, &v, 1, length, sync);
+  }
 
   const std::string& address() const { return address_; }
 
@@ -54,14 +61,14 @@ class BulkChannel {
 
  private:
   enum class Outcome { kDone, kGone, kBroken };
-  // A read's reply data goes to `out` (`out_n` buffers).
-  absl::Status Call(const bulk::Request& r, const char* data,
-                    const struct iovec* out, int out_n);
+  // A write's data comes from, a read's reply data goes to, the `n`
+  // buffers of `iov`.
+  absl::Status Call(const bulk::Request& r, const struct iovec* iov, int n);
   // One exchange on `fd`. kDone: *status is the server's answer and the
   // connection can be reused; kGone: closed or reset before any reply;
   // kBroken: anything else (*status says what), the connection is dropped.
-  Outcome Exchange(int fd, const bulk::Request& r, const char* data,
-                   const struct iovec* out, int out_n, absl::Status* status);
+  Outcome Exchange(int fd, const bulk::Request& r, const struct iovec* iov,
+                   int n, absl::Status* status);
   int TakeIdle();
   void GiveBack(int fd);
 

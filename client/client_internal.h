@@ -156,6 +156,8 @@ struct InodeState {
 // neighbouring frames merged.
 std::vector<struct iovec> PageSpans(char* const* pages, uint64_t rel,
                                     uint64_t n);
+// One buffer of `length` bytes in that layout.
+std::vector<char*> PageSlices(char* buf, uint64_t length);
 
 class BufferPool {
  public:
@@ -302,11 +304,12 @@ class Client::Impl {
   absl::Status WritebackLocked(InodeState& in, const ByteRange& range)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.wb_mu);
   absl::Status Writeback(InodeState& in, const ByteRange& range);
-  // Maps [offset, offset + data.size()) for writing (allocating holes),
-  // writes the data to the data servers and commits it, remapping and
-  // redoing a piece whose commit is STALE. Block-aligned. The size becomes
-  // at least min(size_floor, end of the data).
-  absl::Status WriteBlocks(InodeState& in, uint64_t offset, const char* data,
+  // Maps [offset, offset + length) for writing (allocating holes), writes
+  // the data (laid out in `pages` as ReadMapped's) to the data servers and
+  // commits it, remapping and redoing a piece whose commit is STALE.
+  // Block-aligned. The size becomes at least min(size_floor, end of the
+  // data).
+  absl::Status WriteBlocks(InodeState& in, uint64_t offset, char* const* pages,
                            uint64_t length, uint64_t size_floor, bool sync,
                            const LockCache::SessionSnapshot& snap);
   // Reads [offset, offset + length) of the file through fresh mappings into

@@ -496,7 +496,8 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       copied = PageFloor(CopyFromUser(bounced, src, want));
       if (copied > 0) {
         if (absl::Status s =
-                WriteBlocks(in, pos, bounced, copied, pos + copied, sync, snap);
+                WriteBlocks(in, pos, PageSlices(bounced, copied).data(), copied,
+                            pos + copied, sync, snap);
             !s.ok()) {
           return s;
         }

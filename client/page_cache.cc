@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <utility>
 
 namespace rangefs::client {
 
@@ -41,6 +42,47 @@ char* PageCache::Frames::Take() {
   char* frame = free_.back();
   free_.pop_back();
   return frame;
+}
+
+DirtyPages::~DirtyPages() { Release(); }
+
+DirtyPages::DirtyPages(DirtyPages&& o) noexcept
+    : pages(std::move(o.pages)),
+      cache_(std::exchange(o.cache_, nullptr)),
+      frames_(std::move(o.frames_)) {}
+
+DirtyPages& DirtyPages::operator=(DirtyPages&& o) noexcept {
+  if (this != &o) {
+    Release();
+    pages = std::move(o.pages);
+    cache_ = std::exchange(o.cache_, nullptr);
+    frames_ = std::move(o.frames_);
+  }
+  return *this;
+}
+
+void DirtyPages::Release() {
+  if (cache_ != nullptr && !frames_.empty()) cache_->Unpin(frames_);
+  cache_ = nullptr;
+  frames_.clear();
+}
+
+void PageCache::ReleaseFrame(char* frame) {
+  if (!pins_.empty() && pins_.count(frame) != 0) {
+    doomed_.insert(frame);
+  } else {
+    frames_.Give(frame);
+  }
+}
+
+void PageCache::Unpin(const std::vector<char*>& frames) {
+  absl::MutexLock lock(&mu_);
+  for (char* f : frames) {
+    auto it = pins_.find(f);
+    if (it == pins_.end() || --it->second > 0) continue;
+    pins_.erase(it);
+    if (doomed_.erase(f) != 0) frames_.Give(f);
+  }
 }
 
 PageCache::PageCache(uint64_t capacity_bytes)
@@ -117,7 +159,7 @@ void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index,
   if (frame != nullptr) {
     *frame = slot->data;
   } else {
-    frames_.Give(slot->data);
+    ReleaseFrame(slot->data);
   }
   slot.reset();
   cit->second->present &= ~(1ull << (index % kChunkPages));
@@ -254,7 +296,7 @@ std::vector<char*> PageCache::TakeFrames(size_t n) {
 void PageCache::GiveFrames(char* const* frames, size_t n) {
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < n; ++i) {
-    if (frames[i] != nullptr) frames_.Give(frames[i]);
+    if (frames[i] != nullptr) ReleaseFrame(frames[i]);
   }
 }
 
@@ -283,7 +325,7 @@ uint64_t PageCache::AdoptCleanRun(uint64_t ino, uint64_t first, uint64_t n,
   uint64_t inserted = 0;
   for (uint64_t i = 0; i < n; ++i) {
     if (Find(inode, first + i) != nullptr) {
-      frames_.Give(frames[i]);
+      ReleaseFrame(frames[i]);
       continue;
     }
     bool fresh = false;
@@ -317,13 +359,15 @@ DirtyPages PageCache::TakeDirty(uint64_t ino, const ByteRange& range,
   const size_t most = std::min<size_t>(
       max_pages, dit == dirty_by_inode_.end() ? 0 : dit->second);
   out.pages.reserve(most);
-  out.data.reserve(most * kPageSize);  // One allocation, no regrowth.
+  out.frames_.reserve(most);
   ForEach(iit->second, range.start / kPageSize, (range.end - 1) / kPageSize,
           [&](uint64_t index, Page& p) {
             if (!p.dirty || out.pages.size() >= max_pages) return;
             out.pages.push_back(DirtyPage{index, p.seq});
-            out.data.insert(out.data.end(), p.data, p.data + kPageSize);
+            out.frames_.push_back(p.data);
           });
+  for (char* f : out.frames_) ++pins_[f];
+  if (!out.frames_.empty()) out.cache_ = this;
   return out;
 }
 

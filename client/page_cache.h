@@ -19,6 +19,7 @@
 #include <list>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -35,16 +36,36 @@ struct DirtyPage {
   uint64_t seq = 0;    // Dirty sequence, for MarkClean.
 };
 
-// Copies of dirty pages, in page order, their bytes side by side (the k-th
-// page's at data[k * kPageSize]): a run of consecutive pages is one span
-// of `data`, written back without another copy.
-struct DirtyPages {
+class PageCache;
+
+// Dirty pages taken for write-back, in page order: their own frames, no
+// copy. The frames are pinned while this lives: a page dropped meanwhile
+// (or cleaned and dropped) keeps its frame until the pin goes, so a send
+// in flight never reads a frame that holds another page by then. The bytes
+// may change under the send (a write into the page): that write moved the
+// page's sequence, and MarkClean leaves it dirty for the next write-back.
+class DirtyPages {
+ public:
+  DirtyPages() = default;
+  ~DirtyPages();
+  DirtyPages(DirtyPages&& o) noexcept;
+  DirtyPages& operator=(DirtyPages&& o) noexcept;
+  DirtyPages(const DirtyPages&) = delete;
+  DirtyPages& operator=(const DirtyPages&) = delete;
+
   std::vector<DirtyPage> pages;
-  std::vector<char> data;
   size_t size() const { return pages.size(); }
   bool empty() const { return pages.empty(); }
   const DirtyPage& operator[](size_t k) const { return pages[k]; }
-  const char* Data(size_t k) const { return data.data() + k * kPageSize; }
+  const char* Data(size_t k) const { return frames_[k]; }
+  // Frames of pages [k, k + n): the layout ReadMapped / WriteBlocks take.
+  char* const* Frames(size_t k) const { return frames_.data() + k; }
+
+ private:
+  friend class PageCache;
+  void Release();
+  PageCache* cache_ = nullptr;
+  std::vector<char*> frames_;
 };
 
 struct PageCacheStats {
@@ -111,8 +132,8 @@ class PageCache {
                                                          uint64_t from,
                                                          uint64_t to);
 
-  // Copies of the dirty pages of `ino` whose bytes overlap `range`, in
-  // page order: the first `max_pages` of them.
+  // The dirty pages of `ino` whose bytes overlap `range`, in page order,
+  // pinned: the first `max_pages` of them.
   DirtyPages TakeDirty(uint64_t ino, const ByteRange& range,
                        size_t max_pages = SIZE_MAX);
   // Marks written-back pages clean unless dirtied again after TakeDirty
@@ -199,6 +220,10 @@ class PageCache {
   void EraseLocked(uint64_t ino, InodePages& pages, uint64_t index,
                    char** frame = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A frame whose page is gone: free, or doomed until its pins go.
+  void ReleaseFrame(char* frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  friend class DirtyPages;
+  void Unpin(const std::vector<char*>& frames);
 
   const uint64_t capacity_pages_;
   absl::Mutex mu_;
@@ -211,6 +236,10 @@ class PageCache {
   std::unordered_map<uint64_t, uint64_t> dirty_by_inode_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   PageCacheStats stats_ ABSL_GUARDED_BY(mu_);
+  // Frames pinned by DirtyPages (how many times), and those of them whose
+  // page went meanwhile.
+  std::unordered_map<char*, uint32_t> pins_ ABSL_GUARDED_BY(mu_);
+  std::unordered_set<char*> doomed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rangefs::client

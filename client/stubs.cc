@@ -465,10 +465,10 @@ class GrpcStubs : public Stubs {
     return absl::OkStatus();
   }
   absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,
-                         const char* data, uint64_t length,
+                         const struct iovec* iov, int n, uint64_t length,
                          bool sync) override {
     if (BulkChannel* b = Bulk(device, length); b != nullptr) {
-      return b->Write(session, physical, data, static_cast<uint32_t>(length),
+      return b->Write(session, physical, iov, n, static_cast<uint32_t>(length),
                       sync);
     }
     proto::DataService::Stub* stub = DataStub(device);
@@ -476,7 +476,11 @@ class GrpcStubs : public Stubs {
     proto::WriteRequest req;
     req.set_session_id(session);
     req.set_offset(physical);
-    req.set_data(data, length);
+    std::string* data = req.mutable_data();
+    data->reserve(length);
+    for (int i = 0; i < n; ++i) {
+      data->append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+    }
     req.set_sync(sync);
     proto::WriteReply rep;
     return Call(stub, &proto::DataService::Stub::Write, req, &rep,

@@ -159,9 +159,15 @@ class Stubs {
     const struct iovec v = {out, length};
     return ReadData(session, device, physical, length, &v, 1);
   }
+  // Writes the `length` bytes of the `n` buffers of `iov` at `physical`.
   virtual absl::Status WriteData(uint64_t session, uint32_t device,
-                                 uint64_t physical, const char* data,
-                                 uint64_t length, bool sync) = 0;
+                                 uint64_t physical, const struct iovec* iov,
+                                 int n, uint64_t length, bool sync) = 0;
+  absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,
+                         const char* data, uint64_t length, bool sync) {
+    const struct iovec v = {const_cast<char*>(data), length};
+    return WriteData(session, device, physical, &v, 1, length, sync);
+  }
   // Makes every data server's writes of `session` durable.
   virtual absl::Status FlushData(uint64_t session) = 0;
 };

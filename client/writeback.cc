@@ -61,6 +61,12 @@ std::vector<struct iovec> PageSpans(char* const* pages, uint64_t rel,
   return spans;
 }
 
+std::vector<char*> PageSlices(char* buf, uint64_t length) {
+  std::vector<char*> pages((length + kPageSize - 1) / kPageSize);
+  for (size_t k = 0; k < pages.size(); ++k) pages[k] = buf + k * kPageSize;
+  return pages;
+}
+
 absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
     InodeState& in, uint64_t offset, uint64_t end, const ByteRange* locked) {
   const uint64_t session = locks_.session_id();
@@ -353,9 +359,7 @@ absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
   absl::StatusOr<std::vector<Mapping>> maps =
       MapRange(in, offset, offset + length, nullptr);
   if (!maps.ok()) return maps.status();
-  std::vector<char*> pages((length + kPageSize - 1) / kPageSize);
-  for (size_t k = 0; k < pages.size(); ++k) pages[k] = out + k * kPageSize;
-  return ReadMapped(*maps, offset, pages.data());
+  return ReadMapped(*maps, offset, PageSlices(out, length).data());
 }
 
 absl::Status Client::Impl::RunParallel(
@@ -385,7 +389,7 @@ absl::Status Client::Impl::RunParallel(
 }
 
 absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
-                                       const char* data, uint64_t length,
+                                       char* const* pages, uint64_t length,
                                        uint64_t size_floor, bool sync,
                                        const LockCache::SessionSnapshot& snap) {
   const uint64_t end = offset + length;
@@ -407,12 +411,12 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
       uint64_t m_end = std::min(m.end(), piece_end);
       for (uint64_t p = m.offset; p < m_end; p += kMaxDataCall) {
         uint64_t n = std::min(kMaxDataCall, m_end - p);
-        const char* src = data + (p - offset);
         uint32_t device = m.device;
         uint64_t physical = m.physical + (p - m.offset);
-        writes.push_back([this, &snap, device, physical, src, n, sync] {
-          return stubs_->WriteData(snap.session, device, physical, src, n,
-                                   sync);
+        writes.push_back([this, &snap, device, physical, n, sync,
+                          spans = PageSpans(pages, p - offset, n)] {
+          return stubs_->WriteData(snap.session, device, physical, spans.data(),
+                                   static_cast<int>(spans.size()), n, sync);
         });
       }
     }
@@ -458,8 +462,7 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
                                            const ByteRange& range) {
   LockCache::SessionSnapshot snap = locks_.Snapshot();
   mmaps_->Collect(in, range);  // Stores through mappings join the pages.
-  // In batches of one run: the copy stays below malloc's mmap threshold,
-  // so the next batch reuses its memory instead of faulting fresh pages.
+  // In batches of one run (its pages pinned until it is done).
   constexpr size_t kBatchPages = kWritebackRun / kPageSize;
   // Once the data is lost or refused, every later page goes the same way.
   absl::Status failed;
@@ -504,9 +507,9 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
       while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1) {
         ++j;
       }
-      // Consecutive pages lie side by side in the copy: written from there.
+      // A run of consecutive pages, sent from their frames.
       absl::Status s =
-          WriteBlocks(in, dirty[i].index * kPageSize, dirty.Data(i),
+          WriteBlocks(in, dirty[i].index * kPageSize, dirty.Frames(i),
                       (j - i) * kPageSize, size, /*sync=*/false, snap);
       if (!s.ok()) {
         Errc e = ErrcOf(s);

@@ -160,7 +160,7 @@ bool SendAll(int fd, struct iovec* iov, int n, int flags) {
   while (n > 0) {
     msghdr msg{};
     msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(n);
+    msg.msg_iovlen = static_cast<size_t>(std::min(n, IOV_MAX));
     ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
     if (sent < 0 && errno == EINTR) continue;
     if (sent < 0) return false;
