@@ -318,6 +318,23 @@ std::vector<char*> PageCache::TakeCleanRun(uint64_t ino, uint64_t first,
   return frames;
 }
 
+void PageCache::AdoptDirtyRun(uint64_t ino, uint64_t first, uint64_t n,
+                              char* const* frames) {
+  absl::MutexLock lock(&mu_);
+  InodePages& inode = inodes_[ino];
+  for (uint64_t i = 0; i < n; ++i) {
+    bool fresh = false;
+    Page& p = Emplace(ino, inode, first + i, &fresh, frames[i]);
+    if (!fresh) {
+      memcpy(p.data, frames[i], kPageSize);
+      Touch(p);
+      ReleaseFrame(frames[i]);
+    }
+    SetDirty(ino, first + i, p, true);
+  }
+  EvictLocked();
+}
+
 uint64_t PageCache::AdoptCleanRun(uint64_t ino, uint64_t first, uint64_t n,
                                   char* const* frames) {
   absl::MutexLock lock(&mu_);

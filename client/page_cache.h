@@ -110,6 +110,11 @@ class PageCache {
   void GiveFrames(char* const* frames, size_t n);
   uint64_t AdoptCleanRun(uint64_t ino, uint64_t first, uint64_t n,
                          char* const* frames);
+  // The same for whole pages a write filled: frames[i] becomes dirty page
+  // first + i, or, where that page is cached, its bytes are copied into it
+  // (which is marked dirty) and the frame goes back.
+  void AdoptDirtyRun(uint64_t ino, uint64_t first, uint64_t n,
+                     char* const* frames);
   // Copies `length` bytes into the cached page at `offset` and marks it
   // dirty; false (changing nothing) if the page is not cached.
   bool Write(uint64_t ino, uint64_t index, uint64_t offset, const char* data,
