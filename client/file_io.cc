@@ -611,8 +611,8 @@ absl::StatusOr<size_t> Client::Impl::StorePages(InodeState& in, uint64_t pos,
     if (in_page == 0 && pos + want - p >= kPageSize) {
       // Whole pages: copied straight into frames of their own, cached in
       // one go (no copy through a staging page, no lock per page).
-      const uint64_t full = std::min<uint64_t>((pos + want - p) / kPageSize,
-                                               kStoreRunPages);
+      const uint64_t full =
+          std::min<uint64_t>((pos + want - p) / kPageSize, kStoreRunPages);
       std::vector<char*> frames = pages_.TakeFrames(full);
       uint64_t filled = 0;
       while (filled < full &&

@@ -275,17 +275,6 @@ void PageCache::Insert(uint64_t ino, uint64_t index, const char* page,
   EvictLocked();
 }
 
-bool PageCache::InsertClean(uint64_t ino, uint64_t index, const char* page) {
-  absl::MutexLock lock(&mu_);
-  InodePages& pages = inodes_[ino];
-  if (Find(pages, index) != nullptr) return false;
-  bool fresh = false;
-  Page& p = Emplace(ino, pages, index, &fresh);
-  memcpy(p.data, page, kPageSize);
-  EvictLocked();
-  return true;
-}
-
 std::vector<char*> PageCache::TakeFrames(size_t n) {
   std::vector<char*> frames(n);
   absl::MutexLock lock(&mu_);

@@ -89,10 +89,6 @@ class PageCache {
   // Caches a whole page (e.g. filled from the servers), clean or dirty.
   // Replaces what was there. Evicts clean pages beyond the cap.
   void Insert(uint64_t ino, uint64_t index, const char* page, bool dirty);
-  // Caches a clean page unless the page is already cached (a fill must
-  // never overwrite newer data); true if it inserted.
-  bool InsertClean(uint64_t ino, uint64_t index, const char* page);
-
   // A fill without a copy: TakeFrames hands out `n` page frames (contents
   // undefined, not cached, not counted against the cap), the caller
   // receives data straight into them outside the cache's lock, then
