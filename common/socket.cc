@@ -102,6 +102,19 @@ int Fail(int fd) {
   return -1;
 }
 
+// Moves past the first `done` bytes of the `*n` buffers at `*iov`.
+void Advance(struct iovec** iov, int* n, size_t done) {
+  while (*n > 0 && done >= (*iov)->iov_len) {
+    done -= (*iov)->iov_len;
+    ++*iov;
+    --*n;
+  }
+  if (*n > 0) {
+    (*iov)->iov_base = static_cast<char*>((*iov)->iov_base) + done;
+    (*iov)->iov_len -= done;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<int> ListenTcp(const std::string& address, int* port) {
@@ -164,16 +177,7 @@ bool SendAll(int fd, struct iovec* iov, int n, int flags) {
     ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
     if (sent < 0 && errno == EINTR) continue;
     if (sent < 0) return false;
-    size_t left = static_cast<size_t>(sent);
-    while (n > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --n;
-    }
-    if (n > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
+    Advance(&iov, &n, static_cast<size_t>(sent));
   }
   return true;
 }
@@ -221,16 +225,7 @@ ssize_t RecvAllV(int fd, struct iovec* iov, int n) {
     if (got < 0) return -1;
     if (got == 0) break;
     done += static_cast<size_t>(got);
-    size_t left = static_cast<size_t>(got);
-    while (n > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --n;
-    }
-    if (n > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
+    Advance(&iov, &n, static_cast<size_t>(got));
   }
   return static_cast<ssize_t>(done);
 }

@@ -111,11 +111,8 @@ TEST_F(ClientClusterTest, ReadaheadPagesFollowAnotherNodesWrite) {
   auto a = Node("a");
   auto b = Node("b");
   constexpr uint64_t kMiB = 1 << 20;
-  std::string data;
-  for (int i = 0; i < 16; ++i) data += Fill('a' + i, kMiB);
-  uint64_t fa = MustOpen(*a, "/ra", O_RDWR | O_CREAT);
-  MustWrite(*a, fa, data, 0);
-  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  std::string data = MiBRuns(16);
+  uint64_t fa = WriteSynced(*a, "/ra", data);
   uint64_t fb = MustOpen(*b, "/ra", O_RDONLY);
   for (uint64_t off = 0; off < 3 * kMiB; off += kMiB) {
     ASSERT_TRUE(SameBytes(MustRead(*b, fb, off, kMiB), data.substr(off, kMiB)))
@@ -152,11 +149,8 @@ TEST_F(ClientClusterTest, ReadsArrivingOutOfOrderStillReadAhead) {
   auto a = Node("a");
   auto b = Node("b");
   constexpr uint64_t kMiB = 1 << 20;
-  std::string data;
-  for (int i = 0; i < 24; ++i) data += Fill('a' + i, kMiB);
-  uint64_t fa = MustOpen(*a, "/shuffled", O_RDWR | O_CREAT);
-  MustWrite(*a, fa, data, 0);
-  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  std::string data = MiBRuns(24);
+  uint64_t fa = WriteSynced(*a, "/shuffled", data);
   uint64_t fb = MustOpen(*b, "/shuffled", O_RDONLY);
   // 0, 2, 1, 4, 3, 6, 5, ...: each pair of requests swapped.
   std::vector<uint64_t> order = {0};

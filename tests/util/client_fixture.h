@@ -5,6 +5,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <fcntl.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +86,21 @@ class ClientClusterFixture : public ::testing::Test {
   }
   // Aligned buffers for O_DIRECT.
   static std::string Fill(char c, size_t n) { return std::string(n, c); }
+  // `n` MiB, the k-th of them all 'a' + k.
+  static std::string MiBRuns(int n) {
+    std::string data;
+    for (int i = 0; i < n; ++i)
+      data += Fill(static_cast<char>('a' + i), 1 << 20);
+    return data;
+  }
+  // `path` made on `c` holding `data`, fsync'd; its handle.
+  static uint64_t WriteSynced(Client& c, const std::string& path,
+                              const std::string& data) {
+    uint64_t fh = MustOpen(c, path, O_RDWR | O_CREAT);
+    MustWrite(c, fh, data, 0);
+    EXPECT_TRUE(c.Fsync(fh, false).ok());
+    return fh;
+  }
 
   proto::EvictReply Evict(uint64_t session) {
     auto stub = proto::LockService::NewStub(
