@@ -211,8 +211,21 @@ PageCache::CopyResult PageCache::CopyOut(uint64_t ino, uint64_t offset,
   }
   auto& chunks = iit->second.chunks;
   auto cit = chunks.end();
-  while (r.copied < length) {
-    const uint64_t pos = offset + r.copied;
+  // Pages whose frames lie side by side are copied in one call: `span`
+  // bytes from `from`, not copied yet, end at `queued`.
+  const char* from = nullptr;
+  uint64_t span = 0;
+  auto flush = [&]() {
+    if (span == 0) return true;
+    size_t c = copy(out + r.copied, from, span);
+    r.copied += c;
+    const bool whole = c == span;
+    span = 0;
+    if (!whole) r.short_copy = true;
+    return whole;
+  };
+  for (uint64_t queued = 0; queued < length;) {
+    const uint64_t pos = offset + queued;
     const uint64_t index = pos / kPageSize;
     if (cit == chunks.end() || cit->first != index / kChunkPages) {
       cit = chunks.find(index / kChunkPages);
@@ -222,19 +235,20 @@ PageCache::CopyResult PageCache::CopyOut(uint64_t ino, uint64_t offset,
                   : cit->second->slot[index % kChunkPages].get();
     if (p == nullptr) {
       ++stats_.misses;
+      flush();
       return r;
     }
     const uint64_t in_page = pos % kPageSize;
-    const uint64_t n = std::min(kPageSize - in_page, length - r.copied);
-    size_t c = copy(out + r.copied, p->data + in_page, n);
+    const uint64_t n = std::min(kPageSize - in_page, length - queued);
+    const char* src = p->data + in_page;
+    if (span > 0 && from + span != src && !flush()) return r;
+    if (span == 0) from = src;
+    span += n;
+    queued += n;
     Touch(*p);
     ++stats_.hits;
-    r.copied += c;
-    if (c < n) {
-      r.short_copy = true;
-      return r;
-    }
   }
+  flush();
   return r;
 }
 

@@ -130,6 +130,38 @@ TEST(PageCacheTest, WritebackCleansOnlyPagesNotDirtiedAgain) {
   EXPECT_EQ(d.Data(0)[0], 'z');
 }
 
+// CopyOut copies pages whose frames are neighbours in one call; a copy
+// that stops short there still reports exactly the bytes it copied.
+TEST(PageCacheTest, CopyOutAcrossNeighbouringFramesStopsWhereTheCopyStopped) {
+  PageCache c(1 << 20);
+  for (uint64_t i = 0; i < 8; ++i) {
+    c.Insert(1, i, Page(static_cast<char>('a' + i)).data(), false);
+  }
+  static size_t budget;
+  static int calls;
+  auto stopping = [](void* d, const void* s, size_t n) {
+    ++calls;
+    const size_t c = std::min(n, budget);
+    memcpy(d, s, c);
+    budget -= c;
+    return c;
+  };
+  std::string out(8 * kPageSize - 100, '\0');
+  budget = SIZE_MAX;
+  calls = 0;
+  PageCache::CopyResult r = c.CopyOut(1, 100, out.size(), out.data(), stopping);
+  EXPECT_EQ(r.copied, out.size());
+  EXPECT_FALSE(r.short_copy);
+  EXPECT_LT(calls, 8);  // Fresh frames of one slab lie side by side.
+  std::string want;
+  for (int i = 0; i < 8; ++i) want += Page(static_cast<char>('a' + i));
+  EXPECT_EQ(out, want.substr(100));
+  budget = 3 * kPageSize + 7;
+  r = c.CopyOut(1, 100, out.size(), out.data(), stopping);
+  EXPECT_TRUE(r.short_copy);
+  EXPECT_EQ(r.copied, 3 * kPageSize + 7);
+}
+
 // Write-back sends dirty pages from their own frames: a page dropped
 // while its write-back is in flight keeps its frame until the write-back
 // lets go, so no other page lands in it meanwhile.
