@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <string>
@@ -460,6 +461,71 @@ TEST_F(ClientClusterTest, DirectoryAttributesAfterANamespaceChangeAreCached) {
   check("unlink");
   ASSERT_TRUE(a->Rmdir(d->ino, "sub").ok());
   check("rmdir");
+  EXPECT_TRUE(Fsck().empty());
+}
+
+// A POSIX name is any bytes but '/' and NUL, UTF-8 or not (stress-ng's
+// filename stressor): every call that carries a name, a symlink target or
+// an extended attribute takes them as they are, and another node gets the
+// same bytes back.
+TEST_F(ClientClusterTest, NamesAreBytesNotText) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  const std::string dir = "d\xff\xfe";
+  const std::string file(255, '\x80');  // The longest name, none of it UTF-8.
+  const std::string other = "o\xc3\x28";
+  const std::string target = "t\xe2\x28\xa1/\xf0\x90\x28\xbc";
+  const std::string xname = "user.\xff";
+  const std::string xvalue("\xc0\x00\xff", 3);
+  absl::StatusOr<Attr> d = a->Mkdir(kRootIno, dir, 0755, Creds{});
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto made = a->Create(d->ino, file, 0644, O_RDWR, Creds{});
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_TRUE(a->Close(made->second).ok());
+  ASSERT_TRUE(a->Symlink(d->ino, "ln\xfa", target, Creds{}).ok());
+  ASSERT_TRUE(a->Link(made->first.ino, d->ino, other).ok());
+  ASSERT_TRUE(a->SetXattr(made->first.ino, xname, xvalue, 0).ok());
+
+  absl::StatusOr<Attr> bd = b->Lookup(kRootIno, dir);
+  ASSERT_TRUE(bd.ok()) << bd.status();
+  EXPECT_EQ(bd->ino, d->ino);
+  absl::StatusOr<Attr> bf = b->Lookup(d->ino, file);
+  ASSERT_TRUE(bf.ok()) << bf.status();
+  EXPECT_EQ(bf->ino, made->first.ino);
+  absl::StatusOr<Attr> ln = b->Lookup(d->ino, "ln\xfa");
+  ASSERT_TRUE(ln.ok()) << ln.status();
+  absl::StatusOr<std::string> got_target = b->Readlink(ln->ino);
+  ASSERT_TRUE(got_target.ok()) << got_target.status();
+  EXPECT_EQ(*got_target, target);
+  absl::StatusOr<std::string> got_value = b->GetXattr(bf->ino, xname);
+  ASSERT_TRUE(got_value.ok()) << got_value.status();
+  EXPECT_EQ(*got_value, xvalue);
+  absl::StatusOr<std::vector<std::string>> xnames = b->ListXattr(bf->ino);
+  ASSERT_TRUE(xnames.ok()) << xnames.status();
+  EXPECT_NE(std::find(xnames->begin(), xnames->end(), xname), xnames->end());
+
+  absl::StatusOr<DirPage> page = b->ReadDir(d->ino, "", 100, true);
+  ASSERT_TRUE(page.ok()) << page.status();
+  std::vector<std::string> names;
+  for (const DirEntry& e : page->entries) names.push_back(e.name);
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> want = {file, "ln\xfa", other};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(names, want);
+  // Listing from a name that is not UTF-8 either.
+  absl::StatusOr<DirPage> rest = b->ReadDir(d->ino, names[0], 100, false);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->entries.size(), 2u);
+
+  ASSERT_TRUE(b->Rename(d->ino, other, kRootIno, "r\xfe", 0).ok());
+  EXPECT_TRUE(a->Lookup(kRootIno, "r\xfe").ok());
+  ASSERT_TRUE(b->RemoveXattr(bf->ino, xname).ok());
+  ASSERT_TRUE(b->Unlink(kRootIno, "r\xfe").ok());
+  ASSERT_TRUE(b->Unlink(d->ino, file).ok());
+  ASSERT_TRUE(b->Unlink(d->ino, "ln\xfa").ok());
+  ASSERT_TRUE(a->Rmdir(kRootIno, dir).ok());
+  EXPECT_EQ(ErrnoOf(a->Lookup(kRootIno, dir).status()), ENOENT);
   EXPECT_TRUE(Fsck().empty());
 }
 
