@@ -753,9 +753,14 @@ absl::Status Client::Impl::ThrottleWriter(InodeState& in) {
 }
 
 void Client::Impl::Flusher() {
+  constexpr int64_t kWarningPeriodNs = 5'000'000'000;
   const absl::Duration period = absl::Milliseconds(
       std::max<uint64_t>(10, options_.writeback_interval_ms / 4));
   int64_t last_full = 0;
+  // A write-back that keeps failing (a full filesystem) is retried at
+  // every pass: say so once every few seconds, not at every pass.
+  int64_t last_warning = 0;
+  uint64_t quiet_failures = 0;
   auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return stopping_ || flush_kick_;
   };
@@ -780,10 +785,18 @@ void Client::Impl::Flusher() {
     for (uint64_t ino : inos) {
       std::shared_ptr<InodeState> in = FindInode(ino);
       if (in == nullptr) continue;
-      if (absl::Status s = Writeback(*in, WholeFile()); !s.ok()) {
-        RANGEFS_LOG(WARNING)
-            << "background write-back of inode " << ino << ": " << s.message();
+      absl::Status s = Writeback(*in, WholeFile());
+      if (s.ok()) continue;
+      now = absl::GetCurrentTimeNanos();
+      if (now - last_warning < kWarningPeriodNs) {
+        ++quiet_failures;
+        continue;
       }
+      RANGEFS_LOG(WARNING) << "background write-back of inode " << ino << ": "
+                           << s.message() << " (" << quiet_failures
+                           << " more failures since the last warning)";
+      last_warning = now;
+      quiet_failures = 0;
     }
   }
 }

@@ -49,7 +49,8 @@ std::vector<Extent> Limit(std::vector<Extent> m) {
 
 absl::StatusOr<uint64_t> MetaServer::FillHoles(Op& op, InodeRecord& r,
                                                ExtentSet& set, uint64_t start,
-                                               uint64_t end, uint64_t gen) {
+                                               uint64_t end, uint64_t gen,
+                                               uint64_t* fit_end) {
   std::vector<ByteRange> holes = set.Holes(start, end);
   uint64_t total = 0;
   for (const ByteRange& h : holes) total += h.Length();
@@ -75,6 +76,34 @@ absl::StatusOr<uint64_t> MetaServer::FillHoles(Op& op, InodeRecord& r,
     // New files are spread over the devices by inode number.
     std::vector<uint32_t> ids = allocator_.devices();
     goal_device = ids[r.ino % ids.size()];
+  }
+  if (fit_end != nullptr && total > allocator_.free_bytes()) {
+    // Fill as far as the free space goes: [start, *fit_end) ends inside
+    // the hole where it runs out. Mapped blocks before the first hole need no
+    // space, so only a range that starts in a hole can find none at all.
+    uint64_t budget = allocator_.free_bytes();
+    std::vector<ByteRange> fit;
+    for (const ByteRange& h : holes) {
+      uint64_t take = std::min(h.Length(), budget);
+      if (take == 0) {
+        *fit_end = h.start;
+        break;
+      }
+      fit.push_back({h.start, h.start + take});
+      budget -= take;
+      if (take < h.Length()) {
+        *fit_end = h.start + take;
+        break;
+      }
+    }
+    if (*fit_end == start) {
+      return MakeError(Errc::kNoSpace,
+                       absl::StrCat("no free block for inode ", r.ino));
+    }
+    holes = std::move(fit);
+    total = 0;
+    for (const ByteRange& h : holes) total += h.Length();
+    if (total == 0) return 0;
   }
   absl::StatusOr<std::vector<PhysExtent>> pieces =
       allocator_.Allocate(total, goal_device, goal_physical);
@@ -144,7 +173,9 @@ absl::StatusOr<MapResult> MetaServer::MapWrite(uint64_t session, uint64_t ino,
       ExtentSet::Load(store_.get(), nullptr, ino, a, b);
   if (!set.ok()) return set.status();
   uint64_t gen = r->extent_gen + 1;
-  absl::StatusOr<uint64_t> allocated = FillHoles(op, *r, *set, a, b, gen);
+  // A short mapping when space runs out (iomap may map less than asked):
+  // the client writes what fits, and only its next call gets NO_SPACE.
+  absl::StatusOr<uint64_t> allocated = FillHoles(op, *r, *set, a, b, gen, &b);
   if (!allocated.ok()) return allocated.status();
   if (*allocated > 0) {
     r->extent_gen = gen;

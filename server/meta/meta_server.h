@@ -283,10 +283,14 @@ class MetaServer {
   absl::Status CollapseOrInsert(Op& op, InodeRecord& r, uint32_t mode,
                                 uint64_t offset, uint64_t length);
   // Allocates UNWRITTEN extents for the holes of [start, end) in `set`,
-  // stamping them with `gen`. Returns the bytes allocated.
+  // stamping them with `gen`. Returns the bytes allocated. All or nothing
+  // (NO_SPACE) unless `fit_end` is given: then it fills as far as the free
+  // space goes and sets *fit_end to where that is (`end` when all fit);
+  // NO_SPACE only when `start` lies in a hole and no block is free.
   absl::StatusOr<uint64_t> FillHoles(Op& op, InodeRecord& r,
                                      class ExtentSet& set, uint64_t start,
-                                     uint64_t end, uint64_t gen);
+                                     uint64_t end, uint64_t gen,
+                                     uint64_t* fit_end = nullptr);
 
   std::unique_ptr<MetaStore> store_;
   const std::string fs_id_;

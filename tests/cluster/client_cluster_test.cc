@@ -809,6 +809,40 @@ TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// A filesystem fills to its last block: write-back larger than the space
+// left writes what fits and reports NO_SPACE for the rest, keeping it
+// dirty, so the same fsync succeeds once space is freed.
+TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
+  LocalClusterOptions o;
+  o.device_size = 8ull << 20;
+  StartCluster(o);
+  auto a = Node("a");
+  auto b = Node("b");
+  absl::StatusOr<FsStat> empty = a->StatFs();
+  ASSERT_TRUE(empty.ok());
+  const uint64_t free_bytes = empty->free_blocks * empty->block_size;
+  ASSERT_GT(free_bytes, 4u << 20);
+  // All but 16 blocks in one file, then more than those 16 in another.
+  uint64_t f1 = WriteSynced(*a, "/first", Fill('1', free_bytes - 16 * kPage));
+  uint64_t f2 = MustOpen(*a, "/second", O_RDWR | O_CREAT);
+  const std::string second = Fill('2', 1 << 20);
+  MustWrite(*a, f2, second, 0);
+  EXPECT_EQ(ErrnoOf(a->Fsync(f2, false)), ENOSPC);
+  absl::StatusOr<FsStat> full = a->StatFs();
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->free_blocks, 0u);
+  EXPECT_GE(ServerSize(a->InoOf(f2)), 16 * kPage);
+
+  ASSERT_TRUE(a->Close(f1).ok());
+  ASSERT_TRUE(a->Unlink(kRootIno, "first").ok());
+  ASSERT_TRUE(a->Fsync(f2, false).ok());
+  ASSERT_TRUE(a->Close(f2).ok());
+  uint64_t fb = MustOpen(*b, "/second", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, second.size()), second));
+  EXPECT_TRUE(b->Close(fb).ok());
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // A node tells the metadata server of its opens only when it lets go of
 // the file's INODE lock or removes a name of the file itself: the file
 // must live on in both cases, and be freed at the last close.

@@ -292,6 +292,46 @@ TEST_F(MetaExtentsTest, AllocationBeyondFreeSpaceIsNoSpaceAndChangesNothing) {
   EXPECT_EQ(server_->GetAttr(ino_)->size, 0u);
 }
 
+// A write-back run larger than the space left is mapped as far as the
+// space goes (a short mapping, as iomap allows), so a filesystem fills to
+// its last block; only a write that cannot get one block is ENOSPC.
+TEST_F(MetaExtentsTest, MapWriteNearFullMapsWhatFitsThenIsNoSpace) {
+  auto g =
+      server_->Create(kS, kRootIno, "g", S_IFREG | 0644, 0, Creds{}, true, 0);
+  ASSERT_TRUE(g.ok());
+  ASSERT_TRUE(
+      server_->Fallocate(kS, g->ino, 0, 0, FreeBlocks() * kB - 5 * kB).ok());
+  ASSERT_EQ(FreeBlocks(), 5u);
+
+  auto m = server_->MapWrite(kS, ino_, 0, 16 * kB);
+  ASSERT_TRUE(m.ok()) << m.status();
+  uint64_t end = 0;
+  for (const Extent& e : m->mappings) {
+    EXPECT_EQ(e.offset, end);
+    EXPECT_NE(e.state, ExtentState::kHole);
+    end = e.end();
+  }
+  EXPECT_EQ(end, 5 * kB);
+  EXPECT_EQ(FreeBlocks(), 0u);
+  ASSERT_TRUE(
+      server_
+          ->CommitWrite(kS, ino_, {{0, 5 * kB}}, m->cookie, 5 * kB, Timespec{})
+          .ok());
+
+  // Already-allocated blocks can still be rewritten on a full filesystem:
+  // the mapping stops where the first hole starts.
+  auto again = server_->MapWrite(kS, ino_, 0, 16 * kB);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->mappings.back().end(), 5 * kB);
+
+  Attr before = *server_->GetAttr(ino_);
+  auto full = server_->MapWrite(kS, ino_, 5 * kB, 16 * kB);
+  EXPECT_EQ(ErrcOf(full.status()), Errc::kNoSpace);
+  Attr after = *server_->GetAttr(ino_);
+  EXPECT_EQ(after.extent_gen, before.extent_gen);
+  EXPECT_EQ(after.blocks, before.blocks);
+}
+
 TEST_F(MetaExtentsTest, AllocationSpansDevicesWhenOneIsFull) {
   ASSERT_TRUE(server_->Fallocate(kS, ino_, 0, 0, 6 * kMiB).ok());
   auto m = server_->MapRead(kS, ino_, 0, 6 * kMiB);
