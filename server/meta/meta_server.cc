@@ -609,6 +609,31 @@ absl::Status MetaServer::SetXattr(uint64_t session, uint64_t ino,
   if (!old.ok()) return old.status();
   if ((flags & 1) && *old) return MakeError(Errc::kExists, name + " exists");
   if ((flags & 2) && !*old) return MakeError(Errc::kNoData, "no " + name);
+  if (!*old || value.size() > (*old)->size()) {
+    size_t list = 0, bytes = 0;
+    absl::Status s =
+        store_->Scan(Cf::kXattrs, XattrPrefix(ino), XattrPrefix(ino + 1),
+                     [&](absl::string_view k, absl::string_view v) {
+                       list += k.size() - 8 + 1;
+                       bytes += k.size() - 8 + v.size();
+                       return true;
+                     });
+    if (!s.ok()) return s;
+    if (*old) {
+      bytes -= (*old)->size();
+    } else {
+      list += name.size() + 1;
+      bytes += name.size();
+    }
+    bytes += value.size();
+    if (list > kMaxXattrList || bytes > kMaxXattrBytes) {
+      return MakeError(
+          Errc::kNoSpace,
+          absl::StrCat("extended attributes of ", ino,
+                       " would pass the per-inode limit (", kMaxXattrList,
+                       " bytes of names, ", kMaxXattrBytes, " in all)"));
+    }
+  }
   op.batch().Put(Cf::kXattrs, XattrKey(ino, name), value);
   r->ctime = Now();
   op.PutInode(*r);

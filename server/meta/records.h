@@ -33,6 +33,10 @@ inline constexpr size_t kMaxMappings = 1024;
 inline constexpr uint32_t kMaxLinks = 65000;
 inline constexpr size_t kMaxXattrName = 255;
 inline constexpr size_t kMaxXattrValue = 65536;
+// Per inode: the names with their NULs must fit listxattr's largest buffer
+// (XATTR_LIST_MAX), and names plus values stay within 1 MiB.
+inline constexpr size_t kMaxXattrList = 65536;
+inline constexpr size_t kMaxXattrBytes = 1 << 20;
 
 struct Timespec {
   int64_t sec = 0;

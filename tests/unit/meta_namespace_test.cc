@@ -2,6 +2,8 @@
 // persistence, orphans, fencing, extended attributes.
 #include <sys/stat.h>
 
+#include <cerrno>
+
 #include "common/status.h"
 #include "gtest/gtest.h"
 #include "server/meta/meta_server.h"
@@ -453,6 +455,50 @@ TEST_F(MetaNamespaceTest, ExtendedAttributes) {
             Errc::kNotSupported);
   ASSERT_TRUE(server_->RemoveXattr(kSession, f.ino, "user.a").ok());
   EXPECT_TRUE(server_->ListXattr(f.ino)->empty());
+  ExpectClean();
+}
+
+// Attributes per inode are bounded, as on every local filesystem: the
+// list of names must fit listxattr's 64 KiB buffer, and names and values
+// together 1 MiB. Past either, NO_SPACE (ENOSPC) and nothing changes.
+TEST_F(MetaNamespaceTest, ExtendedAttributesPerInodeAreBounded) {
+  Attr f = MustCreate(kRootIno, "f");
+  size_t list = 0;
+  int n = 0;
+  for (;; ++n) {
+    std::string name = "user.var_" + std::to_string(n);
+    absl::Status s = server_->SetXattr(kSession, f.ino, name, "v", 0);
+    if (!s.ok()) {
+      EXPECT_EQ(ErrcOf(s), Errc::kNoSpace) << s;
+      EXPECT_EQ(ErrnoOf(s), ENOSPC);
+      EXPECT_GT(list + name.size() + 1, 65536u);
+      break;
+    }
+    list += name.size() + 1;
+    ASSERT_LE(list, 65536u);
+  }
+  EXPECT_EQ(server_->ListXattr(f.ino)->size(), static_cast<size_t>(n));
+  // Replacing a value still works; so does removing and adding back.
+  ASSERT_TRUE(server_->SetXattr(kSession, f.ino, "user.var_0", "w", 2).ok());
+  ASSERT_TRUE(server_->RemoveXattr(kSession, f.ino, "user.var_0").ok());
+  ASSERT_TRUE(server_->SetXattr(kSession, f.ino, "user.var_0", "x", 0).ok());
+
+  Attr g = MustCreate(kRootIno, "g");
+  const std::string value(65536, 'v');
+  int big = 0;
+  for (; big < 64; ++big) {
+    absl::Status s = server_->SetXattr(
+        kSession, g.ino, "user.big" + std::to_string(big), value, 0);
+    if (!s.ok()) {
+      EXPECT_EQ(ErrcOf(s), Errc::kNoSpace) << s;
+      break;
+    }
+  }
+  EXPECT_EQ(big, 15);  // 16 would pass 1 MiB with their names.
+  EXPECT_EQ(server_->ListXattr(g.ino)->size(), 15u);
+  // A smaller value in place of a big one makes room again.
+  ASSERT_TRUE(server_->SetXattr(kSession, g.ino, "user.big0", "s", 2).ok());
+  EXPECT_TRUE(server_->SetXattr(kSession, g.ino, "user.big15", value, 0).ok());
   ExpectClean();
 }
 
