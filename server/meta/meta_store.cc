@@ -138,6 +138,11 @@ MetaStore::SeekForPrev(Cf cf, absl::string_view prefix, absl::string_view key,
                        const ReadView* view) {
   rocksdb::ReadOptions ro;
   if (view) ro.snapshot = view->snap_;
+  // Bounded below by the prefix: without it a backward seek walks through
+  // every deleted key before it (the extents of each file deleted since
+  // the last compaction) to reach a live one it then throws away.
+  rocksdb::Slice lower(prefix.data(), prefix.size());
+  ro.iterate_lower_bound = &lower;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, Handle(cf)));
   it->SeekForPrev(Slice(key));
   std::optional<std::pair<std::string, std::string>> out;
