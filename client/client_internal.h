@@ -345,6 +345,12 @@ class Client::Impl {
   void DropMapsKeepEpoch(InodeState& in, const ByteRange& range)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
   void NoteLost(InodeState& in, uint64_t pages);
+  // A lock callback's write-back failed and the lock goes anyway: the
+  // dirty data of `range` is lost (Linux marks such pages clean and reports
+  // the error at fsync), and the cached attributes that described it.
+  void LoseUnwritten(InodeState& in, const ByteRange& range);
+  // Whether a failed write-back in a callback is worth another try.
+  static bool RetryWriteback(const absl::Status& s);
 
   std::shared_ptr<InodeState> GetInode(uint64_t ino);
   std::shared_ptr<InodeState> FindInode(uint64_t ino);

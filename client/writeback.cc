@@ -555,7 +555,7 @@ void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
   absl::Status s;
   for (int i = 0; i < kHookRetries; ++i) {
     s = WritebackLocked(*in, range);
-    if (s.ok() || ErrcOf(s) == Errc::kIoError) break;
+    if (s.ok() || !RetryWriteback(s)) break;
     absl::SleepFor(absl::Milliseconds(100 << i));
   }
   if (!s.ok()) {
@@ -566,8 +566,28 @@ void Client::Impl::InvalDemote(uint64_t ino, const ByteRange& range,
   (void)FaultPoint("client.inval_between_writeback_and_invalidate");
   if (keep == LockMode::kSh && s.ok()) return;  // Clean pages may stay.
   if (UnsafeSwitch("unsafe.client.inval_keep_cache")) return;
+  if (!s.ok()) {
+    LoseUnwritten(*in, range);
+    return;
+  }
   uint64_t dirty = DropCached(*in, range);
   if (dirty > 0) NoteLost(*in, dirty);
+}
+
+bool Client::Impl::RetryWriteback(const absl::Status& s) {
+  // Refused for good (fenced, lost), or no space: waiting will not help
+  // within a callback's time.
+  Errc e = ErrcOf(s);
+  return e != Errc::kIoError && e != Errc::kNoSpace;
+}
+
+void Client::Impl::LoseUnwritten(InodeState& in, const ByteRange& range) {
+  uint64_t dirty = DropCached(in, range);
+  if (dirty > 0) NoteLost(in, dirty);
+  // The size and times of the lost data were only ours: the next stat
+  // asks the server, so this node agrees with every other.
+  ForgetInode(in);
+  InvalidateAttributesAbove(in.ino);
 }
 
 void Client::Impl::InvalLost(uint64_t ino, const ByteRange& range) {
@@ -637,18 +657,23 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
     absl::MutexLock lock(&in->mu);
     while (in->new_children > 0) in->children_locked.Wait(&in->mu);
   }
-  absl::MutexLock lock(&in->wb_mu);
+  absl::ReleasableMutexLock lock(&in->wb_mu);
   // The size and mtime of dirty data reach the server with the data.
   absl::Status s;
   for (int i = 0; i < kHookRetries; ++i) {
     s = WritebackLocked(*in, WholeFile());
-    if (s.ok() || ErrcOf(s) == Errc::kIoError) break;
+    if (s.ok() || !RetryWriteback(s)) break;
     absl::SleepFor(absl::Milliseconds(100 << i));
   }
   if (!s.ok()) {
     RANGEFS_LOG(ERROR) << "inode " << ino << ": write-back for an attribute "
                        << "callback failed: " << s.message();
+    // The attributes go with the lock, and the data they described with
+    // them; so do the kernel's copies (clean: it wrote them to us), after
+    // wb_mu, which a write from the kernel would need.
+    LoseUnwritten(*in, WholeFile());
   }
+  const bool lost = !s.ok();
   if (keep != LockMode::kSh) {
     // Opens counted under the lock must be known to the metadata server
     // before another node may remove the file's last name.
@@ -664,6 +689,10 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
     }
     ForgetInode(*in);
     InvalidateAttributesAbove(ino);
+  }
+  if (lost) {
+    lock.Release();
+    InvalidateAbove(ino, WholeFile());
   }
 }
 

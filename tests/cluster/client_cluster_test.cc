@@ -843,6 +843,39 @@ TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// Dirty data that cannot be written back when another node asks for the
+// file (a full filesystem) is lost, as a failed write-back is on Linux:
+// the writer gives up its pages and its size with the lock, so both nodes
+// agree on what the file holds, and the writer's handle reports the loss.
+TEST_F(ClientClusterTest,
+       DataThatCannotBeWrittenBackForACallbackIsLostOnBothNodes) {
+  LocalClusterOptions o;
+  o.device_size = 4ull << 20;
+  StartCluster(o);
+  auto a = Node("a");
+  auto b = Node("b");
+  absl::StatusOr<FsStat> empty = a->StatFs();
+  ASSERT_TRUE(empty.ok());
+  const uint64_t free_bytes = empty->free_blocks * empty->block_size;
+  uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
+  // Twice the space there is, left dirty (under the node's dirty limit).
+  MustWrite(*a, fa, Fill('a', 2 * free_bytes), 0);
+
+  absl::StatusOr<Attr> on_b = b->Resolve("/f");
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_LE(on_b->size, free_bytes);
+  absl::StatusOr<Attr> on_a = a->FileAttr(fa);
+  ASSERT_TRUE(on_a.ok()) << on_a.status();
+  EXPECT_EQ(on_a->size, on_b->size);
+  uint64_t fb = MustOpen(*b, "/f", O_RDONLY);
+  EXPECT_TRUE(
+      SameBytes(MustRead(*b, fb, 0, 2 * free_bytes), Fill('a', on_b->size)));
+  EXPECT_NE(a->Fsync(fa, false), absl::OkStatus());
+  EXPECT_TRUE(b->Close(fb).ok());
+  (void)a->Close(fa);
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // A node tells the metadata server of its opens only when it lets go of
 // the file's INODE lock or removes a name of the file itself: the file
 // must live on in both cases, and be freed at the last close.
