@@ -78,13 +78,15 @@ class FuseMountTest : public ::testing::Test {
     if (access("/dev/fuse", R_OK | W_OK) != 0) {
       GTEST_SKIP() << "/dev/fuse is not usable here";
     }
-    cluster_ = std::make_unique<testing::LocalCluster>();
+    cluster_ = std::make_unique<testing::LocalCluster>(ClusterOptions());
     std::string why;
     ASSERT_TRUE(cluster_->Start(&why)) << why;
     conf_ = cluster_->dir() + "/cluster.conf";
     ASSERT_TRUE(WriteFile(conf_, cluster_->config()));
     for (int i = 0; i < 2; ++i) Mount(i);
   }
+
+  virtual testing::LocalClusterOptions ClusterOptions() { return {}; }
 
   void Mount(int i) {
     mnt_[i] = cluster_->dir() + "/mnt" + std::to_string(i);
@@ -731,6 +733,59 @@ TEST_F(FuseMountTest, CleanShutdownWritesDirtyDataBack) {
   ASSERT_TRUE(WriteFile(P(0, "late"), std::string(300000, 'L')));
   Unmount(0);
   EXPECT_EQ(ReadFile(P(1, "late")), std::string(300000, 'L'));
+}
+
+// A mount of a filesystem with 16 MiB of space.
+class FuseSmallMountTest : public FuseMountTest {
+ protected:
+  testing::LocalClusterOptions ClusterOptions() override {
+    testing::LocalClusterOptions o;
+    o.device_size = 8ull << 20;
+    return o;
+  }
+};
+
+// Writing until the filesystem is full: the writer gets ENOSPC (from a
+// write, fsync or close), the space is used to the last block, both mounts
+// agree on the file, and removing it gives the space back.
+TEST_F(FuseSmallMountTest,
+       FillingTheFilesystemEndsInNoSpaceAndBothMountsAgree) {
+  struct statfs before;
+  ASSERT_EQ(statfs(mnt_[0].c_str(), &before), 0);
+  const uint64_t space = before.f_bfree * before.f_bsize;
+  int fd = open(P(0, "full").c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  const std::string chunk(1 << 20, 'F');
+  int err = 0;
+  for (uint64_t written = 0; written < 16 * space && err == 0;) {
+    ssize_t n = write(fd, chunk.data(), chunk.size());
+    if (n < 0) {
+      err = errno;
+    } else {
+      written += static_cast<uint64_t>(n);
+    }
+  }
+  if (err == 0 && fsync(fd) != 0) err = errno;
+  if (close(fd) != 0 && err == 0) err = errno;
+  EXPECT_EQ(err, ENOSPC) << strerror(err);
+  struct statfs full;
+  ASSERT_EQ(statfs(mnt_[1].c_str(), &full), 0);
+  EXPECT_EQ(full.f_bfree, 0u);
+  struct stat on0, on1;
+  ASSERT_EQ(stat(P(1, "full").c_str(), &on1), 0);
+  ASSERT_EQ(stat(P(0, "full").c_str(), &on0), 0);
+  EXPECT_EQ(on0.st_size, on1.st_size);
+  EXPECT_LE(static_cast<uint64_t>(on1.st_size), space);
+  std::string got = ReadFile(P(1, "full"));
+  EXPECT_EQ(got.size(), static_cast<size_t>(on1.st_size));
+  EXPECT_EQ(got.find_first_not_of('F'), std::string::npos);
+
+  ASSERT_EQ(unlink(P(0, "full").c_str()), 0);
+  struct statfs after;
+  ASSERT_EQ(statfs(mnt_[1].c_str(), &after), 0);
+  EXPECT_EQ(after.f_bfree, before.f_bfree);
+  ASSERT_TRUE(WriteFile(P(1, "again"), std::string(1 << 20, 'A')));
+  EXPECT_EQ(ReadFile(P(0, "again")), std::string(1 << 20, 'A'));
 }
 
 TEST_F(FuseMountTest, ParallelWritersOnBothMountsLeaveConsistentFiles) {
