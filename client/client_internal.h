@@ -309,9 +309,12 @@ class Client::Impl {
   // commits it, remapping and redoing a piece whose commit is STALE.
   // Block-aligned. The size becomes at least min(size_floor, end of the
   // data).
+  // On failure, *committed (if given) is how many bytes from `offset` are
+  // on the servers and committed (a short write: space ran out).
   absl::Status WriteBlocks(InodeState& in, uint64_t offset, char* const* pages,
                            uint64_t length, uint64_t size_floor, bool sync,
-                           const LockCache::SessionSnapshot& snap);
+                           const LockCache::SessionSnapshot& snap,
+                           uint64_t* committed = nullptr);
   // Reads [offset, offset + length) of the file through fresh mappings into
   // `out` (direct I/O; holes and unwritten read as zeros).
   absl::Status ReadBlocksDirect(InodeState& in, uint64_t offset,

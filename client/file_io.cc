@@ -496,13 +496,15 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
       if (absl::Status s = CheckLost(in, h); !s.ok()) return s;
       char* bounced = bounce.Get(want);
       copied = PageFloor(CopyFromUser(bounced, src, want));
+      absl::Status failed;
       if (copied > 0) {
-        if (absl::Status s =
-                WriteBlocks(in, pos, PageSlices(bounced, copied).data(), copied,
-                            pos + copied, sync, snap);
-            !s.ok()) {
-          return s;
-        }
+        uint64_t committed = 0;
+        failed = WriteBlocks(in, pos, PageSlices(bounced, copied).data(),
+                             copied, pos + copied, sync, snap, &committed);
+        // What was committed before a failure (space ran out) is written:
+        // a short count, as Linux returns, unless nothing was.
+        if (!failed.ok() && done + committed == 0) return failed;
+        if (!failed.ok()) copied = committed;
       }
       // Other nodes' cached attributes go when we take INODE EX; the
       // committed size is already on the server.
@@ -518,6 +520,7 @@ absl::StatusOr<size_t> Client::Impl::Write(const Handle& h, const char* buf,
         }
       }
       done += copied;
+      if (!failed.ok()) break;
       if (copied < want) {
         ++counters.short_copies;
         if (!budget.Retry(copied)) {

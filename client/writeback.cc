@@ -391,9 +391,13 @@ absl::Status Client::Impl::RunParallel(
 absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
                                        char* const* pages, uint64_t length,
                                        uint64_t size_floor, bool sync,
-                                       const LockCache::SessionSnapshot& snap) {
+                                       const LockCache::SessionSnapshot& snap,
+                                       uint64_t* committed) {
   const uint64_t end = offset + length;
   uint64_t pos = offset;
+  auto report = absl::MakeCleanup([&] {
+    if (committed != nullptr) *committed = pos - offset;
+  });
   int stale = 0;
   while (pos < end) {
     ++counters.map_calls;

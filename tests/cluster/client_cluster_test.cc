@@ -843,6 +843,34 @@ TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// A direct write that runs out of space part way returns what it wrote,
+// as Linux does: the bytes are on the servers and the size covers them.
+TEST_F(ClientClusterTest, DirectWriteRunningOutOfSpaceIsShort) {
+  LocalClusterOptions o;
+  o.device_size = 4ull << 20;
+  StartCluster(o);
+  auto a = Node("a");
+  auto b = Node("b");
+  absl::StatusOr<FsStat> empty = a->StatFs();
+  ASSERT_TRUE(empty.ok());
+  const uint64_t free_bytes = empty->free_blocks * empty->block_size;
+  ASSERT_EQ(free_bytes, 8u << 20);
+  uint64_t fa = MustOpen(*a, "/d", O_RDWR | O_CREAT | O_DIRECT);
+  MustWrite(*a, fa, Fill('1', 6 << 20), 0);
+  const std::string more = Fill('2', 4 << 20);
+  absl::StatusOr<size_t> n = a->Write(fa, more.data(), more.size(), 6 << 20);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2u << 20);
+  EXPECT_EQ(ErrnoOf(a->Write(fa, more.data(), kPage, 8 << 20).status()),
+            ENOSPC);
+  uint64_t fb = MustOpen(*b, "/d", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, 12 << 20),
+                        Fill('1', 6 << 20) + Fill('2', 2 << 20)));
+  EXPECT_TRUE(b->Close(fb).ok());
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // Dirty data that cannot be written back when another node asks for the
 // file (a full filesystem) is lost, as a failed write-back is on Linux:
 // the writer gives up its pages and its size with the lock, so both nodes
