@@ -97,6 +97,8 @@ struct DirPage {
 
 struct FsStat {
   uint32_t block_size = 0;
+  // `files` are the inodes in use, `free_files` how many more can be made
+  // (statfs's f_files is their sum).
   uint64_t total_blocks = 0, free_blocks = 0, files = 0, free_files = 0;
   uint32_t name_max = 0;
 };

@@ -553,7 +553,7 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
   st.f_blocks = s->total_blocks;
   st.f_bfree = s->free_blocks;
   st.f_bavail = s->free_blocks;
-  st.f_files = s->files;
+  st.f_files = s->files + s->free_files;  // The total; files are in use.
   st.f_ffree = s->free_files;
   st.f_favail = s->free_files;
   st.f_namemax = s->name_max;

@@ -735,6 +735,20 @@ TEST_F(FuseMountTest, CleanShutdownWritesDirtyDataBack) {
   EXPECT_EQ(ReadFile(P(1, "late")), std::string(300000, 'L'));
 }
 
+// statfs counts inodes as df -i expects: f_files is the total, of which
+// f_ffree are free, so the used count (f_files - f_ffree) is the files
+// there are and moves with each create.
+TEST_F(FuseMountTest, StatfsInodeCountsAddUp) {
+  struct statfs before, after;
+  ASSERT_EQ(statfs(mnt_[0].c_str(), &before), 0);
+  EXPECT_GE(before.f_files, before.f_ffree);
+  ASSERT_TRUE(WriteFile(P(0, "counted"), "x"));
+  ASSERT_EQ(mkdir(P(0, "counted.d").c_str(), 0755), 0);
+  ASSERT_EQ(statfs(mnt_[1].c_str(), &after), 0);
+  EXPECT_EQ(after.f_files, before.f_files);
+  EXPECT_EQ(after.f_files - after.f_ffree, before.f_files - before.f_ffree + 2);
+}
+
 // A mount of a filesystem with 16 MiB of space.
 class FuseSmallMountTest : public FuseMountTest {
  protected:
