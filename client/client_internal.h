@@ -508,6 +508,11 @@ class Client::Impl {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int readaheads_ ABSL_GUARDED_BY(mu_) = 0;      // Queued or running.
   int new_file_locks_ ABSL_GUARDED_BY(mu_) = 0;  // Queued or running.
+  // Held from taking a leased inode number to queueing its create: the
+  // metadata server takes a session's numbers in increasing order (those
+  // below the last one used go unused), so creates must queue in number
+  // order. Before lease_mu_ and every other mutex.
+  absl::Mutex create_order_mu_;
   // Inode numbers leased to the session `lease_session_` ([next, end)
   // ranges, oldest first), and whether a new lease is on its way.
   absl::Mutex lease_mu_;

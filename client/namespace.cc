@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "client/client_internal.h"
+#include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/status.h"
 
@@ -344,8 +345,10 @@ std::optional<Attr> Client::Impl::CreateAhead(
   // now on under the caller's EX.
   absl::StatusOr<Attr> d = CachedAttr(*dir);
   if (!d.ok() || !S_ISDIR(d->mode) || d->nlink == 0) return std::nullopt;
+  absl::MutexLock order(&create_order_mu_);
   const uint64_t ino = LeasedIno();
   if (ino == 0) return std::nullopt;
+  (void)FaultPoint("client.create_ahead.numbered");
   // What the server will make of it (MakeNode).
   Attr a;
   a.ino = ino;

@@ -560,6 +560,38 @@ TEST_F(ClientClusterTest, NewFileIsLockedBeforeAnotherNodeCanReachIt) {
 // is sent ahead, here held up 1.5 s): the node's own later calls, and
 // any other node, still see the file as if the create had been
 // synchronous; a create the server refuses turns the handle's I/O into EIO.
+// The metadata server takes a session's leased inode numbers in order
+// (numbers below the last one used go unused), so creates sent ahead from
+// two directories at once must reach it in the order of their numbers.
+TEST_F(ClientClusterTest, CreatesAheadInTwoDirectoriesAtOnceAllSucceed) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  ASSERT_TRUE(CreatesGoAhead(*a));
+  auto d1 = a->Mkdir(kRootIno, "d1", 0755, Creds{});
+  auto d2 = a->Mkdir(kRootIno, "d2", 0755, Creds{});
+  ASSERT_TRUE(d1.ok() && d2.ok());
+  const ClientStats before = a->Stats();
+  // The first create stops after taking its number; the second takes the
+  // next number meanwhile.
+  FaultRegistry::Global().Set("client.create_ahead.numbered",
+                              {400, Errc::kOk, 1});
+  std::thread first([&] {
+    auto f = a->Create(d1->ino, "x", 0644, O_RDWR, Creds{});
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_TRUE(a->Close(f->second).ok());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto g = a->Create(d2->ino, "y", 0644, O_RDWR, Creds{});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_TRUE(a->Close(g->second).ok());
+  first.join();
+  EXPECT_EQ(a->Stats().creates_ahead, before.creates_ahead + 2);
+  EXPECT_TRUE(b->Resolve("/d1/x").ok());
+  EXPECT_TRUE(b->Resolve("/d2/y").ok());
+  EXPECT_EQ(a->Stats().creates_ahead_failed, before.creates_ahead_failed);
+}
+
 TEST_F(ClientClusterTest, CreateSentAheadIsSeenAsIfItHadWaited) {
   StartCluster();
   auto a = Node("a");
