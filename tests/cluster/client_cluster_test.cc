@@ -27,7 +27,20 @@
 namespace rangefs::client {
 namespace {
 
-class ClientClusterTest : public ClientClusterFixture {};
+class ClientClusterTest : public ClientClusterFixture {
+ protected:
+  // A cluster whose two data servers hold `device_size` bytes each.
+  void StartSmallCluster(uint64_t device_size) {
+    LocalClusterOptions o;
+    o.device_size = device_size;
+    StartCluster(o);
+  }
+  static uint64_t FreeBytes(Client& c) {
+    absl::StatusOr<FsStat> s = c.StatFs();
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->free_blocks * s->block_size : 0;
+  }
+};
 
 int64_t ToNanos(const Timespec& t) { return t.sec * 1000000000 + t.nsec; }
 
@@ -845,14 +858,10 @@ TEST_F(ClientClusterTest, UnlinkedFileLivesUntilTheLastCloseInTheCluster) {
 // left writes what fits and reports NO_SPACE for the rest, keeping it
 // dirty, so the same fsync succeeds once space is freed.
 TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
-  LocalClusterOptions o;
-  o.device_size = 8ull << 20;
-  StartCluster(o);
+  StartSmallCluster(8ull << 20);
   auto a = Node("a");
   auto b = Node("b");
-  absl::StatusOr<FsStat> empty = a->StatFs();
-  ASSERT_TRUE(empty.ok());
-  const uint64_t free_bytes = empty->free_blocks * empty->block_size;
+  const uint64_t free_bytes = FreeBytes(*a);
   ASSERT_GT(free_bytes, 4u << 20);
   // All but 16 blocks in one file, then more than those 16 in another.
   uint64_t f1 = WriteSynced(*a, "/first", Fill('1', free_bytes - 16 * kPage));
@@ -878,14 +887,10 @@ TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
 // A direct write that runs out of space part way returns what it wrote,
 // as Linux does: the bytes are on the servers and the size covers them.
 TEST_F(ClientClusterTest, DirectWriteRunningOutOfSpaceIsShort) {
-  LocalClusterOptions o;
-  o.device_size = 4ull << 20;
-  StartCluster(o);
+  StartSmallCluster(4ull << 20);
   auto a = Node("a");
   auto b = Node("b");
-  absl::StatusOr<FsStat> empty = a->StatFs();
-  ASSERT_TRUE(empty.ok());
-  const uint64_t free_bytes = empty->free_blocks * empty->block_size;
+  const uint64_t free_bytes = FreeBytes(*a);
   ASSERT_EQ(free_bytes, 8u << 20);
   uint64_t fa = MustOpen(*a, "/d", O_RDWR | O_CREAT | O_DIRECT);
   MustWrite(*a, fa, Fill('1', 6 << 20), 0);
@@ -909,14 +914,10 @@ TEST_F(ClientClusterTest, DirectWriteRunningOutOfSpaceIsShort) {
 // agree on what the file holds, and the writer's handle reports the loss.
 TEST_F(ClientClusterTest,
        DataThatCannotBeWrittenBackForACallbackIsLostOnBothNodes) {
-  LocalClusterOptions o;
-  o.device_size = 4ull << 20;
-  StartCluster(o);
+  StartSmallCluster(4ull << 20);
   auto a = Node("a");
   auto b = Node("b");
-  absl::StatusOr<FsStat> empty = a->StatFs();
-  ASSERT_TRUE(empty.ok());
-  const uint64_t free_bytes = empty->free_blocks * empty->block_size;
+  const uint64_t free_bytes = FreeBytes(*a);
   uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
   // Twice the space there is, left dirty (under the node's dirty limit).
   MustWrite(*a, fa, Fill('a', 2 * free_bytes), 0);
