@@ -672,12 +672,14 @@ void Client::Impl::InodeDemote(uint64_t ino, LockMode keep) {
   if (!s.ok()) {
     RANGEFS_LOG(ERROR) << "inode " << ino << ": write-back for an attribute "
                        << "callback failed: " << s.message();
-    // The attributes go with the lock, and the data they described with
-    // them; so do the kernel's copies (clean: it wrote them to us), after
-    // wb_mu, which a write from the kernel would need.
-    LoseUnwritten(*in, WholeFile());
   }
-  const bool lost = !s.ok();
+  // Refused for good (no space, a lost session): the attributes go with
+  // the lock, and the data they described with them; so do the kernel's
+  // copies (clean: it wrote them to us), after wb_mu, which a write from
+  // the kernel would need. A server away keeps the pages dirty for the
+  // INVAL callback or the flusher to try again.
+  const bool lost = !s.ok() && !RetryWriteback(s);
+  if (lost) LoseUnwritten(*in, WholeFile());
   if (keep != LockMode::kSh) {
     // Opens counted under the lock must be known to the metadata server
     // before another node may remove the file's last name.
