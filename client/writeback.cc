@@ -512,13 +512,20 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
         ++j;
       }
       // A run of consecutive pages, sent from their frames.
-      absl::Status s =
-          WriteBlocks(in, dirty[i].index * kPageSize, dirty.Frames(i),
-                      (j - i) * kPageSize, size, /*sync=*/false, snap);
+      uint64_t committed = 0;
+      absl::Status s = WriteBlocks(in, dirty[i].index * kPageSize,
+                                   dirty.Frames(i), (j - i) * kPageSize, size,
+                                   /*sync=*/false, snap, &committed);
       if (!s.ok()) {
         Errc e = ErrcOf(s);
         if (e != Errc::kFenced && e != Errc::kNotFound) {
-          return s;  // Pages stay dirty; a later writeback retries.
+          // What the servers have (space ran out part way) is clean; the
+          // rest stays dirty and a later writeback retries it.
+          const size_t done = committed / kPageSize;
+          pages_.MarkClean(in.ino, &dirty.pages[i], done,
+                           /*drop=*/cache_above.load() != nullptr);
+          counters.writeback_pages += done;
+          return s;
         }
         drop(i, dirty.size());
         failed = MakeError(Errc::kIoError,

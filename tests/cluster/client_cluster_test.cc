@@ -869,6 +869,8 @@ TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
   const std::string second = Fill('2', 1 << 20);
   MustWrite(*a, f2, second, 0);
   EXPECT_EQ(ErrnoOf(a->Fsync(f2, false)), ENOSPC);
+  // What went to the servers is clean; only what did not fit stays dirty.
+  EXPECT_EQ(a->Stats().dirty_pages, second.size() / kPage - 16);
   absl::StatusOr<FsStat> full = a->StatFs();
   ASSERT_TRUE(full.ok());
   EXPECT_EQ(full->free_blocks, 0u);
