@@ -101,8 +101,7 @@ absl::StatusOr<uint64_t> MetaServer::FillHoles(Op& op, InodeRecord& r,
                        absl::StrCat("no free block for inode ", r.ino));
     }
     holes = std::move(fit);
-    total = 0;
-    for (const ByteRange& h : holes) total += h.Length();
+    total = allocator_.free_bytes() - budget;
     if (total == 0) return 0;
   }
   absl::StatusOr<std::vector<PhysExtent>> pieces =
