@@ -165,7 +165,18 @@ client::Timespec FromTimespec(const struct timespec& t) {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-  static_cast<Mount*>(userdata)->initialized = true;
+  Mount* m = static_cast<Mount*>(userdata);
+  m->initialized = true;
+  // Readahead READs are background requests, and one may wait for the
+  // node's locks while a callback's invalidation waits for write-back
+  // WRITEs of mapped pages, also background requests: if READs waiting so
+  // filled the kernel's limit of background requests (12 by default),
+  // those WRITEs would queue behind them and both mounts would hang (with
+  // -o max_background=1 the KernelCacheRevokes tests hang at once). The
+  // limit stays below the daemon's workers (main.cc), which every request
+  // needs too.
+  conn->max_background = m->max_background;
+  conn->congestion_threshold = m->max_background / 4 * 3;
   conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   // Record locks are cluster-wide (lockd), not per mount.
   if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;

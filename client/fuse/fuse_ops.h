@@ -25,6 +25,9 @@ struct Mount {
   client::Client* client = nullptr;
   KernelCache* kcache = nullptr;         // Null: no kernel page cache.
   std::atomic<bool> initialized{false};  // The kernel's INIT was answered.
+  // The kernel's limit of background requests (readahead READs, write-back
+  // WRITEs, RELEASEs): fewer than the daemon's workers.
+  unsigned max_background = 256;
 };
 
 // The operations table (userdata: a Mount*).

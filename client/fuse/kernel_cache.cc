@@ -137,7 +137,8 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
     // 0: to the end of the file.
     const off_t len =
         range.ToInfinity() ? 0 : static_cast<off_t>(range.end - range.start);
-    int rc = fuse_lowlevel_notify_inval_inode(se, ino, off, len);
+    int rc = notify_ ? notify_(ino, off, len)
+                     : fuse_lowlevel_notify_inval_inode(se, ino, off, len);
     if (rc != 0 && rc != -ENOENT) {
       RANGEFS_LOG(WARNING) << "inode " << ino
                            << ": kernel cache invalidation of "
@@ -233,10 +234,13 @@ void KernelCache::Invalidate(uint64_t ino, uint64_t offset, uint64_t length) {
   std::vector<ByteRange> need{ByteRange{offset, end}};
   {
     absl::MutexLock lock(&mu_);
-    if (se_ == nullptr || stopping_) return;
+    if ((se_ == nullptr && !notify_) || stopping_) return;
     ++stats_.invalidations;
   }
-  absl::Duration wait = absl::Milliseconds(20);
+  // The notifications under way (`sent` by slot) and what of them is
+  // still blocked.
+  std::shared_ptr<Batch> batch;
+  std::vector<ByteRange> sent;
   for (int round = 1;; ++round) {
     // What is in flight holds its pages locked and not up to date: nothing
     // stale there, and notifying it could wait for the very callback that
@@ -245,7 +249,6 @@ void KernelCache::Invalidate(uint64_t ino, uint64_t offset, uint64_t length) {
     // The naive way, for the test that shows why not: notify everything
     // and wait for it.
     const bool naive = UnsafeSwitch("unsafe.fuse.inval_waits_on_requests");
-    if (naive) wait = absl::InfiniteDuration();
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
@@ -259,32 +262,40 @@ void KernelCache::Invalidate(uint64_t ino, uint64_t offset, uint64_t length) {
       }
     }
     if (todo.empty()) return;
-    auto batch = std::make_shared<Batch>();
-    for (const ByteRange& r : todo) Notify(ino, r, batch);
+    if (batch == nullptr || todo != need) {
+      // The first round, or a request came in flight over part of what is
+      // still blocked, maybe on that request's pages: the rest is notified
+      // afresh, and the blocked notifications finish by themselves once
+      // their pages unlock. Nothing else makes a new one: a notification
+      // blocked on pages that no request of ours holds (a write-back
+      // under way, a request the kernel has yet to send) waits for them.
+      if (batch != nullptr) {
+        absl::MutexLock lock(&mu_);
+        stats_.abandoned += need.size();
+      }
+      batch = std::make_shared<Batch>();
+      for (const ByteRange& r : todo) Notify(ino, r, batch);
+      sent = todo;
+    }
     need.clear();
     {
       absl::MutexLock lock(&batch->mu);
       auto all_done = [&batch]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch->mu) {
         return batch->left == 0;
       };
-      batch->mu.AwaitWithTimeout(absl::Condition(&all_done), wait);
-      for (size_t i = 0; i < todo.size(); ++i) {
-        if (!batch->done[i]) need.push_back(todo[i]);
+      batch->mu.AwaitWithTimeout(
+          absl::Condition(&all_done),
+          naive ? absl::InfiniteDuration() : absl::Milliseconds(20));
+      for (size_t i = 0; i < sent.size(); ++i) {
+        if (!batch->done[i]) need.push_back(sent[i]);
       }
     }
     if (need.empty()) return;
-    // Blocked on a page whose request reached us meanwhile (it is in
-    // flight now) or has yet to: let it finish alone, notify again.
-    {
-      absl::MutexLock lock(&mu_);
-      stats_.abandoned += need.size();
-    }
-    if ((round & (round - 1)) == 0 && round >= 8) {
+    if ((round & (round - 1)) == 0 && round >= 64) {
       RANGEFS_LOG(WARNING) << "inode " << ino << ": kernel cache invalidation "
                            << "still waiting on locked pages after " << round
                            << " rounds";
     }
-    wait = std::min(wait * 2, absl::Seconds(1));
   }
 }
 

@@ -17,10 +17,11 @@
 // of a request in flight on this mount (Register/Unregister): those pages
 // are locked and not up to date, so they hold nothing stale, and their
 // request gets its bytes under a lock granted after the callback. Each
-// notification runs on its own thread; one still blocked after a short
-// while (a page locked by a request that registered meanwhile) is left to
-// finish by itself and its range is notified again, minus what is in
-// flight by then.
+// notification runs on its own thread. When a request comes in flight
+// over a range whose notification is still blocked (maybe on that
+// request's pages), the blocked one is left to finish by itself and the
+// range is notified again minus what is in flight; nothing else starts a
+// new notification, so threads are bounded by the requests.
 //
 // Pages the kernel may dirty (a shared writable mapping needs a writable
 // open file) must sit under INVAL EX: while an inode has a writable
@@ -45,9 +46,11 @@
 #include <fuse_lowlevel.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -58,7 +61,14 @@ namespace rangefs::fuse {
 
 class KernelCache : public client::CacheAbove {
  public:
+  // What sends one page-cache notification: 0 or -errno, like
+  // fuse_lowlevel_notify_inval_inode (length 0: to the end of the file).
+  using Notifier =
+      std::function<int(uint64_t ino, int64_t offset, int64_t length)>;
+
   KernelCache() = default;
+  // Page-cache notifications go to `notify`, not to a session (tests).
+  explicit KernelCache(Notifier notify) : notify_(std::move(notify)) {}
   ~KernelCache() override;  // Shutdown().
   KernelCache(const KernelCache&) = delete;
   KernelCache& operator=(const KernelCache&) = delete;
@@ -120,6 +130,7 @@ class KernelCache : public client::CacheAbove {
   // FUSE_NOTIFY_INC_EPOCH; 0 or -errno.
   static int IncEpoch(fuse_session* se);
 
+  const Notifier notify_;  // Empty: the session's.
   absl::Mutex mu_;
   fuse_session* se_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool names_ ABSL_GUARDED_BY(mu_) = false;  // The kernel keeps names.

@@ -8,7 +8,9 @@
 // cache_mb=N, kernel_cache=0|1, readahead_kb=N, create_ahead=0|1 (a create
 // returns before the metadata server has it), name_cache=0|1 (the kernel
 // keeps names and their absence under the directory's lock; needs the
-// kernel cache and Linux 6.16), log=FILE (where a daemonized
+// kernel cache and Linux 6.16), max_background=N (the kernel's limit of
+// background requests; default 256), max_threads=N (worker threads at
+// most; default 512), log=FILE (where a daemonized
 // mount logs; default /dev/null). Without -f the daemon detaches once the mount
 // is up, and the command fails with the reason if the cluster is unreachable or
 // the mount fails. SIGTERM, SIGINT or unmounting stop it cleanly: dirty data is
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -54,6 +57,12 @@ struct Options {
   int readahead_kb = 4096;  // The kernel's readahead on the mount.
   int create_ahead = 1;     // ClientOptions::create_ahead.
   int name_cache = 1;       // KernelCache::EnableNames.
+  int max_background = 0;   // Mount::max_background (0: its default).
+  // Worker threads at most. Ours, not libfuse's max_threads (whose default
+  // of 10 it cannot tell from a 10 asked for): a request waiting for the
+  // node's locks keeps its worker, and every request the kernel sends
+  // during a callback needs one.
+  int max_threads = kMaxWorkers;
 };
 
 const fuse_opt kOpts[] = {
@@ -64,6 +73,8 @@ const fuse_opt kOpts[] = {
     {"readahead_kb=%d", offsetof(Options, readahead_kb), 0},
     {"create_ahead=%d", offsetof(Options, create_ahead), 0},
     {"name_cache=%d", offsetof(Options, name_cache), 0},
+    {"max_background=%d", offsetof(Options, max_background), 0},
+    {"max_threads=%d", offsetof(Options, max_threads), 0},
     FUSE_OPT_END,
 };
 
@@ -156,6 +167,9 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   Mount mount;
   mount.client = c->get();
   mount.kcache = kcache.get();
+  if (opts.max_background > 0) {
+    mount.max_background = std::min<unsigned>(opts.max_background, 65535);
+  }
   fuse_session* se =
       fuse_session_new(args, &Operations(), sizeof(fuse_lowlevel_ops), &mount);
   if (se == nullptr) {
@@ -212,8 +226,9 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
       fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
     }
     fuse_loop_cfg_set_max_threads(
-        loop, cmd.max_threads > 0 && cmd.max_threads <= 100000 ? cmd.max_threads
-                                                               : kMaxWorkers);
+        loop, opts.max_threads > 0 && opts.max_threads <= 100000
+                  ? static_cast<unsigned>(opts.max_threads)
+                  : kMaxWorkers);
     ret = fuse_session_loop_mt_312(se, loop);
     fuse_loop_cfg_destroy(loop);
   }

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -17,6 +18,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -24,6 +26,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -87,6 +90,8 @@ class FuseMountTest : public ::testing::Test {
   }
 
   virtual testing::LocalClusterOptions ClusterOptions() { return {}; }
+  // More of the daemons' -o options (",name=value...").
+  virtual std::string MountOptions() { return ""; }
 
   void Mount(int i) {
     mnt_[i] = cluster_->dir() + "/mnt" + std::to_string(i);
@@ -94,7 +99,8 @@ class FuseMountTest : public ::testing::Test {
     daemons_[i] = std::make_unique<testing::Subprocess>();
     ASSERT_TRUE(daemons_[i]->Start(
         {testing::BinDir() + "/client/rangefs-fuse", conf_, mnt_[i], "-f", "-o",
-         "node=node" + std::to_string(i) + ",default_permissions,allow_other"},
+         "node=node" + std::to_string(i) + ",default_permissions,allow_other" +
+             MountOptions()},
         cluster_->dir() + "/node" + std::to_string(i) + ".log"));
     for (int t = 0; t < 200 && !Mounted(mnt_[i]); ++t) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -120,6 +126,145 @@ class FuseMountTest : public ::testing::Test {
 
   std::string P(int node, const std::string& name) {
     return mnt_[node] + "/" + name;
+  }
+
+  // Aborts both mounts' FUSE connections (their requests fail at once):
+  // how a test gets its threads back from a deadlocked kernel.
+  void AbortConnections() {
+    // Not through system(): a child would inherit the test's open files
+    // of the mounts, and their flush at its exit would hang too.
+    (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0,
+                nullptr);  // EBUSY if mounted already.
+    // The device numbers come from mountinfo: a stat of a hung mount may
+    // hang too.
+    std::ifstream mi("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(mi, line)) {
+      std::istringstream f(line);
+      std::string id, parent, majmin, root, point;
+      f >> id >> parent >> majmin >> root >> point;
+      if (point != mnt_[0] && point != mnt_[1]) continue;
+      std::ofstream abort("/sys/fs/fuse/connections/" +
+                          majmin.substr(majmin.find(':') + 1) + "/abort");
+      abort << "1";
+    }
+  }
+
+  // Mount 0 writes and truncates a file that mount 1 reads (with
+  // readahead) and stores into through a shared mapping: every write is an
+  // INVAL callback on mount 1 with READs and mapped-page write-back in
+  // flight.
+  void RevokeUnderReadsAndMappedStores(int readers = 1) {
+    // 4 MiB for each reader's readahead to be its own.
+    const size_t kLen = static_cast<size_t>(readers) * (4 << 20);
+    const int kChunks = static_cast<int>(kLen / (64 << 10)) - 4;
+    ASSERT_TRUE(WriteFile(P(0, "busy"), std::string(kLen, 'b')));
+    std::atomic<bool> stop{false};
+    std::atomic<int> reads{0};
+    std::atomic<int> finished{0};
+    // The stores come from a child process: once a hang is aborted its
+    // next fault is a SIGBUS, which must not end the test. It is forked
+    // before any file of the mounts is open here (its exit would flush
+    // them).
+    void* shared =
+        mmap(nullptr, sizeof(std::atomic<bool>), PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(shared, MAP_FAILED);
+    auto* child_stop = new (shared) std::atomic<bool>(false);
+    const std::string mapped = P(1, "busy");
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      int fd = open(mapped.c_str(), O_RDWR);
+      if (fd < 0) _exit(2);
+      char* m = static_cast<char*>(
+          mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+      if (m == MAP_FAILED) _exit(3);
+      for (int i = 0; !child_stop->load(); ++i) {
+        m[(i * 4096 * 3) % (1 << 20)] = 'm';
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, nullptr);
+      }
+      munmap(m, 1 << 20);  // Writes the dirty pages back.
+      close(fd);
+      _exit(0);
+    }
+    std::vector<std::thread> reader;
+    for (int r = 0; r < readers; ++r) {
+      reader.emplace_back([&, r] {
+        int fd = open(P(1, "busy").c_str(), O_RDONLY);
+        ASSERT_GE(fd, 0);
+        std::vector<char> buf(256 << 10);
+        // Each from its own place in the file.
+        const off_t first =
+            static_cast<off_t>(r * kLen / readers) / buf.size() * buf.size();
+        while (!stop) {
+          for (off_t i = 0; i < static_cast<off_t>(kLen) && !stop;
+               i += buf.size()) {
+            const off_t off = (first + i) % static_cast<off_t>(kLen);
+            EXPECT_GE(pread(fd, buf.data(), buf.size(), off), 0)
+                << strerror(errno);
+          }
+          posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // Read it again.
+          ++reads;
+        }
+        close(fd);
+        ++finished;
+      });
+    }
+    int child_status = 0;
+    std::thread mapper([&] {
+      waitpid(child, &child_status, 0);
+      ++finished;
+    });
+    std::atomic<bool> written{false};
+    std::thread writer([&] {
+      int fd0 = open(P(0, "busy").c_str(), O_RDWR);
+      ASSERT_GE(fd0, 0);
+      std::string w(64 << 10, 'w');
+      for (int i = 0; i < 150; ++i) {
+        const off_t off = static_cast<off_t>((i * 389 % kChunks) * (64 << 10));
+        ASSERT_EQ(pwrite(fd0, w.data(), w.size(), off),
+                  static_cast<ssize_t>(w.size()));
+        if (i % 50 == 49) {
+          ASSERT_EQ(ftruncate(fd0, kLen / 2), 0);
+          ASSERT_EQ(ftruncate(fd0, kLen), 0);
+        }
+      }
+      close(fd0);
+      written = true;
+      ++finished;
+    });
+    auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!written && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    stop = true;
+    *child_stop = true;
+    // Then the reader and the mapper (whose munmap writes back) stop.
+    deadline = std::max(deadline, std::chrono::steady_clock::now()) +
+               std::chrono::seconds(30);
+    while (finished < readers + 2 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const bool hung = finished < readers + 2;
+    if (hung) {
+      AbortConnections();
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      kill(child, SIGKILL);  // If still stuck: it is ours.
+    }
+    writer.join();
+    for (auto& t : reader) t.join();
+    mapper.join();
+    munmap(shared, sizeof(std::atomic<bool>));
+    ASSERT_FALSE(hung) << "written: " << written
+                       << ", hung: " << cluster_->LogTail("node1");
+    EXPECT_TRUE(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0)
+        << "mapper status " << child_status;
+    EXPECT_GT(reads.load(), 0);
+    EXPECT_EQ(ReadFile(P(0, "busy")), ReadFile(P(1, "busy")));
   }
 
   std::unique_ptr<testing::LocalCluster> cluster_;
@@ -427,18 +572,8 @@ TEST_F(FuseMountTest, OverlappingPartialPageWritesFromBothMountsDoNotDeadlock) {
   }
   const bool hung = finished < 2;
   if (hung) {
-    // Abort both FUSE connections so the stuck writers return.
     stop = true;
-    (void)!system(
-        "mountpoint -q /sys/fs/fuse/connections || "
-        "mount -t fusectl none /sys/fs/fuse/connections");
-    for (int i = 0; i < 2; ++i) {
-      struct stat st;
-      if (stat(mnt_[i].c_str(), &st) != 0) continue;
-      std::ofstream abort("/sys/fs/fuse/connections/" +
-                          std::to_string(minor(st.st_dev)) + "/abort");
-      abort << "1";
-    }
+    AbortConnections();  // So the stuck writers return.
   }
   for (auto& t : writers) t.join();
   ASSERT_FALSE(hung) << "writers hung: " << cluster_->LogTail("node0");
@@ -949,55 +1084,40 @@ TEST_F(FuseMountTest, DirectWritesReachCachedAndMappedCopiesOnBothMounts) {
 // the same ranges: every revoke must get through (no invalidation waiting
 // on a READ that waits on the revoke), and both mounts end up agreeing.
 TEST_F(FuseMountTest, KernelCacheRevokesDoNotDeadlockWithReadsInFlight) {
-  constexpr size_t kLen = 4 << 20;
-  ASSERT_TRUE(WriteFile(P(0, "busy"), std::string(kLen, 'b')));
-  std::atomic<bool> stop{false};
-  std::atomic<int> reads{0};
-  std::thread reader([&] {
-    int fd = open(P(1, "busy").c_str(), O_RDONLY);
-    ASSERT_GE(fd, 0);
-    std::vector<char> buf(256 << 10);
-    while (!stop) {
-      for (off_t off = 0; off < static_cast<off_t>(kLen) && !stop;
-           off += buf.size()) {
-        EXPECT_GE(pread(fd, buf.data(), buf.size(), off), 0) << strerror(errno);
-      }
-      posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // Read it all again.
-      ++reads;
-    }
-    close(fd);
-  });
-  std::thread mapper([&] {
-    int fd = open(P(1, "busy").c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char* m = static_cast<char*>(
-        mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    ASSERT_NE(m, MAP_FAILED);
-    for (int i = 0; !stop; ++i) {
-      m[(i * 4096 * 3) % (1 << 20)] = 'm';
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    munmap(m, 1 << 20);
-    close(fd);
-  });
-  int fd0 = open(P(0, "busy").c_str(), O_RDWR);
-  ASSERT_GE(fd0, 0);
-  std::string w(64 << 10, 'w');
-  for (int i = 0; i < 150; ++i) {
-    const off_t off = static_cast<off_t>((i * 389 % 60) * (64 << 10));
-    ASSERT_EQ(pwrite(fd0, w.data(), w.size(), off),
-              static_cast<ssize_t>(w.size()));
-    if (i % 50 == 49) {
-      ASSERT_EQ(ftruncate(fd0, kLen / 2), 0);
-      ASSERT_EQ(ftruncate(fd0, kLen), 0);
-    }
+  RevokeUnderReadsAndMappedStores();
+}
+
+// The same with six readers: their readahead READs (background requests)
+// wait for the node's locks in numbers. With the kernel's default limit of
+// 12 background requests the write-back WRITEs of mapped pages, which the
+// invalidation waits for, queued behind them: both mounts hung.
+TEST_F(FuseMountTest, KernelCacheRevokesDoNotDeadlockWithManyReaders) {
+  RevokeUnderReadsAndMappedStores(6);
+}
+
+// The limit itself: readahead READs waiting for the node's locks must not
+// fill it. With `-o max_background=1` the test above hangs at once (a
+// notification laundering a mapped page waits for its WRITE, queued behind
+// one READ that waits for the lock this callback holds up).
+TEST_F(FuseMountTest, TheKernelLeavesRoomForBackgroundRequests) {
+  (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line, dev;
+  while (std::getline(mi, line)) {
+    std::istringstream f(line);
+    std::string id, parent, majmin, root, point;
+    f >> id >> parent >> majmin >> root >> point;
+    if (point == mnt_[1]) dev = majmin.substr(majmin.find(':') + 1);
   }
-  stop = true;
-  reader.join();
-  mapper.join();
-  close(fd0);
-  EXPECT_GT(reads.load(), 0);
-  EXPECT_EQ(ReadFile(P(0, "busy")), ReadFile(P(1, "busy")));
+  ASSERT_FALSE(dev.empty());
+  const std::string conn = "/sys/fs/fuse/connections/" + dev;
+  std::ifstream limit(conn + "/max_background");
+  std::ifstream threshold(conn + "/congestion_threshold");
+  unsigned max_background = 0, congestion_threshold = 0;
+  ASSERT_TRUE(limit >> max_background) << conn;
+  ASSERT_TRUE(threshold >> congestion_threshold) << conn;
+  EXPECT_EQ(max_background, 256u);  // The kernel's default is 12.
+  EXPECT_EQ(congestion_threshold, 192u);
 }
 
 }  // namespace
