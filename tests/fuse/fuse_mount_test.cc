@@ -128,24 +128,31 @@ class FuseMountTest : public ::testing::Test {
     return mnt_[node] + "/" + name;
   }
 
-  // Aborts both mounts' FUSE connections (their requests fail at once):
-  // how a test gets its threads back from a deadlocked kernel.
-  void AbortConnections() {
-    // Not through system(): a child would inherit the test's open files
-    // of the mounts, and their flush at its exit would hang too.
+  // The FUSE connection of mount `i` (/sys/fs/fuse/connections/N), from
+  // mountinfo: a stat of a hung mount may hang too. Mounts fusectl.
+  std::string Connection(int i) {
     (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0,
                 nullptr);  // EBUSY if mounted already.
-    // The device numbers come from mountinfo: a stat of a hung mount may
-    // hang too.
     std::ifstream mi("/proc/self/mountinfo");
-    std::string line;
+    std::string line, dev;
     while (std::getline(mi, line)) {
       std::istringstream f(line);
       std::string id, parent, majmin, root, point;
       f >> id >> parent >> majmin >> root >> point;
-      if (point != mnt_[0] && point != mnt_[1]) continue;
-      std::ofstream abort("/sys/fs/fuse/connections/" +
-                          majmin.substr(majmin.find(':') + 1) + "/abort");
+      if (point == mnt_[i]) dev = majmin.substr(majmin.find(':') + 1);
+    }
+    return dev.empty() ? "" : "/sys/fs/fuse/connections/" + dev;
+  }
+
+  // Aborts both mounts' FUSE connections (their requests fail at once):
+  // how a test gets its threads back from a deadlocked kernel. Not through
+  // system(): a child would inherit the test's open files of the mounts,
+  // and their flush at its exit would hang too.
+  void AbortConnections() {
+    for (int i = 0; i < 2; ++i) {
+      const std::string conn = Connection(i);
+      if (conn.empty()) continue;
+      std::ofstream abort(conn + "/abort");
       abort << "1";
     }
   }
@@ -1100,17 +1107,8 @@ TEST_F(FuseMountTest, KernelCacheRevokesDoNotDeadlockWithManyReaders) {
 // notification laundering a mapped page waits for its WRITE, queued behind
 // one READ that waits for the lock this callback holds up).
 TEST_F(FuseMountTest, TheKernelLeavesRoomForBackgroundRequests) {
-  (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
-  std::ifstream mi("/proc/self/mountinfo");
-  std::string line, dev;
-  while (std::getline(mi, line)) {
-    std::istringstream f(line);
-    std::string id, parent, majmin, root, point;
-    f >> id >> parent >> majmin >> root >> point;
-    if (point == mnt_[1]) dev = majmin.substr(majmin.find(':') + 1);
-  }
-  ASSERT_FALSE(dev.empty());
-  const std::string conn = "/sys/fs/fuse/connections/" + dev;
+  const std::string conn = Connection(1);
+  ASSERT_FALSE(conn.empty());
   std::ifstream limit(conn + "/max_background");
   std::ifstream threshold(conn + "/congestion_threshold");
   unsigned max_background = 0, congestion_threshold = 0;
