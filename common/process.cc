@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "absl/synchronization/mutex.h"
 #include "common/log.h"
@@ -24,6 +26,18 @@ void InitProgram(const std::string& program) {
   if (checks == nullptr || strcmp(checks, "1") != 0) {
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   }
+}
+
+std::string MountDevice(const std::string& mount_point) {
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line, dev;
+  while (std::getline(mi, line)) {
+    std::istringstream f(line);
+    std::string id, parent, majmin, root, point;
+    f >> id >> parent >> majmin >> root >> point;
+    if (point == mount_point) dev = majmin;  // The last one is on top.
+  }
+  return dev;
 }
 
 }  // namespace rangefs

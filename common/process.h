@@ -16,6 +16,11 @@ namespace rangefs {
 // sets RANGEFS_MUTEX_CHECKS=1), where a lock-order cycle aborts at once.
 void InitProgram(const std::string& program);
 
+// The device ("major:minor") of the topmost mount at `mount_point`, an
+// absolute path as /proc/self/mountinfo shows it; empty if none. Reads no
+// file of the mount itself, so it works on a mount that hangs.
+std::string MountDevice(const std::string& mount_point);
+
 }  // namespace rangefs
 
 #endif  // RANGEFS_COMMON_PROCESS_H_

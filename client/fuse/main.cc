@@ -28,7 +28,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -124,14 +123,7 @@ void SetReadahead(const char* mountpoint, int kb) {
   if (kb <= 0) return;
   char real[PATH_MAX];
   if (realpath(mountpoint, real) == nullptr) return;
-  std::ifstream mi("/proc/self/mountinfo");
-  std::string line, dev;
-  while (std::getline(mi, line)) {
-    std::istringstream f(line);
-    std::string id, parent, majmin, root, point;
-    f >> id >> parent >> majmin >> root >> point;
-    if (point == real) dev = majmin;  // The last one is on top.
-  }
+  const std::string dev = MountDevice(real);
   if (dev.empty()) return;
   std::ofstream ra("/sys/class/bdi/" + dev + "/read_ahead_kb");
   ra << kb << "\n";

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "client/fuse/rangefs_ioctl.h"
+#include "common/process.h"
 #include "gtest/gtest.h"
 #include "tests/util/local_cluster.h"
 #include "tests/util/subprocess.h"
@@ -133,15 +134,9 @@ class FuseMountTest : public ::testing::Test {
   std::string Connection(int i) {
     (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0,
                 nullptr);  // EBUSY if mounted already.
-    std::ifstream mi("/proc/self/mountinfo");
-    std::string line, dev;
-    while (std::getline(mi, line)) {
-      std::istringstream f(line);
-      std::string id, parent, majmin, root, point;
-      f >> id >> parent >> majmin >> root >> point;
-      if (point == mnt_[i]) dev = majmin.substr(majmin.find(':') + 1);
-    }
-    return dev.empty() ? "" : "/sys/fs/fuse/connections/" + dev;
+    const std::string dev = MountDevice(mnt_[i]);
+    if (dev.empty()) return "";
+    return "/sys/fs/fuse/connections/" + dev.substr(dev.find(':') + 1);
   }
 
   // Aborts both mounts' FUSE connections (their requests fail at once):
