@@ -292,9 +292,21 @@ void KernelCache::Invalidate(uint64_t ino, uint64_t offset, uint64_t length) {
     }
     if (need.empty()) return;
     if ((round & (round - 1)) == 0 && round >= 64) {
+      size_t in_flight = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = inflight_.find(ino);
+        if (it != inflight_.end()) in_flight = it->second.size();
+      }
+      // Pages locked by no request of ours: a process writing back a
+      // mapped page, or a request the kernel has not sent (no worker free,
+      // or the background limit reached: docs/fuse.md).
       RANGEFS_LOG(WARNING) << "inode " << ino << ": kernel cache invalidation "
-                           << "still waiting on locked pages after " << round
-                           << " rounds";
+                           << "of " << need.size() << " range(s) from "
+                           << need.front().ToString()
+                           << " still waiting on locked pages after " << round
+                           << " rounds (" << in_flight
+                           << " requests of the inode in flight here)";
     }
   }
 }
