@@ -162,6 +162,13 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   if (opts.max_background > 0) {
     mount.max_background = std::min<unsigned>(opts.max_background, 65535);
   }
+  const unsigned workers = opts.max_threads > 0 && opts.max_threads <= 100000
+                               ? static_cast<unsigned>(opts.max_threads)
+                               : kMaxWorkers;
+  // Background requests waiting for locks must leave workers for the
+  // requests that would let them go.
+  mount.max_background =
+      std::min(mount.max_background, std::max(1u, workers / 2));
   fuse_session* se =
       fuse_session_new(args, &Operations(), sizeof(fuse_lowlevel_ops), &mount);
   if (se == nullptr) {
@@ -217,10 +224,7 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
     if (cmd.max_idle_threads != UINT_MAX) {
       fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
     }
-    fuse_loop_cfg_set_max_threads(
-        loop, opts.max_threads > 0 && opts.max_threads <= 100000
-                  ? static_cast<unsigned>(opts.max_threads)
-                  : kMaxWorkers);
+    fuse_loop_cfg_set_max_threads(loop, workers);
     ret = fuse_session_loop_mt_312(se, loop);
     fuse_loop_cfg_destroy(loop);
   }
