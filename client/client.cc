@@ -120,6 +120,12 @@ absl::Status Client::Impl::SyncAll() {
   return first.ok() ? s : first;
 }
 
+uint64_t Client::Impl::DropCaches() {
+  const uint64_t dropped = pages_.DropClean();
+  counters.pages_dropped += dropped;
+  return dropped;
+}
+
 absl::Status Client::Impl::SyncMeta() { return stubs_->SyncMeta(); }
 
 // ------------------------------------------------------------ open/close
@@ -297,6 +303,7 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
 absl::Status Client::SyncAll() { return impl_->SyncAll(); }
+uint64_t Client::DropCaches() { return impl_->DropCaches(); }
 absl::StatusOr<Attr> Client::Lookup(uint64_t parent, const std::string& name) {
   return impl_->Lookup(parent, name);
 }

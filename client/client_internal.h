@@ -241,6 +241,7 @@ class Client::Impl {
   absl::Status Close(uint64_t fh);
   absl::StatusOr<Handle> HandleOf(uint64_t fh);
   absl::Status SyncAll();
+  uint64_t DropCaches();
   ClientStats Stats();
   Stubs& stubs() { return *stubs_; }
   uint64_t session_id() { return locks_.session_id(); }

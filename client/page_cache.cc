@@ -184,6 +184,19 @@ void PageCache::EvictLocked() {
   }
 }
 
+uint64_t PageCache::DropClean() {
+  absl::MutexLock lock(&mu_);
+  uint64_t dropped = 0;
+  while (!lru_.empty()) {
+    auto [ino, index] = lru_.front();
+    auto iit = inodes_.find(ino);
+    EraseLocked(ino, iit->second, index);
+    if (iit->second.count == 0) inodes_.erase(iit);
+    ++dropped;
+  }
+  return dropped;
+}
+
 bool PageCache::Read(uint64_t ino, uint64_t index, char* out) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);

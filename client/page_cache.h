@@ -149,6 +149,9 @@ class PageCache {
   // Drops every page of `ino` overlapping `range`, dirty ones included;
   // returns how many dirty pages were dropped (data lost unless written).
   uint64_t Drop(uint64_t ino, const ByteRange& range);
+  // Drops every clean page (dirty ones stay); their frames serve the next
+  // pages. Returns how many went.
+  uint64_t DropClean();
   // Zeroes the bytes of page `index` from `offset` to its end, if cached
   // (the tail past a new EOF), without changing its dirty state.
   void ZeroTail(uint64_t ino, uint64_t index, uint64_t offset);

@@ -200,6 +200,10 @@ class Client {
   // Writes back everything dirty and waits until it and every metadata
   // change are stable (syncfs).
   absl::Status SyncAll();
+  // Drops the node's clean cached pages (drop_caches for this node): the
+  // next reads come from the data servers. Dirty pages and locks stay.
+  // Returns how many pages went.
+  uint64_t DropCaches();
 
   // ---- namespace (inode-based)
   absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);

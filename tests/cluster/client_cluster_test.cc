@@ -117,6 +117,30 @@ TEST_F(ClientClusterTest, CachedPagesOnAReaderFollowEveryNewWrite) {
   EXPECT_GT(b->Stats().inval_demotes, 0u);
 }
 
+// DropCaches is drop_caches for a node: clean pages go, dirty ones stay
+// (and still reach the servers), and reads afterwards come from the data
+// servers, right.
+TEST_F(ClientClusterTest, DropCachesDropsOnlyCleanPages) {
+  StartCluster();
+  auto a = Node("a");
+  const std::string clean = Fill('c', 8 * kPage);
+  uint64_t fa = WriteSynced(*a, "/drop", clean);
+  const std::string dirty = Fill('d', 2 * kPage);
+  MustWrite(*a, fa, dirty, 8 * kPage);
+  ASSERT_EQ(a->Stats().pages_cached, 10u);
+  EXPECT_EQ(a->DropCaches(), 8u);
+  ClientStats st = a->Stats();
+  EXPECT_EQ(st.pages_cached, 2u);
+  EXPECT_EQ(st.dirty_pages, 2u);
+  EXPECT_TRUE(SameBytes(MustRead(*a, fa, 0, 10 * kPage), clean + dirty));
+  EXPECT_EQ(a->Stats().pages_cached, 10u);  // Filled again.
+  EXPECT_TRUE(a->Close(fa).ok());
+  auto b = Node("b");
+  uint64_t fb = MustOpen(*b, "/drop", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, 10 * kPage), clean + dirty));
+  EXPECT_TRUE(b->Close(fb).ok());
+}
+
 // Sequential reads bring pages in ahead of the reader, in the background
 // and under the node's INVAL SH like any other page: a write on another
 // node takes them away, and the reader never returns a stale one.

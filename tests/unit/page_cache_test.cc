@@ -192,6 +192,30 @@ TEST(PageCacheTest, PinnedFramesOutliveTheirDroppedPages) {
   c.GiveFrames(again.data(), again.size());
 }
 
+// drop_caches for the node: clean pages go, dirty ones stay, and the
+// page cleaned by its write-back goes at the next drop.
+TEST(PageCacheTest, DropCleanKeepsOnlyDirtyPages) {
+  PageCache c(1 << 20);
+  c.Insert(1, 0, Page('a').data(), false);
+  c.Insert(1, 1, Page('b').data(), true);
+  c.Insert(2, 0, Page('c').data(), false);
+  EXPECT_EQ(c.DropClean(), 2u);
+  EXPECT_EQ(ReadOut(c, 1, 0), "");
+  EXPECT_EQ(ReadOut(c, 2, 0), "");
+  EXPECT_EQ(ReadOut(c, 1, 1), Page('b'));
+  EXPECT_EQ(c.Stats().pages, 1u);
+  EXPECT_EQ(c.Stats().dirty_pages, 1u);
+  EXPECT_EQ(c.DropClean(), 0u);
+  // Page 1 cleaned by its write-back: now it goes too.
+  {
+    DirtyPages d = c.TakeDirty(1, {0, kInfinity});
+    ASSERT_EQ(d.size(), 1u);
+    c.MarkClean(1, &d.pages[0], 1);
+  }
+  EXPECT_EQ(c.DropClean(), 1u);
+  EXPECT_EQ(c.Stats().pages, 0u);
+}
+
 TEST(PageCacheTest, TakeDirtySelectsPagesOverlappingTheRange) {
   PageCache c(1 << 20);
   for (uint64_t i = 0; i < 4; ++i) c.Insert(1, i, Page('a').data(), true);
