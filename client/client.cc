@@ -240,6 +240,12 @@ absl::Status Client::Impl::Close(uint64_t fh) {
     if (!a.ok() && ErrcOf(a.status()) != Errc::kNotFound && result.ok()) {
       result = a.status();
     }
+    // The last close of a file that has no name left (NOT_FOUND: it is
+    // gone already): nobody here can read it again.
+    if ((a.ok() && a->nlink == 0 && in.mmaps.load() == 0) ||
+        (!a.ok() && ErrcOf(a.status()) == Errc::kNotFound)) {
+      counters.pages_dropped += pages_.DropClean(in.ino);
+    }
   }
   in.open_session = 0;  // (A fenced session's handles are gone anyway.)
   return result;

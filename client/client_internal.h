@@ -220,6 +220,12 @@ class Client::Impl {
   absl::StatusOr<Attr> Link(uint64_t ino, uint64_t new_parent,
                             const std::string& new_name);
   absl::Status Unlink(uint64_t parent, const std::string& name);
+  // A file lost its last name: without a handle or a mapping of it here,
+  // nothing on this node can read it again, and its clean pages go now
+  // rather than when eviction or its lock takes them (the kernel drops an
+  // unlinked inode's page cache at its last iput). Dropping clean pages
+  // is always safe: a read refills them.
+  void DropUnreachable(uint64_t ino);
   absl::Status Rmdir(uint64_t parent, const std::string& name);
   absl::Status Rename(uint64_t old_parent, const std::string& old_name,
                       uint64_t new_parent, const std::string& new_name,

@@ -556,6 +556,13 @@ absl::Status Client::Impl::RemoveName(uint64_t parent, const std::string& name,
   if (!seen.ok()) return seen.status();
   const uint64_t target = (*seen)[0].ino;
   PrepareForChange({target});
+  // The file's last name (its attributes are held under the INODE EX
+  // LockNamesEx took).
+  bool last_name = false;
+  if (std::shared_ptr<InodeState> in = dir ? nullptr : FindInode(target)) {
+    absl::MutexLock lock(&in->mu);
+    last_name = in->attr_valid && in->attr.nlink == 1;
+  }
   absl::Status s;
   Attr dir_now;
   if (dir) {
@@ -572,7 +579,16 @@ absl::Status Client::Impl::RemoveName(uint64_t parent, const std::string& name,
   }
   AttrChanged(target);
   if (s.ok() && dir) ForgetInode(*GetInode(target));
+  if (s.ok() && last_name) DropUnreachable(target);
   return s;
+}
+
+void Client::Impl::DropUnreachable(uint64_t ino) {
+  std::shared_ptr<InodeState> in = FindInode(ino);
+  if (in == nullptr || in->mmaps.load() != 0) return;
+  absl::MutexLock lock(&in->open_mu);
+  if (in->opens > 0) return;  // Its last close here may still read it.
+  counters.pages_dropped += pages_.DropClean(ino);
 }
 
 absl::Status Client::Impl::Unlink(uint64_t parent, const std::string& name) {
@@ -615,6 +631,7 @@ absl::Status Client::Impl::Rename(uint64_t old_parent,
   for (uint64_t ino : {old_parent, new_parent, moved.ino, replaced.ino}) {
     AttrChanged(ino);
   }
+  if (r.ok() && *r != 0) DropUnreachable(*r);
   return r.status();
 }
 

@@ -197,6 +197,19 @@ uint64_t PageCache::DropClean() {
   return dropped;
 }
 
+uint64_t PageCache::DropClean(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  auto iit = inodes_.find(ino);
+  if (iit == inodes_.end()) return 0;
+  std::vector<uint64_t> clean;
+  ForEach(iit->second, 0, ~uint64_t{0}, [&](uint64_t index, Page& p) {
+    if (!p.dirty) clean.push_back(index);
+  });
+  for (uint64_t index : clean) EraseLocked(ino, iit->second, index);
+  if (iit->second.count == 0) inodes_.erase(iit);
+  return clean.size();
+}
+
 bool PageCache::Read(uint64_t ino, uint64_t index, char* out) {
   absl::MutexLock lock(&mu_);
   auto iit = inodes_.find(ino);

@@ -152,6 +152,8 @@ class PageCache {
   // Drops every clean page (dirty ones stay); their frames serve the next
   // pages. Returns how many went.
   uint64_t DropClean();
+  // The same for the clean pages of `ino` alone.
+  uint64_t DropClean(uint64_t ino);
   // Zeroes the bytes of page `index` from `offset` to its end, if cached
   // (the tail past a new EOF), without changing its dirty state.
   void ZeroTail(uint64_t ino, uint64_t index, uint64_t offset);

@@ -141,6 +141,34 @@ TEST_F(ClientClusterTest, DropCachesDropsOnlyCleanPages) {
   EXPECT_TRUE(b->Close(fb).ok());
 }
 
+// A file that lost its last name takes no cache memory on the node once
+// no handle there has it open: at the unlink, or at the last close of a
+// handle open across it; a file with another name keeps its pages.
+TEST_F(ClientClusterTest, UnreachableFilesLeaveTheNodesCache) {
+  StartCluster();
+  auto a = Node("a");
+  const std::string data = Fill('u', 16 * kPage);
+  uint64_t f1 = WriteSynced(*a, "/gone", data);
+  ASSERT_TRUE(a->Close(f1).ok());
+  uint64_t f2 = WriteSynced(*a, "/open", data);
+  uint64_t f3 = WriteSynced(*a, "/linked", data);
+  ASSERT_TRUE(a->Close(f3).ok());
+  absl::StatusOr<Attr> linked = a->Resolve("/linked");
+  ASSERT_TRUE(linked.ok());
+  ASSERT_TRUE(a->Link(linked->ino, kRootIno, "other").ok());
+  ASSERT_EQ(a->Stats().pages_cached, 48u);
+  ASSERT_TRUE(a->Unlink(kRootIno, "gone").ok());
+  EXPECT_EQ(a->Stats().pages_cached, 32u);
+  ASSERT_TRUE(a->Unlink(kRootIno, "linked").ok());  // "other" is left.
+  EXPECT_EQ(a->Stats().pages_cached, 32u);
+  ASSERT_TRUE(a->Unlink(kRootIno, "open").ok());
+  EXPECT_EQ(a->Stats().pages_cached, 32u);  // Still open: still read.
+  EXPECT_TRUE(SameBytes(MustRead(*a, f2, 0, data.size()), data));
+  ASSERT_TRUE(a->Close(f2).ok());
+  EXPECT_EQ(a->Stats().pages_cached, 16u);
+  EXPECT_EQ(a->Stats().dirty_pages, 0u);
+}
+
 // Sequential reads bring pages in ahead of the reader, in the background
 // and under the node's INVAL SH like any other page: a write on another
 // node takes them away, and the reader never returns a stale one.
