@@ -242,8 +242,9 @@ absl::Status Client::Impl::Close(uint64_t fh) {
     }
     // The last close of a file that has no name left (NOT_FOUND: it is
     // gone already): nobody here can read it again.
-    if ((a.ok() && a->nlink == 0 && in.mmaps.load() == 0) ||
-        (!a.ok() && ErrcOf(a.status()) == Errc::kNotFound)) {
+    const bool gone =
+        a.ok() ? a->nlink == 0 : ErrcOf(a.status()) == Errc::kNotFound;
+    if (gone && in.mmaps.load() == 0) {
       counters.pages_dropped += pages_.DropClean(in.ino);
     }
   }
