@@ -39,6 +39,16 @@ absl::Status BulkChannel::Read(uint64_t session, uint64_t offset,
   return Call(r, iov, n);
 }
 
+absl::Status BulkChannel::ReadToPipe(uint64_t session, uint64_t offset,
+                                     uint32_t length, int pipe_fd) {
+  bulk::Request r;
+  r.op = bulk::Op::kRead;
+  r.session = session;
+  r.offset = offset;
+  r.length = length;
+  return Call(r, nullptr, 0, pipe_fd);
+}
+
 absl::Status BulkChannel::Write(uint64_t session, uint64_t offset,
                                 const struct iovec* iov, int n, uint32_t length,
                                 bool sync) {
@@ -71,13 +81,14 @@ void BulkChannel::GiveBack(int fd) {
 }
 
 absl::Status BulkChannel::Call(const bulk::Request& r, const struct iovec* iov,
-                               int n) {
+                               int n, int pipe_fd) {
   if (r.length == 0 || r.length > bulk::kMaxLength) {
     return MakeError(Errc::kInvalidArgument,
                      absl::StrCat("bulk I/O of ", r.length, " bytes"));
   }
   size_t room = 0;
   for (int i = 0; i < n; ++i) room += iov[i].iov_len;
+  if (pipe_fd >= 0) room = r.length;  // The pipe takes it all.
   if (room != r.length || n < 0) {
     return MakeError(Errc::kInvalidArgument,
                      absl::StrCat("bulk I/O of ", r.length, " bytes in ", n,
@@ -103,7 +114,7 @@ absl::Status BulkChannel::Call(const bulk::Request& r, const struct iovec* iov,
     }
     if (fd >= 0) {
       absl::Status status;
-      switch (Exchange(fd, r, iov, n, &status)) {
+      switch (Exchange(fd, r, iov, n, pipe_fd, &status)) {
         case Outcome::kDone:
           GiveBack(fd);
           return status;
@@ -130,7 +141,7 @@ absl::Status BulkChannel::Call(const bulk::Request& r, const struct iovec* iov,
 
 BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
                                            const struct iovec* iov, int n,
-                                           absl::Status* status) {
+                                           int pipe_fd, absl::Status* status) {
   char head[bulk::kRequestSize];
   bulk::EncodeRequest(r, head);
   // The header, then a write's data (SendAll moves along a copy).
@@ -169,7 +180,20 @@ BulkChannel::Outcome BulkChannel::Exchange(int fd, const bulk::Request& r,
     broken("reply cut short");
     return Outcome::kBroken;
   }
-  if (reply->data_length > 0) {
+  if (reply->data_length > 0 && pipe_fd >= 0) {
+    const ssize_t moved = SpliceFromSocket(fd, pipe_fd, reply->data_length,
+                                           static_cast<int>(timeout_ms_));
+    if (moved < 0 && errno == ENOSPC) {
+      *status = MakeError(Errc::kWouldBlock,
+                          "the pipe filled up before the data was in");
+      return Outcome::kBroken;  // The rest is still on the connection.
+    }
+    if (moved != static_cast<ssize_t>(reply->data_length)) {
+      broken(moved < 0 && errno == EAGAIN ? "no reply in time"
+                                          : "reply cut short");
+      return Outcome::kBroken;
+    }
+  } else if (reply->data_length > 0) {
     // DecodeReply checked data_length against the request's length, which
     // the buffers hold exactly (Call).
     std::vector<struct iovec> in(iov, iov + n);

@@ -44,6 +44,12 @@ class BulkChannel {
     const struct iovec v = {out, length};
     return Read(session, offset, length, &v, 1);
   }
+  // Moves the `length` bytes into the pipe `pipe_fd` (its write end) with
+  // splice(2), no copy through this process. kWouldBlock when the
+  // pipe filled up first; after any error the pipe may hold part of the
+  // data.
+  absl::Status ReadToPipe(uint64_t session, uint64_t offset, uint32_t length,
+                          int pipe_fd);
   // Sends the `length` bytes of the `n` buffers of `iov`, which hold
   // exactly that many.
   absl::Status Write(uint64_t session, uint64_t offset, const struct iovec* iov,
@@ -63,12 +69,14 @@ class BulkChannel {
   enum class Outcome { kDone, kGone, kBroken };
   // A write's data comes from, a read's reply data goes to, the `n`
   // buffers of `iov`.
-  absl::Status Call(const bulk::Request& r, const struct iovec* iov, int n);
+  // A read's data goes to the pipe `pipe_fd` instead when it is not -1.
+  absl::Status Call(const bulk::Request& r, const struct iovec* iov, int n,
+                    int pipe_fd = -1);
   // One exchange on `fd`. kDone: *status is the server's answer and the
   // connection can be reused; kGone: closed or reset before any reply;
   // kBroken: anything else (*status says what), the connection is dropped.
   Outcome Exchange(int fd, const bulk::Request& r, const struct iovec* iov,
-                   int n, absl::Status* status);
+                   int n, int pipe_fd, absl::Status* status);
   int TakeIdle();
   void GiveBack(int fd);
 

@@ -272,6 +272,8 @@ ClientStats Client::Impl::Stats() {
   s.staged_copies = counters.staged_copies;
   s.readaheads = counters.readaheads;
   s.readaheads_abandoned = counters.readaheads_abandoned;
+  s.piped_fills = counters.piped_fills;
+  s.pipe_fallbacks = counters.pipe_fallbacks;
   s.readahead_pages = counters.readahead_pages;
   MmapStats m = mmaps_->Stats();
   s.read_faults = m.read_faults;
@@ -407,12 +409,14 @@ void Client::SetCacheAbove(CacheAbove* cache) {
 
 absl::StatusOr<size_t> Client::ReadForCache(uint64_t fh, size_t len,
                                             uint64_t offset, bool exclusive,
-                                            const Delivery& deliver) {
+                                            const Delivery& deliver,
+                                            const FillPipe* pipe) {
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);
   if (!h.ok()) return h.status();
   Impl::CacheFill fill;
   fill.exclusive = exclusive;
   fill.deliver = &deliver;
+  fill.pipe = pipe;
   return impl_->Read(*h, nullptr, len, offset, &fill);
 }
 

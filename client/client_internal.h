@@ -257,6 +257,7 @@ class Client::Impl {
   struct CacheFill {
     bool exclusive = false;
     const Client::Delivery* deliver = nullptr;
+    const Client::FillPipe* pipe = nullptr;
   };
   // `buf` is unused (null) with a fill.
   absl::StatusOr<size_t> Read(const Handle& h, char* buf, size_t len,
@@ -302,6 +303,16 @@ class Client::Impl {
   absl::Status FillPages(InodeState& in, uint64_t first, uint64_t end,
                          uint64_t size, const ByteRange& locked,
                          std::atomic<uint64_t>* filled = nullptr);
+  // Whether [pos, end) of `in` may be filled through the pipe of `fill`
+  // (PipeFill): it has one big enough and the node caches no page of it.
+  bool PipeFillable(InodeState& in, uint64_t pos, uint64_t end,
+                    const CacheFill& fill);
+  // Sends [pos, end) of `in` from the data servers through the pipe of
+  // `fill` to its delivery. Caller holds the locks of a fill of the range
+  // over `locked`. false: it went nowhere (the pipe filled up, a piece has
+  // no bulk channel); the caller fills through pages instead.
+  absl::StatusOr<bool> PipeFill(InodeState& in, uint64_t pos, uint64_t end,
+                                const ByteRange& locked, const CacheFill& fill);
   // Mappings covering [offset, end): cached ones when `locked` (the INVAL
   // SH/EX range the caller holds) is given, else fresh and not cached.
   absl::StatusOr<std::vector<Mapping>> MapRange(InodeState& in, uint64_t offset,
@@ -417,7 +428,8 @@ class Client::Impl {
         stale_retries{0}, short_copies{0}, inval_demotes{0}, inode_demotes{0},
         pages_dropped{0}, lost_dirty_pages{0}, direct_fallbacks{0},
         staged_copies{0}, readaheads{0}, readaheads_abandoned{0},
-        readahead_pages{0}, creates_ahead{0}, creates_ahead_failed{0};
+        readahead_pages{0}, creates_ahead{0}, creates_ahead_failed{0},
+        piped_fills{0}, pipe_fallbacks{0};
   };
   Counters counters;
 

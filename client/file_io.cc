@@ -286,10 +286,20 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     } else {
       // Stores through this node's mappings are newer than the pages.
       mmaps_->Collect(in, PageCover(pos, end - pos));
-      if (ra_end != 0 && ra_start < size) {
+      // Through the pipe of a cache above, nothing is read ahead here: the
+      // cache above reads ahead itself (the kernel keeps several READs in
+      // flight), and pages read ahead would take the slower way.
+      const bool piped = fill != nullptr && PipeFillable(in, pos, end, *fill);
+      if (ra_end != 0 && ra_start < size && !piped) {
         // The range as registered (in.ra_busy): the fill stops at EOF.
         StartReadAhead(h.inode, ra_start, ra_end);
         ra_end = 0;
+      }
+      if (piped) {
+        absl::StatusOr<bool> sent =
+            PipeFill(in, pos, end, PageCover(pos, want + ra), *fill);
+        if (!sent.ok()) return sent.status();
+        if (*sent) return end - pos;
       }
       if (absl::Status s =
               FillPages(in, pos / kPageSize, PageCeil(end) / kPageSize, size,

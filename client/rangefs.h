@@ -147,6 +147,10 @@ struct ClientStats {
   // Background readaheads that ran (whole or in part), ones that gave up
   // (a lock not grantable at once, an error), pages they brought in.
   uint64_t readaheads = 0, readaheads_abandoned = 0, readahead_pages = 0;
+  // Fills for a cache above that went through its pipe, and ones that
+  // started to but went through the node's pages after all (the pipe
+  // filled up, a piece had no bulk channel).
+  uint64_t piped_fills = 0, pipe_fallbacks = 0;
   // Memory mappings (Mmap): faults served, faults refused because the
   // thread was copying under locks (its copy stopped short) or would have
   // waited on its own lock, SIGBUS sent (past EOF, I/O error), pages moved.
@@ -263,8 +267,24 @@ class Client {
   // has them): its memory holds what is read ahead, not a second copy.
   using Delivery =
       std::function<void(const struct iovec* iov, int n, size_t bytes)>;
+  // A pipe a fill may go through instead: the data servers' bytes are
+  // spliced into `write_fd` (no copy through this process) and
+  // `deliver(bytes)` takes them out of `read_fd`, under the same locks
+  // as the other delivery. Both ends non-blocking; `capacity` is the
+  // pipe's size (F_GETPIPE_SZ). Used when the node caches no page of the
+  // range, the read is at most half the capacity and every piece of it
+  // has a bulk channel; otherwise, and when the pipe fills up first, the
+  // fill goes through the node's pages and `deliver` of ReadForCache. The
+  // pipe is empty again when ReadForCache returns.
+  struct FillPipe {
+    int read_fd = -1;
+    int write_fd = -1;
+    size_t capacity = 0;
+    std::function<void(size_t bytes)> deliver;
+  };
   absl::StatusOr<size_t> ReadForCache(uint64_t fh, size_t len, uint64_t offset,
-                                      bool exclusive, const Delivery& deliver);
+                                      bool exclusive, const Delivery& deliver,
+                                      const FillPipe* pipe = nullptr);
   // Dirty data the cache above writes back: it got the pages under the
   // node's INVAL EX, which still holds (often this runs inside the node's
   // own callback, from the cache's Invalidate). Goes into the node's page

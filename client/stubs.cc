@@ -464,6 +464,17 @@ class GrpcStubs : public Stubs {
     }
     return absl::OkStatus();
   }
+  absl::Status ReadDataToPipe(uint64_t session, uint32_t device,
+                              uint64_t physical, uint64_t length,
+                              int pipe_fd) override {
+    BulkChannel* b = Bulk(device, length);
+    if (b == nullptr) {
+      return MakeError(Errc::kNotSupported,
+                       "no bulk channel to device " + std::to_string(device));
+    }
+    return b->ReadToPipe(session, physical, static_cast<uint32_t>(length),
+                         pipe_fd);
+  }
   absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,
                          const struct iovec* iov, int n, uint64_t length,
                          bool sync) override {

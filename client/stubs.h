@@ -159,6 +159,14 @@ class Stubs {
     const struct iovec v = {out, length};
     return ReadData(session, device, physical, length, &v, 1);
   }
+  // Reads `length` bytes at `physical` into the pipe `pipe_fd` (its write
+  // end) without a copy through this process. kNotSupported when the
+  // device has no channel for it (no bulk address), kWouldBlock when the
+  // pipe filled up first; after any error the pipe may hold part of the
+  // data.
+  virtual absl::Status ReadDataToPipe(uint64_t session, uint32_t device,
+                                      uint64_t physical, uint64_t length,
+                                      int pipe_fd) = 0;
   // Writes the `length` bytes of the `n` buffers of `iov` at `physical`.
   virtual absl::Status WriteData(uint64_t session, uint32_t device,
                                  uint64_t physical, const struct iovec* iov,

@@ -1,6 +1,10 @@
 // Page fills, writeback through MapWrite -> data write -> CommitWrite with
 // the STALE loop, and the INVAL / INODE lock hooks (docs/client.md).
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -212,6 +216,86 @@ absl::Status Client::Impl::FillPages(InodeState& in, uint64_t first,
     }
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// Empties a pipe whose bytes go nowhere (non-blocking read end).
+void DrainPipe(int read_fd) {
+  int queued = 0;
+  if (ioctl(read_fd, FIONREAD, &queued) == 0 && queued == 0) return;
+  char scratch[16384];
+  while (read(read_fd, scratch, sizeof(scratch)) > 0) {
+  }
+}
+
+// Writes `n` zero bytes into a non-blocking pipe. false: it filled up.
+bool PipeZeros(int write_fd, uint64_t n) {
+  static const char kZeros[16384] = {};
+  while (n > 0) {
+    ssize_t w = write(write_fd, kZeros, std::min<uint64_t>(n, sizeof(kZeros)));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    n -= static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool Client::Impl::PipeFillable(InodeState& in, uint64_t pos, uint64_t end,
+                                const CacheFill& fill) {
+  if (fill.pipe == nullptr || end - pos > fill.pipe->capacity / 2) {
+    return false;
+  }
+  const uint64_t first = pos / kPageSize;
+  const uint64_t last = PageCeil(end) / kPageSize;
+  const auto missing = pages_.MissingRuns(in.ino, first, last);
+  return missing.size() == 1 && missing[0].first == first &&
+         missing[0].second == last;
+}
+
+absl::StatusOr<bool> Client::Impl::PipeFill(InodeState& in, uint64_t pos,
+                                            uint64_t end,
+                                            const ByteRange& locked,
+                                            const CacheFill& fill) {
+  const Client::FillPipe& pipe = *fill.pipe;
+  // Whatever happens, nothing is left in the pipe for the next fill.
+  auto drain = absl::MakeCleanup([&pipe] { DrainPipe(pipe.read_fd); });
+  absl::StatusOr<std::vector<Mapping>> maps = MapRange(in, pos, end, &locked);
+  if (!maps.ok()) return maps.status();
+  const uint64_t session = locks_.session_id();
+  auto fall_back = [this] {
+    ++counters.pipe_fallbacks;
+    return false;
+  };
+  // The pieces go in one after another (the pipe is a stream); a cache
+  // above keeping several fills in flight reads in parallel.
+  uint64_t at = pos;
+  for (const Mapping& m : *maps) {
+    if (m.offset != at) return fall_back();  // Not contiguous: never seen.
+    const uint64_t to = std::min(end, m.end());
+    if (m.state != ExtentState::kWritten) {
+      if (!PipeZeros(pipe.write_fd, to - at)) return fall_back();
+      at = to;
+      continue;
+    }
+    for (; at < to;) {
+      const uint64_t n = std::min(kReadPiece, to - at);
+      absl::Status s = stubs_->ReadDataToPipe(
+          session, m.device, m.physical + (at - m.offset), n, pipe.write_fd);
+      if (ErrcOf(s) == Errc::kWouldBlock || ErrcOf(s) == Errc::kNotSupported) {
+        return fall_back();
+      }
+      if (!s.ok()) return s;
+      at += n;
+    }
+    if (at == end) break;
+  }
+  if (at != end) return fall_back();
+  ++counters.piped_fills;
+  pipe.deliver(end - pos);
+  return true;
 }
 
 char* BufferPool::Buffer::Get(size_t size) {

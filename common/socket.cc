@@ -230,4 +230,37 @@ ssize_t RecvAllV(int fd, struct iovec* iov, int n) {
   return static_cast<ssize_t>(done);
 }
 
+ssize_t SpliceFromSocket(int fd, int pipe_fd, size_t n, int timeout_ms) {
+  size_t done = 0;
+  // Wake-ups with data waiting that still move nothing: the pipe has no
+  // room for the next fragment.
+  int stuck = 0;
+  while (done < n) {
+    ssize_t got = splice(fd, nullptr, pipe_fd, nullptr, n - done,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (got > 0) {
+      done += static_cast<size_t>(got);
+      stuck = 0;
+      continue;
+    }
+    if (got == 0) break;  // The peer closed.
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -1;
+    struct pollfd room = {pipe_fd, POLLOUT, 0};
+    if (poll(&room, 1, 0) == 0 || ++stuck > 100) {
+      errno = ENOSPC;
+      return -1;
+    }
+    struct pollfd in = {fd, POLLIN, 0};
+    int ready = poll(&in, 1, timeout_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return -1;
+    if (ready == 0) {
+      errno = EAGAIN;
+      return -1;
+    }
+  }
+  return static_cast<ssize_t>(done);
+}
+
 }  // namespace rangefs

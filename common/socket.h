@@ -39,6 +39,15 @@ ssize_t RecvAll(int fd, char* buf, size_t n);
 // bytes received, fewer than they hold if the peer closed first, or -1.
 ssize_t RecvAllV(int fd, struct iovec* iov, int n);
 
+// Moves exactly `n` bytes from socket `fd` into the pipe `pipe_fd` (its
+// write end) with splice(2): no copy through user memory (over loopback,
+// the pipe then holds the sender's pages). Waits up to `timeout_ms` for
+// each piece. Returns n, fewer if the peer closed first, or -1 with errno
+// EAGAIN (nothing came in time), ENOSPC (the pipe filled up first: it
+// holds fragments, and a pipe of P pages may take less than P pages of
+// data) or another error. What was moved stays in the pipe either way.
+ssize_t SpliceFromSocket(int fd, int pipe_fd, size_t n, int timeout_ms);
+
 }  // namespace rangefs
 
 #endif  // RANGEFS_COMMON_SOCKET_H_

@@ -11,6 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -187,7 +188,15 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // or it would return the zeros of a short read up to the stale i_size.
   conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // fuse_reply_data of a pipe then splices the reply to /dev/fuse: the
+  // kernel copies the data once, into its pages (FillPipe below).
+  if (m->pipe_fills && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
+  } else {
+    m->pipe_fills = false;
+  }
   conn->max_write = 1 << 20;
+  conn->max_read = m->max_read;  // libfuse checks it against the option.
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -350,6 +359,53 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
 }
 
+// A worker's pipe for cold READs (Client::FillPipe): the data servers'
+// bytes are spliced into it, and fuse_reply_data splices them on (through
+// libfuse's own pipe) to /dev/fuse, where the kernel copies them into its
+// pages. That is one copy in all; through the node's pages it is two (the
+// socket's into the frames, the reply's into the kernel's pages).
+class WorkerPipe {
+ public:
+  // Twice the largest READ (max_read, main.cc): a pipe counts fragments,
+  // not bytes. The most a process without CAP_SYS_RESOURCE may ask for
+  // (/proc/sys/fs/pipe-max-size, 1 MiB by default).
+  static constexpr int kBytes = 1 << 20;
+  // This thread's pipe; null when none of kBytes can be had.
+  static WorkerPipe* Get() {
+    thread_local WorkerPipe pipe;
+    if (pipe.capacity_ >= static_cast<size_t>(kBytes)) return &pipe;
+    static std::atomic<bool> told{false};
+    if (!told.exchange(true)) {
+      RANGEFS_LOG(WARNING) << "no pipe of " << kBytes << " bytes (errno "
+                           << pipe.errno_ << "): cold READs go through the "
+                           << "node's pages, one copy more";
+    }
+    return nullptr;
+  }
+  ~WorkerPipe() {
+    for (int fd : fds_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  int read_fd() const { return fds_[0]; }
+  int write_fd() const { return fds_[1]; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  WorkerPipe() {
+    if (pipe2(fds_, O_NONBLOCK | O_CLOEXEC) != 0) {
+      errno_ = errno;
+      return;
+    }
+    const int got = fcntl(fds_[0], F_SETPIPE_SZ, kBytes);
+    if (got > 0) capacity_ = static_cast<size_t>(got);
+    if (got < 0) errno_ = errno;
+  }
+  int fds_[2] = {-1, -1};
+  size_t capacity_ = 0;
+  int errno_ = 0;
+};
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
              fuse_file_info* fi) {
   const uint64_t pos = static_cast<uint64_t>(off);
@@ -373,14 +429,35 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   KernelCache* kc = KC(req);
   const uint64_t id = kc->Register(ino, pos, size);
   bool replied = false;
-  // The reply goes out of the node's page frames (writev), no copy.
-  absl::StatusOr<size_t> n =
-      C(req).ReadForCache(fi->fh, size, pos, kc->Exclusive(ino),
-                          [&](const struct iovec* iov, int count, size_t) {
-                            fuse_reply_iov(req, iov, count);
-                            replied = true;
-                            kc->Unregister(ino, id);
-                          });
+  // Cold: through the worker's pipe. Below two pages libfuse copies out of
+  // the pipe instead: those go through the node's pages.
+  client::Client::FillPipe pipe;
+  WorkerPipe* wp = static_cast<Mount*>(fuse_req_userdata(req))->pipe_fills &&
+                           size >= 2 * 4096
+                       ? WorkerPipe::Get()
+                       : nullptr;
+  if (wp != nullptr) {
+    pipe.read_fd = wp->read_fd();
+    pipe.write_fd = wp->write_fd();
+    pipe.capacity = wp->capacity();
+    pipe.deliver = [&](size_t bytes) {
+      fuse_bufvec data = FUSE_BUFVEC_INIT(bytes);
+      data.buf[0].flags = FUSE_BUF_IS_FD;
+      data.buf[0].fd = wp->read_fd();
+      fuse_reply_data(req, &data, static_cast<fuse_buf_copy_flags>(0));
+      replied = true;
+      kc->Unregister(ino, id);
+    };
+  }
+  // Cached: the reply goes out of the node's page frames (writev), no copy.
+  absl::StatusOr<size_t> n = C(req).ReadForCache(
+      fi->fh, size, pos, kc->Exclusive(ino),
+      [&](const struct iovec* iov, int count, size_t) {
+        fuse_reply_iov(req, iov, count);
+        replied = true;
+        kc->Unregister(ino, id);
+      },
+      wp != nullptr ? &pipe : nullptr);
   if (!replied) {
     if (n.ok()) {
       fuse_reply_buf(req, nullptr, 0);  // EOF.

@@ -28,6 +28,11 @@ struct Mount {
   // The kernel's limit of background requests (readahead READs, write-back
   // WRITEs, RELEASEs): fewer than the daemon's workers.
   unsigned max_background = 256;
+  // Cold READs of cached opens go from the data servers to the kernel
+  // through a pipe (Client::FillPipe), when the kernel takes spliced
+  // replies.
+  bool pipe_fills = true;
+  unsigned max_read = 0;  // The max_read mount option (0: none).
 };
 
 // The operations table (userdata: a Mount*).

@@ -10,12 +10,15 @@
 // keeps names and their absence under the directory's lock; needs the
 // kernel cache and Linux 6.16), max_background=N (the kernel's limit of
 // background requests; default 256), max_threads=N (worker threads at
-// most; default 512), log=FILE (where a daemonized
-// mount logs; default /dev/null). Without -f the daemon detaches once the mount
-// is up, and the command fails with the reason if the cluster is unreachable or
-// the mount fails. SIGTERM, SIGINT or unmounting stop it cleanly: dirty data is
-// written back, locks are given back, the session is closed.
+// most; default 512), pipe_fills=0|1 (cold READs go from the data servers
+// to the kernel through a pipe, spliced: default 1), log=FILE (where a
+// daemonized mount logs; default /dev/null). Without -f the daemon detaches
+// once the mount is up, and the command fails with the reason if the cluster is
+// unreachable or the mount fails. SIGTERM, SIGINT or unmounting stop it
+// cleanly: dirty data is written back, locks are given back, the session is
+// closed.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,11 +55,16 @@ struct Options {
   char* node = nullptr;
   char* log = nullptr;
   int cache_mb = 256;
-  int kernel_cache = 1;     // File data through the kernel page cache.
-  int readahead_kb = 4096;  // The kernel's readahead on the mount.
-  int create_ahead = 1;     // ClientOptions::create_ahead.
-  int name_cache = 1;       // KernelCache::EnableNames.
-  int max_background = 0;   // Mount::max_background (0: its default).
+  int kernel_cache = 1;  // File data through the kernel page cache.
+  // The kernel's readahead on the mount: cold READs through pipes
+  // (pipe_fills) each wait for their data server, so it keeps 32 of
+  // them (512 KiB) in flight.
+  int readahead_kb = 16384;
+  int create_ahead = 1;    // ClientOptions::create_ahead.
+  int name_cache = 1;      // KernelCache::EnableNames.
+  int max_background = 0;  // Mount::max_background (0: its default).
+  int pipe_fills = 1;      // Mount::pipe_fills.
+  unsigned max_read = 0;   // FUSE's max_read (0: the kernel's limit).
   // Worker threads at most. Ours, not libfuse's max_threads (whose default
   // of 10 it cannot tell from a 10 asked for): a request waiting for the
   // node's locks keeps its worker, and every request the kernel sends
@@ -74,6 +82,8 @@ const fuse_opt kOpts[] = {
     {"name_cache=%d", offsetof(Options, name_cache), 0},
     {"max_background=%d", offsetof(Options, max_background), 0},
     {"max_threads=%d", offsetof(Options, max_threads), 0},
+    {"pipe_fills=%d", offsetof(Options, pipe_fills), 0},
+    {"max_read=%u", offsetof(Options, max_read), 0},
     FUSE_OPT_END,
 };
 
@@ -169,6 +179,17 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   // requests that would let them go.
   mount.max_background =
       std::min(mount.max_background, std::max(1u, workers / 2));
+  mount.pipe_fills = opts.pipe_fills != 0;
+  mount.max_read = opts.max_read;
+  // Each worker may keep two pipes (its own for cold READs, libfuse's for
+  // spliced replies): four descriptors. Without them it reads the slower
+  // way.
+  struct rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   fuse_session* se =
       fuse_session_new(args, &Operations(), sizeof(fuse_lowlevel_ops), &mount);
   if (se == nullptr) {
@@ -239,7 +260,9 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                       << st.lock_requests << " lock requests ("
                       << st.lock_local_hits << " local), " << st.lock_callbacks
                       << " callbacks, " << st.writeback_pages
-                      << " pages written back";
+                      << " pages written back, " << st.piped_fills
+                      << " fills through pipes (" << st.pipe_fallbacks
+                      << " fell back)";
   }
   bool leak_session = false;
   if (kcache != nullptr) {
@@ -294,6 +317,18 @@ int Main(int argc, char** argv) {
   // Shown as fuse.rangefs in /proc/mounts, so tools that mount by type
   // (mount -t fuse.rangefs) recognise it.
   fuse_opt_add_arg(&args, "-osubtype=rangefs");
+  // A READ through a worker's pipe must fit in libfuse's splice pipe with
+  // its header, and a pipe past /proc/sys/fs/pipe-max-size (1 MiB) needs
+  // CAP_SYS_RESOURCE: READs of 512 KiB (the kernel's default is 1 MiB
+  // here) go through pipes of 1 MiB. An explicit max_read stays. libfuse
+  // wants it both as a mount option and from the init callback.
+  if (opts.max_read == 0 && opts.pipe_fills != 0 && opts.kernel_cache != 0) {
+    opts.max_read = 512 << 10;
+  }
+  if (opts.max_read > 0) {
+    fuse_opt_add_arg(&args,
+                     ("-omax_read=" + std::to_string(opts.max_read)).c_str());
+  }
   if (fuse_parse_cmdline(&args, &cmd) != 0) {
     Usage();
     return 2;

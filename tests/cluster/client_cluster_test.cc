@@ -286,6 +286,99 @@ TEST_F(ClientClusterTest, CacheAboveFillsTakeCleanPagesAndLeaveDirtyOnes) {
   EXPECT_TRUE(b->Close(fb).ok());
 }
 
+// A fill may go through the cache's pipe: the data servers' bytes, and
+// zeros for holes and unwritten extents, arrive in the pipe, never in the
+// node's pages. A range with a page of the node's cached, and a pipe that
+// fills up, go through the pages instead.
+TEST_F(ClientClusterTest, CacheAboveFillsGoThroughItsPipeWhenNothingIsCached) {
+  StartCluster();
+  auto a = Node("a");
+  ClientOptions o;
+  o.readahead_bytes = 0;
+  auto b = Node("b", o);
+  std::string data;
+  for (int i = 0; i < 40; ++i) data += Fill('A' + i % 26, kPage);
+  uint64_t fa = MustOpen(*a, "/piped", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, data, 0);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  ASSERT_TRUE(
+      a->Fallocate(fa, kFallocPunchHole | kFallocKeepSize, 8 * kPage, 4 * kPage)
+          .ok());
+  ASSERT_TRUE(a->Fallocate(fa, 0, 40 * kPage, 8 * kPage).ok());  // Unwritten.
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  data.replace(8 * kPage, 4 * kPage, std::string(4 * kPage, '\0'));
+  data += std::string(8 * kPage, '\0');
+
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+  ASSERT_GE(fcntl(fds[0], F_SETPIPE_SZ, 1 << 20), 1 << 20);
+  std::string piped, got;
+  auto take = [&piped](int fd, size_t bytes) {
+    std::string buf(bytes, '\0');
+    size_t have = 0;
+    while (have < bytes) {
+      ssize_t n = read(fd, buf.data() + have, bytes - have);
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+    piped.append(buf, 0, have);
+    EXPECT_EQ(have, bytes);
+  };
+  Client::FillPipe pipe;
+  pipe.read_fd = fds[0];
+  pipe.write_fd = fds[1];
+  pipe.capacity = 1 << 20;
+  pipe.deliver = [&](size_t bytes) { take(fds[0], bytes); };
+  const Client::Delivery collect = [&got](const struct iovec* iov, int n,
+                                          size_t) {
+    for (int i = 0; i < n; ++i) {
+      got.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+    }
+  };
+  uint64_t fb = MustOpen(*b, "/piped", O_RDWR);
+  // Past EOF: the fill stops there.
+  absl::StatusOr<size_t> n =
+      b->ReadForCache(fb, data.size() + 1000, 0, false, collect, &pipe);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, data.size());
+  EXPECT_TRUE(SameBytes(piped, data));
+  EXPECT_EQ(got, "");
+  EXPECT_EQ(b->Stats().piped_fills, 1u);
+  EXPECT_EQ(b->Stats().pages_cached, 0u);
+
+  // A page of the node's own (dirty) in the range: through the pages.
+  MustWrite(*b, fb, Fill('z', kPage), 20 * kPage);
+  data.replace(20 * kPage, kPage, Fill('z', kPage));
+  piped.clear();
+  n = b->ReadForCache(fb, 32 * kPage, 0, false, collect, &pipe);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_TRUE(SameBytes(got, data.substr(0, 32 * kPage)));
+  EXPECT_EQ(piped, "");
+  EXPECT_EQ(b->Stats().piped_fills, 1u);
+
+  // A pipe that fills up before the data is in: through the pages, and the
+  // pipe is left empty.
+  b->DropCaches();
+  int small[2];
+  ASSERT_EQ(pipe2(small, O_NONBLOCK | O_CLOEXEC), 0);
+  ASSERT_GT(fcntl(small[0], F_SETPIPE_SZ, 4096), 0);
+  Client::FillPipe tiny = pipe;
+  tiny.read_fd = small[0];
+  tiny.write_fd = small[1];
+  tiny.deliver = [&](size_t bytes) { take(small[0], bytes); };
+  got.clear();
+  n = b->ReadForCache(fb, 16 * kPage, 24 * kPage, false, collect, &tiny);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_TRUE(SameBytes(got, data.substr(24 * kPage, 16 * kPage)));
+  EXPECT_EQ(piped, "");
+  EXPECT_EQ(b->Stats().pipe_fallbacks, 1u);
+  char left;
+  EXPECT_LT(read(small[0], &left, 1), 0);  // EAGAIN: empty.
+  for (int fd : {fds[0], fds[1], small[0], small[1]}) close(fd);
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+}
+
 // With a cache above (the kernel's, through FUSE) the data a node was
 // given to write lives there too: once written back, the node's pages
 // leave, and their frames take the next writes. Without one they stay.

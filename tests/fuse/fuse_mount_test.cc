@@ -833,14 +833,14 @@ TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
 
 // What `mount -t fuse.rangefs CLUSTER DIR -o ...` runs through mount.fuse3:
 // `rangefs CLUSTER DIR -o ...`, which returns once the detached daemon
-// has mounted; the mount shows its type and source; unmounting ends the
-// daemon.
+// has mounted; the mount shows its type and source; FUSE's own options
+// (max_read) reach libfuse and the kernel; unmounting ends the daemon.
 TEST_F(FuseMountTest, MountHelperFormMountsInTheBackground) {
   std::string dir = cluster_->dir() + "/helper";
   mkdir(dir.c_str(), 0755);
   testing::Subprocess mount;
   ASSERT_TRUE(mount.Start({testing::BinDir() + "/client/rangefs", conf_, dir,
-                           "-o", "node=helper,fsname=myfs"},
+                           "-o", "node=helper,fsname=myfs,max_read=131072"},
                           cluster_->dir() + "/helper.log"));
   int status = mount.Stop(0);  // Waits: it returns once mounted.
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -851,6 +851,10 @@ TEST_F(FuseMountTest, MountHelperFormMountsInTheBackground) {
       << mounts;
   ASSERT_TRUE(WriteFile(dir + "/h", "via helper"));
   EXPECT_EQ(ReadFile(P(1, "h")), "via helper");
+  std::string big;
+  for (int i = 0; i < 3000; ++i) big += std::to_string(i) + " of 3000\n";
+  ASSERT_TRUE(WriteFile(P(1, "big"), big));
+  EXPECT_TRUE(ReadFile(dir + "/big") == big);  // In READs of 128 KiB.
   std::string cmd = "fusermount3 -u " + dir;
   ASSERT_EQ(system(cmd.c_str()), 0);
   EXPECT_FALSE(Mounted(dir));

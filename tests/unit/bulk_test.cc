@@ -216,6 +216,56 @@ TEST_F(BulkServerTest, ServerErrorsComeBackWithTheirCodes) {
   EXPECT_TRUE(ch.Write(1, 0, buf, sizeof(buf), false).ok());
 }
 
+// A pipe's bytes (non-blocking read end), all of them.
+std::string Drain(int read_fd) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(read_fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST_F(BulkServerTest, ReadsIntoAPipeCarryTheStoredBytes) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  ASSERT_GE(fcntl(p[0], F_SETPIPE_SZ, 1 << 20), 1 << 20);
+  client::BulkChannel ch(address(), 5000);
+  std::string data(512 << 10, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13);
+  ASSERT_TRUE(store_->Write(1, 8192, data, false).ok());
+  for (int round = 0; round < 3; ++round) {  // The connection is reused.
+    ASSERT_TRUE(ch.ReadToPipe(1, 8192, data.size(), p[1]).ok());
+    EXPECT_TRUE(Drain(p[0]) == data) << "round " << round;
+  }
+  // The server's errors come back with nothing in the pipe.
+  EXPECT_EQ(ErrcOf(ch.ReadToPipe(1, kDevice - 10, 4096, p[1])),
+            Errc::kInvalidArgument);
+  EXPECT_EQ(Drain(p[0]), "");
+  close(p[0]);
+  close(p[1]);
+}
+
+// A pipe holds fragments: one too small for the data is kWouldBlock, not a
+// hang, and the channel goes on (on a new connection).
+TEST_F(BulkServerTest, APipeThatFillsUpIsWouldBlockAndTheChannelGoesOn) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  ASSERT_GT(fcntl(p[0], F_SETPIPE_SZ, 4096), 0);  // One slot.
+  client::BulkChannel ch(address(), 5000);
+  std::string data(256 << 10, 'q');
+  ASSERT_TRUE(store_->Write(1, 0, data, false).ok());
+  EXPECT_EQ(ErrcOf(ch.ReadToPipe(1, 0, data.size(), p[1])), Errc::kWouldBlock);
+  EXPECT_LE(Drain(p[0]).size(), data.size());
+  std::string back(data.size(), '\0');
+  ASSERT_TRUE(ch.Read(1, 0, back.size(), back.data()).ok());
+  EXPECT_TRUE(back == data);
+  close(p[0]);
+  close(p[1]);
+}
+
 TEST_F(BulkServerTest, GarbageGetsAnErrorAndACloseAndChangesNothing) {
   ASSERT_TRUE(store_->Write(1, 0, std::string(4096, 'k'), false).ok());
   // A header with a bad magic, then what would be a write's data.
