@@ -262,7 +262,8 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                       << " callbacks, " << st.writeback_pages
                       << " pages written back, " << st.piped_fills
                       << " fills through pipes (" << st.pipe_fallbacks
-                      << " fell back)";
+                      << " fell back), " << st.meta_calls << " metadata calls, "
+                      << st.creates_ahead << " creates sent ahead";
   }
   bool leak_session = false;
   if (kcache != nullptr) {

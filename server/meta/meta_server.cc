@@ -370,6 +370,7 @@ absl::StatusOr<bool> MetaServer::HasHandles(uint64_t ino) {
 }
 
 absl::Status MetaServer::FreeInode(Op& op, const InodeRecord& r) {
+  op.batch().SyncWithNextExtentChange();  // Batch: why it may wait.
   if (S_ISREG(r.mode)) {
     absl::StatusOr<ExtentSet> set =
         ExtentSet::Load(store_.get(), nullptr, r.ino, 0, kInfinity);

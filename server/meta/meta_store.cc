@@ -52,12 +52,12 @@ bool SyncedFamily(Cf cf) { return cf == Cf::kExtents || cf == Cf::kFree; }
 }  // namespace
 
 void Batch::Put(Cf cf, absl::string_view key, absl::string_view value) {
-  sync_ |= SyncedFamily(cf);
+  extent_change_ |= SyncedFamily(cf);
   ops_.push_back(Op{cf, std::string(key), std::string(value)});
 }
 
 void Batch::Delete(Cf cf, absl::string_view key) {
-  sync_ |= SyncedFamily(cf);
+  extent_change_ |= SyncedFamily(cf);
   ops_.push_back(Op{cf, std::string(key), std::nullopt});
 }
 
@@ -187,7 +187,7 @@ void MetaStore::WriteGroup() {
   rocksdb::WriteBatch wb;
   bool sync = false;
   for (const auto& p : group) {
-    sync |= p->batch.sync_;
+    sync |= p->batch.needs_sync();
     for (const Batch::Op& op : p->batch.ops_) {
       if (op.value) {
         wb.Put(Handle(op.cf), Slice(op.key), Slice(*op.value));

@@ -52,10 +52,10 @@ enum class Cf : int {
 // A set of changes applied atomically.
 //
 // Durability: a batch that changes extents or the free map (allocation,
-// commit, truncate, punch, freeing a file's blocks), or asks with
-// RequireSync, is synced before Commit returns (DESIGN.md: every extent
-// map change is an atomic synced write). Any other batch (a create,
-// rename, unlink of an empty or still open file, chmod, xattrs) is in the
+// commit, truncate, punch), or asks with RequireSync, is synced before
+// Commit returns (DESIGN.md: every extent map change is an atomic synced
+// write). Any other batch (a create, rename, unlink, chmod, xattrs; and
+// the deletion of a file with its blocks, SyncWithNextExtentChange) is in the
 // write-ahead log, in the kernel, when Commit returns: it survives the
 // server being killed, and is made durable against a machine crash by the
 // next synced batch or MetaStore::Sync (what fsync and fsyncdir on a
@@ -72,8 +72,15 @@ class Batch {
   void Put(Cf cf, absl::string_view key, absl::string_view value);
   void Delete(Cf cf, absl::string_view key);
   void RequireSync() { sync_ = true; }
+  // The batch deletes inodes and frees their blocks: its extent and free
+  // map changes need no sync of their own. A crash that loses it loses the
+  // deletion with it (the files keep their blocks), and a freed block is
+  // used again only through an allocation, a synced batch submitted later,
+  // whose sync makes this one durable first (batches become durable in
+  // order). RequireSync still syncs it.
+  void SyncWithNextExtentChange() { deferred_ = true; }
   size_t count() const;
-  bool needs_sync() const { return sync_; }
+  bool needs_sync() const { return sync_ || (extent_change_ && !deferred_); }
 
  private:
   friend class MetaStore;
@@ -83,7 +90,9 @@ class Batch {
     std::optional<std::string> value;  // nullopt = delete
   };
   std::vector<Op> ops_;
-  bool sync_ = false;
+  bool sync_ = false;           // RequireSync.
+  bool extent_change_ = false;  // An extent or free map change.
+  bool deferred_ = false;       // SyncWithNextExtentChange.
 };
 
 // A consistent read view (a RocksDB snapshot). Reads through one view see

@@ -84,6 +84,22 @@ TEST(MetaDurabilityTest, NamespaceChangesAreSyncedLazilyExtentChangesAtOnce) {
   EXPECT_EQ(m->store()->sync_writes(), synced + 2);
   ASSERT_TRUE(m->SetAttr(kSession, f1->ino, SetAttrArgs{kSetMode, 0600}).ok());
   EXPECT_EQ(m->store()->sync_writes(), synced + 2);
+  // Freeing a deleted file's blocks waits for no sync either: a crash that
+  // loses it loses the unlink with it (the file keeps its blocks), and the
+  // blocks are only used again by an allocation, whose own sync makes the
+  // free durable first (the log is synced as a whole).
+  auto f4 =
+      m->Create(kSession, kRootIno, "f4", S_IFREG | 0644, 0, creds, true, 022);
+  ASSERT_TRUE(f4.ok()) << f4.status();
+  auto before = m->GetStatFs();
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_TRUE(m->MapWrite(kSession, f4->ino, 0, 64 * 1024).ok());
+  EXPECT_EQ(m->store()->sync_writes(), synced + 3);
+  ASSERT_TRUE(m->Unlink(kSession, kRootIno, "f4", false).ok());
+  EXPECT_EQ(m->store()->sync_writes(), synced + 3);
+  auto freed = m->GetStatFs();
+  ASSERT_TRUE(freed.ok()) << freed.status();
+  EXPECT_EQ(freed->free_blocks, before->free_blocks);
   // Everything acknowledged is there after a restart, and new inode
   // numbers start past every number that went out.
   m.reset();
@@ -91,6 +107,10 @@ TEST(MetaDurabilityTest, NamespaceChangesAreSyncedLazilyExtentChangesAtOnce) {
   ASSERT_NE(m, nullptr);
   auto again = m->Lookup(kRootIno, "d");
   ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ErrcOf(m->Lookup(kRootIno, "f4").status()), Errc::kNotFound);
+  auto after = m->GetStatFs();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->free_blocks, before->free_blocks);
   EXPECT_EQ(ErrcOf(m->Lookup(d->ino, "g").status()), Errc::kNotFound);
   auto f3 =
       m->Create(kSession, kRootIno, "f3", S_IFREG | 0644, 0, creds, true, 022);
