@@ -94,6 +94,26 @@ PageCache::Page* PageCache::Find(InodePages& pages, uint64_t index) {
   return cit->second->slot[index % kChunkPages].get();
 }
 
+std::unique_ptr<PageCache::Page> PageCache::NewPage() {
+  if (spare_pages_.empty()) return std::make_unique<Page>();
+  std::unique_ptr<Page> p = std::move(spare_pages_.back());
+  spare_pages_.pop_back();
+  *p = Page();
+  return p;
+}
+
+PageCache::LruList::iterator PageCache::LruAdd(uint64_t ino, uint64_t index) {
+  if (spare_lru_.empty()) return lru_.insert(lru_.end(), {ino, index});
+  auto it = spare_lru_.begin();
+  *it = {ino, index};
+  lru_.splice(lru_.end(), spare_lru_, it);
+  return it;
+}
+
+void PageCache::LruRemove(LruList::iterator it) {
+  spare_lru_.splice(spare_lru_.end(), lru_, it);
+}
+
 PageCache::Page& PageCache::Emplace(uint64_t ino, InodePages& pages,
                                     uint64_t index, bool* fresh, char* frame) {
   std::unique_ptr<Chunk>& chunk = pages.chunks[index / kChunkPages];
@@ -103,9 +123,9 @@ PageCache::Page& PageCache::Emplace(uint64_t ino, InodePages& pages,
   if (*fresh) {
     // Not value-initialised: the caller fills the data.
     if (frame == nullptr) frame = frames_.Take();  // First: it may throw.
-    slot.reset(new Page);
+    slot = NewPage();
     slot->data = frame;
-    slot->lru = lru_.insert(lru_.end(), {ino, index});
+    slot->lru = LruAdd(ino, index);
     chunk->present |= 1ull << (index % kChunkPages);
     ++pages.count;
     ++pages_;
@@ -135,11 +155,11 @@ void PageCache::SetDirty(uint64_t ino, uint64_t index, Page& p, bool dirty) {
   if (dirty) p.seq = next_seq_++;
   if (p.dirty == dirty) return;
   if (dirty) {
-    lru_.erase(p.lru);
+    LruRemove(p.lru);
     ++dirty_;
     ++dirty_by_inode_[ino];
   } else {
-    p.lru = lru_.insert(lru_.end(), {ino, index});
+    p.lru = LruAdd(ino, index);
     --dirty_;
     if (--dirty_by_inode_[ino] == 0) dirty_by_inode_.erase(ino);
   }
@@ -154,14 +174,14 @@ void PageCache::EraseLocked(uint64_t ino, InodePages& pages, uint64_t index,
     --dirty_;
     if (--dirty_by_inode_[ino] == 0) dirty_by_inode_.erase(ino);
   } else {
-    lru_.erase(slot->lru);
+    LruRemove(slot->lru);
   }
   if (frame != nullptr) {
     *frame = slot->data;
   } else {
     ReleaseFrame(slot->data);
   }
-  slot.reset();
+  spare_pages_.push_back(std::move(slot));
   cit->second->present &= ~(1ull << (index % kChunkPages));
   if (cit->second->present == 0) pages.chunks.erase(cit);
   --pages.count;

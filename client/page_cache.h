@@ -226,6 +226,15 @@ class PageCache {
   void EraseLocked(uint64_t ino, InodePages& pages, uint64_t index,
                    char** frame = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Page records and LRU entries are reused, not freed: a page written
+  // through the cache is created, queued, taken off the queue when dirtied,
+  // queued again when written back and erased, and each was an allocation
+  // (~9% of a writing daemon's samples went to malloc). There are never
+  // more spares than the most pages the cache held.
+  std::unique_ptr<Page> NewPage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LruList::iterator LruAdd(uint64_t ino, uint64_t index)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LruRemove(LruList::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A frame whose page is gone: free, or doomed until its pins go.
   void ReleaseFrame(char* frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   friend class DirtyPages;
@@ -237,6 +246,8 @@ class PageCache {
   std::unordered_map<uint64_t, InodePages> inodes_ ABSL_GUARDED_BY(mu_);
   // Clean pages, least recently used at the front: (ino, index).
   LruList lru_ ABSL_GUARDED_BY(mu_);
+  LruList spare_lru_ ABSL_GUARDED_BY(mu_);  // LruAdd's entries to reuse.
+  std::vector<std::unique_ptr<Page>> spare_pages_ ABSL_GUARDED_BY(mu_);
   uint64_t pages_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dirty_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<uint64_t, uint64_t> dirty_by_inode_ ABSL_GUARDED_BY(mu_);
