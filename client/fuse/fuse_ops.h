@@ -31,7 +31,8 @@ struct Mount {
   // Cold READs of cached opens go from the data servers to the kernel
   // through a pipe (Client::FillPipe), when the kernel takes spliced
   // replies.
-  bool pipe_fills = true;
+  // (Set before the session loop, cleared by INIT if the kernel cannot.)
+  std::atomic<bool> pipe_fills{true};
   unsigned max_read = 0;  // The max_read mount option (0: none).
 };
 
