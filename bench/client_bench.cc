@@ -455,6 +455,17 @@ int Main(int argc, char** argv) {
     double ops = 2 * kPingPong / Seconds(Clock::now() - t0);
     Report("two nodes alternating 4 KiB writes", ops, "ops/s", ping,
            "gRPC ping", "(cost of coherence)");
+    // What one hand-off costs, in messages: each write takes the page
+    // back from the other node (its DATA, INVAL and INODE locks, each a
+    // request here and a callback there; the other node's write-back).
+    client::ClientStats sa = a->Stats(), sb = b->Stats();
+    const double writes = 2.0 * kPingPong;
+    printf("  (per write: %.1f lock requests, %.1f callbacks answered, "
+           "%.1f metadata calls, %.1f pages written back)\n",
+           (sa.lock_requests + sb.lock_requests) / writes,
+           (sa.lock_callbacks + sb.lock_callbacks) / writes,
+           (sa.meta_calls + sb.meta_calls) / writes,
+           (sa.writeback_pages + sb.writeback_pages) / writes);
   }
   unlink(local.c_str());
   return 0;
