@@ -9,7 +9,9 @@
 //  * cold 4 KiB random reads on a fresh node vs bare gRPC pings to the
 //    metadata server (target >= 0.5x: one round trip per miss);
 //  * O_DIRECT 1 MiB writes and reads vs O_DIRECT on the local file;
-//  * coherence: two nodes alternately writing one 4 KiB page, vs pings.
+//  * coherence: two nodes alternately writing one 4 KiB page, vs pings;
+//  * scattered 4 KiB writes + fsync (write-back of many short runs) vs the
+//    same pwrites + fsync of the local file.
 //
 //   client_bench [--mib N]   (file size, default 128)
 #include <fcntl.h>
@@ -146,6 +148,40 @@ double RangefsRead(Client& c, uint64_t fh, uint64_t bytes, int passes = 1) {
   double s = Seconds(Clock::now() - t0);
   free(buf);
   return passes * bytes / s / kMiB;
+}
+
+// The page indexes of the scattered-write figure: `n` distinct pages of
+// the first `span` pages, in random order (seeded: every run the same).
+std::vector<uint64_t> ScatteredPages(uint64_t n, uint64_t span) {
+  std::vector<uint64_t> all(span);
+  for (uint64_t i = 0; i < span; ++i) all[i] = i;
+  std::shuffle(all.begin(), all.end(), std::mt19937_64(7));
+  all.resize(n);
+  return all;
+}
+
+double LocalScatteredWrites(const std::string& path,
+                            const std::vector<uint64_t>& pages) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) Die("open " + path);
+  std::vector<char> page(4096, 's');
+  auto t0 = Clock::now();
+  for (uint64_t p : pages) {
+    if (pwrite(fd, page.data(), 4096, p * 4096) != 4096) Die("pwrite");
+  }
+  fsync(fd);
+  double s = Seconds(Clock::now() - t0);
+  close(fd);
+  return pages.size() / s;
+}
+
+double RangefsScatteredWrites(Client& c, uint64_t fh,
+                              const std::vector<uint64_t>& pages) {
+  std::vector<char> page(4096, 's');
+  auto t0 = Clock::now();
+  for (uint64_t p : pages) Must(c.Write(fh, page.data(), 4096, p * 4096), "w");
+  Must(c.Fsync(fh, false), "fsync");
+  return pages.size() / Seconds(Clock::now() - t0);
 }
 
 double PingRate(const std::string& meta, int n) {
@@ -460,12 +496,32 @@ int Main(int argc, char** argv) {
     // request here and a callback there; the other node's write-back).
     client::ClientStats sa = a->Stats(), sb = b->Stats();
     const double writes = 2.0 * kPingPong;
-    printf("  (per write: %.1f lock requests, %.1f callbacks answered, "
-           "%.1f metadata calls, %.1f pages written back)\n",
-           (sa.lock_requests + sb.lock_requests) / writes,
-           (sa.lock_callbacks + sb.lock_callbacks) / writes,
-           (sa.meta_calls + sb.meta_calls) / writes,
-           (sa.writeback_pages + sb.writeback_pages) / writes);
+    printf(
+        "  (per write: %.1f lock requests, %.1f callbacks answered, "
+        "%.1f metadata calls, %.1f pages written back)\n",
+        (sa.lock_requests + sb.lock_requests) / writes,
+        (sa.lock_callbacks + sb.lock_callbacks) / writes,
+        (sa.meta_calls + sb.meta_calls) / writes,
+        (sa.writeback_pages + sb.writeback_pages) / writes);
+  }
+
+  // Scattered 4 KiB writes, then fsync: the write-back of many short runs
+  // (each its own MapWrite, data write and commit).
+  {
+    const std::vector<uint64_t> pages =
+        ScatteredPages(4000, std::max<uint64_t>(bytes / 4096, 8000));
+    auto n = Node(config, "scatter", 10);
+    std::vector<double> local_s, rfs_s;
+    for (int round = 0; round < kRounds; ++round) {
+      local_s.push_back(LocalScatteredWrites(local, pages));
+      std::string name = "/scatter" + std::to_string(round);
+      uint64_t fh =
+          Must(n->OpenPath(name, O_RDWR | O_CREAT | O_TRUNC), "open scatter");
+      rfs_s.push_back(RangefsScatteredWrites(*n, fh, pages));
+      Must(n->Close(fh), "close");
+    }
+    Report("scattered 4 KiB writes + fsync", Median(rfs_s), "pages/s",
+           Median(local_s), "local pwrite+fsync", "");
   }
   unlink(local.c_str());
   return 0;
