@@ -357,8 +357,11 @@ class Client::Impl {
   // still missing.
   bool AwaitsReadAhead(InodeState& in, uint64_t pos, uint64_t want)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
-  // Runs independent data-server calls, a few at a time; the first error.
-  absl::Status RunParallel(std::vector<std::function<absl::Status()>> calls);
+  // Runs independent calls on `pool`, as many at a time as it has
+  // threads; the first error. Data-server calls go to io_pool_; a task of
+  // `pool` must not wait for other tasks of the same pool.
+  absl::Status RunParallel(std::vector<std::function<absl::Status()>> calls,
+                           ThreadPool* pool = nullptr);
   // Drops pages and cached mappings of `range`.
   uint64_t DropCached(InodeState& in, const ByteRange& range);
   void DropMaps(InodeState& in, const ByteRange& range)
@@ -515,6 +518,9 @@ class Client::Impl {
   std::unique_ptr<MmapTable> mmaps_;
   BufferPool buffers_;
   ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.
+  // The runs of one write-back batch, written at once (WriteBlocks each;
+  // their data-server calls go to io_pool_).
+  ThreadPool run_pool_{8};
   // Asynchronous readahead (their data-server calls go to io_pool_).
   ThreadPool ra_pool_{2};
   // INODE EX of files just made (LockNewFileLater).

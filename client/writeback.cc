@@ -447,8 +447,9 @@ absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
 }
 
 absl::Status Client::Impl::RunParallel(
-    std::vector<std::function<absl::Status()>> calls) {
+    std::vector<std::function<absl::Status()>> calls, ThreadPool* pool) {
   if (calls.size() == 1) return calls[0]();
+  if (pool == nullptr) pool = &io_pool_;
   // Shared with the pool's tasks: the last one to let go frees it, so no
   // task touches it (not even its mutex, while unlocking) after we return.
   struct Join {
@@ -459,7 +460,7 @@ absl::Status Client::Impl::RunParallel(
   auto join = std::make_shared<Join>();
   join->left = calls.size();
   for (auto& call : calls) {
-    io_pool_.Submit([join, call = std::move(call)] {
+    pool->Submit([join, call = std::move(call)] {
       absl::Status s = call();
       absl::MutexLock lock(&join->mu);
       if (!s.ok() && join->first.ok()) join->first = s;
@@ -590,39 +591,57 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
       if (last_batch) break;
       continue;
     }
+    // Runs of consecutive pages, each sent from its frames. Scattered
+    // pages make many short runs, each a MapWrite, a data write and a
+    // commit: they go at once (disjoint block ranges: each commit's cookie
+    // only covers its own run's extents), and are accounted in order.
+    struct Run {
+      size_t first = 0, end = 0;  // Pages [first, end) of `dirty`.
+      uint64_t committed = 0;
+      absl::Status status;
+    };
+    std::vector<Run> runs;
     for (size_t i = 0; i < dirty.size();) {
       size_t j = i + 1;
       while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1) {
         ++j;
       }
-      // A run of consecutive pages, sent from their frames.
-      uint64_t committed = 0;
-      absl::Status s = WriteBlocks(in, dirty[i].index * kPageSize,
-                                   dirty.Frames(i), (j - i) * kPageSize, size,
-                                   /*sync=*/false, snap, &committed);
-      if (!s.ok()) {
-        Errc e = ErrcOf(s);
-        if (e != Errc::kFenced && e != Errc::kNotFound) {
-          // What the servers have (space ran out part way) is clean; the
-          // rest stays dirty and a later writeback retries it.
-          const size_t done = committed / kPageSize;
-          pages_.MarkClean(in.ino, &dirty.pages[i], done,
-                           /*drop=*/cache_above.load() != nullptr);
-          counters.writeback_pages += done;
-          return s;
-        }
-        drop(i, dirty.size());
+      runs.push_back(Run{i, j});
+      i = j;
+    }
+    std::vector<std::function<absl::Status()>> writes;
+    for (Run& run : runs) {
+      writes.push_back([this, &in, &dirty, &run, size, &snap] {
+        run.status = WriteBlocks(in, dirty[run.first].index * kPageSize,
+                                 dirty.Frames(run.first),
+                                 (run.end - run.first) * kPageSize, size,
+                                 /*sync=*/false, snap, &run.committed);
+        return absl::OkStatus();  // Each run's outcome is its own.
+      });
+    }
+    (void)RunParallel(std::move(writes), &run_pool_);
+    absl::Status retry;  // The first error that leaves pages dirty.
+    for (const Run& run : runs) {
+      const absl::Status& s = run.status;
+      const Errc e = ErrcOf(s);
+      if (!s.ok() && (e == Errc::kFenced || e == Errc::kNotFound)) {
+        drop(run.first, dirty.size());
         failed = MakeError(Errc::kIoError,
                            "write-back refused: " + std::string(s.message()));
         break;
       }
-      // A cache above (the kernel's) has the data it wrote through us:
-      // the written pages leave, and their frames take the next writes.
-      pages_.MarkClean(in.ino, &dirty.pages[i], j - i,
+      // What the servers have is clean (all of the run, or as far as the
+      // space went); the rest stays dirty and a later write-back retries
+      // it. A cache above (the kernel's) has the data it wrote through
+      // us: the written pages leave, and their frames take the next writes.
+      const size_t done =
+          s.ok() ? run.end - run.first : run.committed / kPageSize;
+      pages_.MarkClean(in.ino, &dirty.pages[run.first], done,
                        /*drop=*/cache_above.load() != nullptr);
-      counters.writeback_pages += j - i;
-      i = j;
+      counters.writeback_pages += done;
+      if (!s.ok() && retry.ok()) retry = s;
     }
+    if (!retry.ok() && failed.ok()) return retry;
     if (last_batch) break;
   }
   return failed;

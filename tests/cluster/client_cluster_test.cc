@@ -1031,6 +1031,57 @@ TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// Every other page of a file: each its own run, written back at once.
+TEST_F(ClientClusterTest, ScatteredPagesAreAllWrittenBackByOneFsync) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  uint64_t fa = MustOpen(*a, "/scattered", O_RDWR | O_CREAT);
+  std::string want(400 * kPage, '\0');
+  for (uint64_t p = 0; p < 400; p += 2) {
+    const std::string page = Fill(static_cast<char>('a' + p % 26), kPage);
+    MustWrite(*a, fa, page, p * kPage);
+    want.replace(p * kPage, kPage, page);
+  }
+  want.resize(399 * kPage);  // The last page written is 398.
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  EXPECT_EQ(a->Stats().dirty_pages, 0u);
+  EXPECT_EQ(a->Stats().writeback_pages, 200u);
+  EXPECT_EQ(ServerSize(a->InoOf(fa)), want.size());
+  uint64_t fb = MustOpen(*b, "/scattered", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, want.size()), want));
+  EXPECT_TRUE(Fsck().empty());
+}
+
+// Scattered runs written back at once, some past the last free block:
+// the ones that got space are clean, the others stay dirty until there is
+// space again, and nothing is lost or written twice.
+TEST_F(ClientClusterTest, ScatteredPagesPastTheLastFreeBlockStayDirty) {
+  StartSmallCluster(8ull << 20);
+  auto a = Node("a");
+  auto b = Node("b");
+  const uint64_t free_bytes = FreeBytes(*a);
+  ASSERT_GT(free_bytes, 4u << 20);
+  uint64_t f1 = WriteSynced(*a, "/first", Fill('1', free_bytes - 16 * kPage));
+  uint64_t f2 = MustOpen(*a, "/second", O_RDWR | O_CREAT);
+  std::string want(127 * kPage, '\0');
+  for (uint64_t p = 0; p < 128; p += 2) {
+    const std::string page = Fill(static_cast<char>('A' + p % 26), kPage);
+    MustWrite(*a, f2, page, p * kPage);
+    want.replace(p * kPage, kPage, page);
+  }
+  EXPECT_EQ(ErrnoOf(a->Fsync(f2, false)), ENOSPC);
+  EXPECT_EQ(a->Stats().dirty_pages, 64u - 16u);
+  ASSERT_TRUE(a->Close(f1).ok());
+  ASSERT_TRUE(a->Unlink(kRootIno, "first").ok());
+  ASSERT_TRUE(a->Fsync(f2, false).ok());
+  EXPECT_EQ(a->Stats().dirty_pages, 0u);
+  EXPECT_EQ(a->Stats().writeback_pages, 64u + (free_bytes / kPage - 16));
+  uint64_t fb = MustOpen(*b, "/second", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, 0, want.size()), want));
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // A direct write that runs out of space part way returns what it wrote,
 // as Linux does: the bytes are on the servers and the size covers them.
 TEST_F(ClientClusterTest, DirectWriteRunningOutOfSpaceIsShort) {
