@@ -130,9 +130,16 @@ void HeldLocks::Release() {
 }
 
 absl::StatusOr<Attr> Client::Impl::CachedAttr(InodeState& in) {
+  // Data not yet written back will take at least a block per page: count
+  // it, as ext4 counts its delayed allocations (du right after a write).
+  const uint64_t dirty_blocks = pages_.DirtyPagesOf(in.ino) * kPageSize / 512;
+  auto with_dirty = [dirty_blocks](Attr a) {
+    a.blocks = std::max(a.blocks, dirty_blocks);
+    return a;
+  };
   {
     absl::MutexLock lock(&in.mu);
-    if (in.attr_valid) return in.attr;
+    if (in.attr_valid) return with_dirty(in.attr);
   }
   absl::StatusOr<Attr> a = stubs_->GetAttr(in.ino);
   if (!a.ok()) return a.status();
@@ -141,7 +148,7 @@ absl::StatusOr<Attr> Client::Impl::CachedAttr(InodeState& in) {
     in.attr = *a;
     in.attr_valid = true;
   }
-  return in.attr;
+  return with_dirty(in.attr);
 }
 
 absl::StatusOr<Attr> Client::Impl::FileAttr(InodeState& in) {

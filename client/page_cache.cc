@@ -492,6 +492,12 @@ bool PageCache::HasDirty(uint64_t ino) {
   return dirty_by_inode_.count(ino) != 0;
 }
 
+uint64_t PageCache::DirtyPagesOf(uint64_t ino) {
+  absl::MutexLock lock(&mu_);
+  auto it = dirty_by_inode_.find(ino);
+  return it == dirty_by_inode_.end() ? 0 : it->second;
+}
+
 uint64_t PageCache::dirty_bytes() {
   absl::MutexLock lock(&mu_);
   return dirty_ * kPageSize;

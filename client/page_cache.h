@@ -159,6 +159,8 @@ class PageCache {
   void ZeroTail(uint64_t ino, uint64_t index, uint64_t offset);
 
   bool HasDirty(uint64_t ino);
+  // How many pages of `ino` are dirty.
+  uint64_t DirtyPagesOf(uint64_t ino);
   // Inodes with dirty pages (for background writeback).
   std::vector<uint64_t> DirtyInodes();
   uint64_t dirty_bytes();

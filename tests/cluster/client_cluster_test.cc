@@ -963,6 +963,26 @@ TEST_F(ClientClusterTest, BackgroundWritebackReachesTheServersWithoutFsync) {
   EXPECT_EQ(dirty, 0u);
 }
 
+// du right after a write (ext4 counts delayed allocations the same way):
+// the blocks of data not yet written back count, at least one per page.
+TEST_F(ClientClusterTest, StatCountsTheBlocksOfDataNotYetWrittenBack) {
+  StartCluster();
+  auto a = Node("a");
+  uint64_t fa = MustOpen(*a, "/du", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, Fill('d', 10000), 0);
+  MustWrite(*a, fa, Fill('e', 100), 40 * kPage);
+  absl::StatusOr<Attr> dirty = a->GetAttr(a->InoOf(fa));
+  ASSERT_TRUE(dirty.ok());
+  EXPECT_EQ(dirty->blocks, 4 * kPage / 512);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  absl::StatusOr<Attr> clean = a->GetAttr(a->InoOf(fa));
+  ASSERT_TRUE(clean.ok());
+  EXPECT_EQ(clean->blocks, 4 * kPage / 512);
+  // Overwriting written blocks adds none.
+  MustWrite(*a, fa, Fill('f', kPage), 0);
+  EXPECT_EQ(a->GetAttr(a->InoOf(fa))->blocks, 4 * kPage / 512);
+}
+
 TEST_F(ClientClusterTest, OsyncWriteIsOnTheServersWhenItReturns) {
   StartCluster();
   auto a = Node("a");
