@@ -35,6 +35,19 @@ class ClientClusterTest : public ClientClusterFixture {
     o.device_size = device_size;
     StartCluster(o);
   }
+  // Writes pages 0, 2, 4, ... below `pages` of `fh`, each filled with its
+  // own letter from `first`; returns the file's expected bytes.
+  static std::string WriteEveryOtherPage(Client& c, uint64_t fh, uint64_t pages,
+                                         char first) {
+    std::string want((pages - 1) * kPage, '\0');  // Ends at the last written.
+    for (uint64_t p = 0; p < pages; p += 2) {
+      const std::string page(kPage, static_cast<char>(first + p % 26));
+      MustWrite(c, fh, page, p * kPage);
+      want.replace(p * kPage, kPage, page);
+    }
+    return want;
+  }
+
   static uint64_t FreeBytes(Client& c) {
     absl::StatusOr<FsStat> s = c.StatFs();
     EXPECT_TRUE(s.ok()) << s.status();
@@ -1057,13 +1070,7 @@ TEST_F(ClientClusterTest, ScatteredPagesAreAllWrittenBackByOneFsync) {
   auto a = Node("a");
   auto b = Node("b");
   uint64_t fa = MustOpen(*a, "/scattered", O_RDWR | O_CREAT);
-  std::string want(400 * kPage, '\0');
-  for (uint64_t p = 0; p < 400; p += 2) {
-    const std::string page = Fill(static_cast<char>('a' + p % 26), kPage);
-    MustWrite(*a, fa, page, p * kPage);
-    want.replace(p * kPage, kPage, page);
-  }
-  want.resize(399 * kPage);  // The last page written is 398.
+  const std::string want = WriteEveryOtherPage(*a, fa, 400, 'a');
   ASSERT_TRUE(a->Fsync(fa, false).ok());
   EXPECT_EQ(a->Stats().dirty_pages, 0u);
   EXPECT_EQ(a->Stats().writeback_pages, 200u);
@@ -1084,12 +1091,7 @@ TEST_F(ClientClusterTest, ScatteredPagesPastTheLastFreeBlockStayDirty) {
   ASSERT_GT(free_bytes, 4u << 20);
   uint64_t f1 = WriteSynced(*a, "/first", Fill('1', free_bytes - 16 * kPage));
   uint64_t f2 = MustOpen(*a, "/second", O_RDWR | O_CREAT);
-  std::string want(127 * kPage, '\0');
-  for (uint64_t p = 0; p < 128; p += 2) {
-    const std::string page = Fill(static_cast<char>('A' + p % 26), kPage);
-    MustWrite(*a, f2, page, p * kPage);
-    want.replace(p * kPage, kPage, page);
-  }
+  const std::string want = WriteEveryOtherPage(*a, f2, 128, 'A');
   EXPECT_EQ(ErrnoOf(a->Fsync(f2, false)), ENOSPC);
   EXPECT_EQ(a->Stats().dirty_pages, 64u - 16u);
   ASSERT_TRUE(a->Close(f1).ok());
