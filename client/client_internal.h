@@ -40,6 +40,8 @@
 namespace rangefs::client {
 
 inline constexpr uint64_t kMaxDataCall = 4ull << 20;  // Data server limit.
+// Ranges of one MapWrite or CommitWrite (the metadata server's limit).
+inline constexpr size_t kMaxMapRanges = 1024;
 // Asynchronous readaheads of one inode in flight at once.
 inline constexpr size_t kMaxReadAheads = 2;
 
@@ -333,6 +335,19 @@ class Client::Impl {
                            uint64_t length, uint64_t size_floor, bool sync,
                            const LockCache::SessionSnapshot& snap,
                            uint64_t* committed = nullptr);
+  // WriteBlocks of several runs (in order, in disjoint blocks), mapped and
+  // committed together, up to kMaxMapRanges per MapWrite and CommitWrite.
+  // Each run's `committed` says how much of it is on the servers and
+  // committed, also on failure.
+  struct BlockRun {
+    uint64_t offset = 0;
+    char* const* pages = nullptr;  // Its data, laid out as ReadMapped's.
+    uint64_t length = 0;
+    uint64_t committed = 0;
+  };
+  absl::Status WriteRuns(InodeState& in, std::vector<BlockRun>& runs,
+                         uint64_t size_floor, bool sync,
+                         const LockCache::SessionSnapshot& snap);
   // Reads [offset, offset + length) of the file through fresh mappings into
   // `out` (direct I/O; holes and unwritten read as zeros).
   absl::Status ReadBlocksDirect(InodeState& in, uint64_t offset,
@@ -357,11 +372,8 @@ class Client::Impl {
   // still missing.
   bool AwaitsReadAhead(InodeState& in, uint64_t pos, uint64_t want)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
-  // Runs independent calls on `pool`, as many at a time as it has
-  // threads; the first error. Data-server calls go to io_pool_; a task of
-  // `pool` must not wait for other tasks of the same pool.
-  absl::Status RunParallel(std::vector<std::function<absl::Status()>> calls,
-                           ThreadPool* pool = nullptr);
+  // Runs independent data-server calls, a few at a time; the first error.
+  absl::Status RunParallel(std::vector<std::function<absl::Status()>> calls);
   // Drops pages and cached mappings of `range`.
   uint64_t DropCached(InodeState& in, const ByteRange& range);
   void DropMaps(InodeState& in, const ByteRange& range)
@@ -518,9 +530,6 @@ class Client::Impl {
   std::unique_ptr<MmapTable> mmaps_;
   BufferPool buffers_;
   ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.
-  // The runs of one write-back batch, written at once (WriteBlocks each;
-  // their data-server calls go to io_pool_).
-  ThreadPool run_pool_{8};
   // Asynchronous readahead (their data-server calls go to io_pool_).
   ThreadPool ra_pool_{2};
   // INODE EX of files just made (LockNewFileLater).

@@ -334,6 +334,48 @@ class GrpcStubs : public Stubs {
     }
     return r;
   }
+  absl::StatusOr<MapResult> MapWriteRanges(
+      uint64_t session, uint64_t ino,
+      const std::vector<ByteRange>& ranges) override {
+    if (ranges.empty()) {
+      return MakeError(Errc::kInvalidArgument, "no range to map");
+    }
+    proto::MapRequest req;
+    req.set_session_id(session);
+    req.set_ino(ino);
+    req.set_offset(ranges[0].start);
+    req.set_length(ranges[0].Length());
+    for (size_t k = 1; k < ranges.size(); ++k) {
+      *req.add_more() = rpc::ToProto(ranges[k]);
+    }
+    proto::MapReply rep;
+    absl::Status s =
+        Call(&proto::MetaService::Stub::MapWrite, req, &rep, "mapwrite");
+    if (!s.ok()) return s;
+    MapResult r;
+    r.cookie = rep.cookie();
+    r.size = rep.size();
+    // Defensive: each piece continues the range being covered, or starts
+    // the next one at its start once that one is covered.
+    size_t k = 0;
+    uint64_t pos = ranges[0].start;
+    for (const proto::Mapping& m : rep.mappings()) {
+      if (pos == ranges[k].end && k + 1 < ranges.size())
+        pos = ranges[++k].start;
+      if (m.offset() != pos || m.length() == 0 ||
+          m.length() > ranges[k].end - pos || m.state() > proto::WRITTEN) {
+        return MakeError(Errc::kInternal, "malformed mapping reply");
+      }
+      r.mappings.push_back({m.offset(), m.length(),
+                            static_cast<ExtentState>(m.state()), m.device(),
+                            m.physical()});
+      pos += m.length();
+    }
+    if (r.mappings.empty()) {
+      return MakeError(Errc::kInternal, "empty mapping reply");
+    }
+    return r;
+  }
   absl::StatusOr<CommitResult> CommitWrite(uint64_t session, uint64_t ino,
                                            const std::vector<ByteRange>& ranges,
                                            uint64_t cookie, uint64_t new_size,

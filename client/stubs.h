@@ -129,6 +129,11 @@ class Stubs {
   virtual absl::StatusOr<MapResult> Map(uint64_t session, uint64_t ino,
                                         uint64_t offset, uint64_t length,
                                         bool for_write) = 0;
+  // MapWrite of several block-aligned ranges, in order and disjoint, at
+  // most 1024: the mappings cover a prefix of them, each range's from its
+  // start (MapReply in proto/meta.proto).
+  virtual absl::StatusOr<MapResult> MapWriteRanges(
+      uint64_t session, uint64_t ino, const std::vector<ByteRange>& ranges) = 0;
   virtual absl::StatusOr<CommitResult> CommitWrite(
       uint64_t session, uint64_t ino, const std::vector<ByteRange>& ranges,
       uint64_t cookie, uint64_t new_size, const Timespec& mtime) = 0;

@@ -21,6 +21,8 @@ namespace {
 // many small misses (the reply may be shorter: at most 1024 pieces).
 constexpr uint64_t kMapWindow = 64ull << 20;
 constexpr uint64_t kMaxMapLength = 1ull << 30;
+// Runs mapped and committed together lie within this much of each other.
+constexpr uint64_t kMaxMapSpan = 64ull << 20;
 constexpr int kMaxStaleRetries = 16;
 constexpr int kHookRetries = 3;
 // One writeback call: one MapWrite, parallel data writes, one commit.
@@ -447,9 +449,8 @@ absl::Status Client::Impl::ReadBlocksDirect(InodeState& in, uint64_t offset,
 }
 
 absl::Status Client::Impl::RunParallel(
-    std::vector<std::function<absl::Status()>> calls, ThreadPool* pool) {
+    std::vector<std::function<absl::Status()>> calls) {
   if (calls.size() == 1) return calls[0]();
-  if (pool == nullptr) pool = &io_pool_;
   // Shared with the pool's tasks: the last one to let go frees it, so no
   // task touches it (not even its mutex, while unlocking) after we return.
   struct Join {
@@ -460,7 +461,7 @@ absl::Status Client::Impl::RunParallel(
   auto join = std::make_shared<Join>();
   join->left = calls.size();
   for (auto& call : calls) {
-    pool->Submit([join, call = std::move(call)] {
+    io_pool_.Submit([join, call = std::move(call)] {
       absl::Status s = call();
       absl::MutexLock lock(&join->mu);
       if (!s.ok() && join->first.ok()) join->first = s;
@@ -478,45 +479,74 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
                                        uint64_t size_floor, bool sync,
                                        const LockCache::SessionSnapshot& snap,
                                        uint64_t* committed) {
-  const uint64_t end = offset + length;
-  uint64_t pos = offset;
-  auto report = absl::MakeCleanup([&] {
-    if (committed != nullptr) *committed = pos - offset;
-  });
+  std::vector<BlockRun> runs = {BlockRun{offset, pages, length}};
+  absl::Status s = WriteRuns(in, runs, size_floor, sync, snap);
+  if (committed != nullptr) *committed = runs[0].committed;
+  return s;
+}
+
+absl::Status Client::Impl::WriteRuns(InodeState& in,
+                                     std::vector<BlockRun>& runs,
+                                     uint64_t size_floor, bool sync,
+                                     const LockCache::SessionSnapshot& snap) {
+  size_t first = 0;  // Runs before it are committed whole.
   int stale = 0;
-  while (pos < end) {
+  while (first < runs.size()) {
+    // One MapWrite for the next runs, each from where it got to, within
+    // kMaxMapSpan of the first (the server loads the extents in between).
+    std::vector<ByteRange> ask;
+    for (size_t k = first; k < runs.size() && ask.size() < kMaxMapRanges; ++k) {
+      const uint64_t pos = runs[k].offset + runs[k].committed;
+      const uint64_t end = runs[k].offset + runs[k].length;
+      if (!ask.empty() && end - ask[0].start > kMaxMapSpan) break;
+      ask.push_back({pos, std::min(end, pos + kMaxMapLength)});
+    }
     ++counters.map_calls;
-    absl::StatusOr<MapResult> r = stubs_->Map(
-        snap.session, in.ino, pos, std::min(end - pos, kMaxMapLength), true);
+    absl::StatusOr<MapResult> r =
+        stubs_->MapWriteRanges(snap.session, in.ino, ask);
     if (!r.ok()) return r.status();
-    const uint64_t piece_end = std::min(end, r->mappings.back().end());
     if (absl::Status s = FaultPoint("client.after_mapwrite"); !s.ok()) return s;
+    // The mappings cover a prefix of `ask`: covered[k] is the part of
+    // ask[k] they cover (empty past the prefix).
+    std::vector<ByteRange> covered(ask.size());
     std::vector<std::function<absl::Status()>> writes;
-    for (const Mapping& m : r->mappings) {
-      if (m.offset >= piece_end) break;
-      if (m.state == ExtentState::kHole) {
-        return MakeError(Errc::kInternal, "MapWrite left a hole");
+    size_t mi = 0;
+    for (size_t k = 0; k < ask.size(); ++k) {
+      const BlockRun& run = runs[first + k];
+      covered[k] = {ask[k].start, ask[k].start};
+      for (; mi < r->mappings.size() && r->mappings[mi].offset < ask[k].end;
+           ++mi) {
+        const Mapping& m = r->mappings[mi];
+        if (m.state == ExtentState::kHole) {
+          return MakeError(Errc::kInternal, "MapWrite left a hole");
+        }
+        for (uint64_t p = m.offset; p < m.end(); p += kMaxDataCall) {
+          uint64_t n = std::min(kMaxDataCall, m.end() - p);
+          uint32_t device = m.device;
+          uint64_t physical = m.physical + (p - m.offset);
+          writes.push_back([this, &snap, device, physical, n, sync,
+                            spans = PageSpans(run.pages, p - run.offset, n)] {
+            return stubs_->WriteData(snap.session, device, physical,
+                                     spans.data(),
+                                     static_cast<int>(spans.size()), n, sync);
+          });
+        }
+        covered[k].end = m.end();
       }
-      uint64_t m_end = std::min(m.end(), piece_end);
-      for (uint64_t p = m.offset; p < m_end; p += kMaxDataCall) {
-        uint64_t n = std::min(kMaxDataCall, m_end - p);
-        uint32_t device = m.device;
-        uint64_t physical = m.physical + (p - m.offset);
-        writes.push_back([this, &snap, device, physical, n, sync,
-                          spans = PageSpans(pages, p - offset, n)] {
-          return stubs_->WriteData(snap.session, device, physical, spans.data(),
-                                   static_cast<int>(spans.size()), n, sync);
-        });
-      }
+      if (covered[k].end < ask[k].end) break;  // The prefix ends here.
     }
     if (absl::Status s = RunParallel(std::move(writes)); !s.ok()) return s;
     if (absl::Status s = FaultPoint("client.before_commit"); !s.ok()) return s;
+    std::vector<ByteRange> commit;
+    for (const ByteRange& c : covered) {
+      if (c.Valid()) commit.push_back(c);
+    }
     absl::StatusOr<CommitResult> c = stubs_->CommitWrite(
-        snap.session, in.ino, {ByteRange{pos, piece_end}}, r->cookie,
-        std::min(size_floor, piece_end), DataMtime(in));
+        snap.session, in.ino, commit, r->cookie,
+        std::min(size_floor, commit.back().end), DataMtime(in));
     if (!c.ok() && ErrcOf(c.status()) == Errc::kStale) {
-      // The extents under the piece changed after we mapped it: remap and
-      // write the piece again (iomap's IOMAP_F_STALE loop).
+      // The extents under a piece changed after we mapped it: remap and
+      // write the pieces again (iomap's IOMAP_F_STALE loop).
       ++counters.stale_retries;
       if (++stale > kMaxStaleRetries) {
         return MakeError(Errc::kIoError, "commit stayed stale after retries");
@@ -526,7 +556,7 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
     if (!c.ok()) return c.status();
     {
       absl::MutexLock lock(&in.mu);
-      DropMaps(in, {pos, piece_end});
+      for (const ByteRange& piece : commit) DropMaps(in, piece);
       if (in.attr_valid) {
         in.attr.blocks = c->attr.blocks;
         // The commit moved the server's mtime and ctime. Data the cache
@@ -537,7 +567,12 @@ absl::Status Client::Impl::WriteBlocks(InodeState& in, uint64_t offset,
       }
     }
     InvalidateAttributesAbove(in.ino);  // Its block count changed.
-    pos = piece_end;
+    for (size_t k = 0; k < covered.size(); ++k) {
+      runs[first + k].committed += covered[k].Length();
+    }
+    while (first < runs.size() && runs[first].committed == runs[first].length) {
+      ++first;
+    }
   }
   return absl::OkStatus();
 }
@@ -591,57 +626,46 @@ absl::Status Client::Impl::WritebackLocked(InodeState& in,
       if (last_batch) break;
       continue;
     }
-    // Runs of consecutive pages, each sent from its frames. Scattered
-    // pages make many short runs, each a MapWrite, a data write and a
-    // commit: they go at once (disjoint block ranges: each commit's cookie
-    // only covers its own run's extents), and are accounted in order.
-    struct Run {
-      size_t first = 0, end = 0;  // Pages [first, end) of `dirty`.
-      uint64_t committed = 0;
-      absl::Status status;
-    };
-    std::vector<Run> runs;
+    // Runs of consecutive pages, each sent from its frames; scattered
+    // pages make many short runs, mapped and committed together
+    // (WriteRuns).
+    std::vector<BlockRun> runs;
+    std::vector<size_t> run_first;  // Each run's first page in `dirty`.
     for (size_t i = 0; i < dirty.size();) {
       size_t j = i + 1;
       while (j < dirty.size() && dirty[j].index == dirty[j - 1].index + 1) {
         ++j;
       }
-      runs.push_back(Run{i, j});
+      runs.push_back(BlockRun{dirty[i].index * kPageSize, dirty.Frames(i),
+                              (j - i) * kPageSize});
+      run_first.push_back(i);
       i = j;
     }
-    std::vector<std::function<absl::Status()>> writes;
-    for (Run& run : runs) {
-      writes.push_back([this, &in, &dirty, &run, size, &snap] {
-        run.status = WriteBlocks(in, dirty[run.first].index * kPageSize,
-                                 dirty.Frames(run.first),
-                                 (run.end - run.first) * kPageSize, size,
-                                 /*sync=*/false, snap, &run.committed);
-        return absl::OkStatus();  // Each run's outcome is its own.
-      });
-    }
-    (void)RunParallel(std::move(writes), &run_pool_);
-    absl::Status retry;  // The first error that leaves pages dirty.
-    for (const Run& run : runs) {
-      const absl::Status& s = run.status;
-      const Errc e = ErrcOf(s);
-      if (!s.ok() && (e == Errc::kFenced || e == Errc::kNotFound)) {
-        drop(run.first, dirty.size());
-        failed = MakeError(Errc::kIoError,
-                           "write-back refused: " + std::string(s.message()));
-        break;
-      }
-      // What the servers have is clean (all of the run, or as far as the
-      // space went); the rest stays dirty and a later write-back retries
-      // it. A cache above (the kernel's) has the data it wrote through
-      // us: the written pages leave, and their frames take the next writes.
-      const size_t done =
-          s.ok() ? run.end - run.first : run.committed / kPageSize;
-      pages_.MarkClean(in.ino, &dirty.pages[run.first], done,
+    const absl::Status s = WriteRuns(in, runs, size, /*sync=*/false, snap);
+    const Errc e = ErrcOf(s);
+    const bool refused =
+        !s.ok() && (e == Errc::kFenced || e == Errc::kNotFound);
+    for (size_t k = 0; k < runs.size(); ++k) {
+      // What the servers have is clean (all of it, or as far as the space
+      // went); the rest stays dirty and a later write-back retries it, or
+      // is lost if the write-back was refused for good. A cache above
+      // (the kernel's) has the data it wrote through us: the written pages
+      // leave, and their frames take the next writes.
+      const size_t pages = runs[k].length / kPageSize;
+      const size_t done = runs[k].committed / kPageSize;
+      pages_.MarkClean(in.ino, &dirty.pages[run_first[k]], done,
                        /*drop=*/cache_above.load() != nullptr);
       counters.writeback_pages += done;
-      if (!s.ok() && retry.ok()) retry = s;
+      if (refused && done < pages) {
+        drop(run_first[k] + done, run_first[k] + pages);
+      }
     }
-    if (!retry.ok() && failed.ok()) return retry;
+    if (refused) {
+      failed = MakeError(Errc::kIoError,
+                         "write-back refused: " + std::string(s.message()));
+    } else if (!s.ok()) {
+      return s;
+    }
     if (last_batch) break;
   }
   return failed;

@@ -159,31 +159,67 @@ absl::StatusOr<MapResult> MetaServer::MapRead(uint64_t session, uint64_t ino,
 absl::StatusOr<MapResult> MetaServer::MapWrite(uint64_t session, uint64_t ino,
                                                uint64_t offset,
                                                uint64_t length) {
-  absl::StatusOr<ByteRange> range = MapRange(offset, length);
-  if (!range.ok()) return range.status();
+  return MapWriteRanges(session, ino, {{offset, length}});
+}
+
+absl::StatusOr<MapResult> MetaServer::MapWriteRanges(
+    uint64_t session, uint64_t ino,
+    const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  if (ranges.empty() || ranges.size() > kMaxMappings) {
+    return MakeError(Errc::kInvalidArgument, "1 to 1024 ranges per mapping");
+  }
+  std::vector<ByteRange> blocks;  // Each range widened to whole blocks.
+  for (const auto& [offset, length] : ranges) {
+    absl::StatusOr<ByteRange> range = MapRange(offset, length);
+    if (!range.ok()) return range.status();
+    uint64_t a = BlockDown(range->start), b = BlockUp(range->end);
+    if (b > kMaxFileSize) b = BlockDown(kMaxFileSize);
+    if (!blocks.empty() && a < blocks.back().end) {
+      return MakeError(Errc::kInvalidArgument,
+                       "mapped ranges must be in order, in disjoint blocks");
+    }
+    blocks.push_back({a, b});
+  }
+  if (blocks.size() > 1 &&
+      blocks.back().end > blocks.front().start + kMaxMapLength) {
+    return MakeError(Errc::kInvalidArgument,
+                     "mapped ranges must lie within 1 GiB of each other");
+  }
   if (absl::Status s = CheckSession(session); !s.ok()) return s;
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
   if (absl::Status s = RequireRegular(*r); !s.ok()) return s;
-  uint64_t a = BlockDown(range->start), b = BlockUp(range->end);
-  if (b > kMaxFileSize) b = BlockDown(kMaxFileSize);
-  absl::StatusOr<ExtentSet> set =
-      ExtentSet::Load(store_.get(), nullptr, ino, a, b);
+  const uint64_t gen = r->extent_gen + 1;
+  // One window over every range, so each range's edits see the others'.
+  absl::StatusOr<ExtentSet> set = ExtentSet::Load(
+      store_.get(), nullptr, ino, blocks.front().start, blocks.back().end);
   if (!set.ok()) return set.status();
-  uint64_t gen = r->extent_gen + 1;
-  // A short mapping when space runs out (iomap may map less than asked):
-  // the client writes what fits, and only its next call gets NO_SPACE.
-  absl::StatusOr<uint64_t> allocated = FillHoles(op, *r, *set, a, b, gen, &b);
-  if (!allocated.ok()) return allocated.status();
-  if (*allocated > 0) {
+  bool allocated_any = false;
+  MapResult out;
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    uint64_t a = blocks[k].start, b = blocks[k].end;
+    if (a >= b) break;  // Past the largest file.
+    // A short mapping when space runs out (iomap may map less than asked):
+    // the client writes what fits, and only its next call gets NO_SPACE.
+    absl::StatusOr<uint64_t> allocated = FillHoles(op, *r, *set, a, b, gen, &b);
+    if (!allocated.ok()) {
+      if (k == 0) return allocated.status();
+      break;  // The prefix mapped so far is the answer.
+    }
+    allocated_any |= *allocated > 0;
+    for (const Extent& e : set->Mappings(a, b)) {
+      if (out.mappings.size() == kMaxMappings) break;
+      out.mappings.push_back(e);
+    }
+    if (out.mappings.size() == kMaxMappings || b < blocks[k].end) break;
+  }
+  if (allocated_any) {
     r->extent_gen = gen;
     set->WriteTo(ino, &op.batch());
     op.PutInode(*r);
     if (absl::Status s = op.Commit(); !s.ok()) return s;
   }
-  MapResult out;
-  out.mappings = Limit(set->Mappings(a, b));
   out.cookie = r->extent_gen;
   out.size = r->size;
   return out;
@@ -210,6 +246,10 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
       return MakeError(Errc::kInvalidArgument, "commit ranges overlap");
     }
   }
+  if (sorted.back().end - sorted.front().start > kMaxMapLength) {
+    return MakeError(Errc::kInvalidArgument,
+                     "commit ranges must lie within 1 GiB of each other");
+  }
   if (new_size > kMaxFileSize) {
     return MakeError(Errc::kFileTooBig, "size past the maximum");
   }
@@ -227,11 +267,12 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
   }
   uint64_t gen = r->extent_gen + 1;
   bool changed = false;
-  std::vector<ExtentSet> sets;
+  // One window over every range: two ranges may lie in one extent, and
+  // each one's split must see the other's.
+  absl::StatusOr<ExtentSet> set = ExtentSet::Load(
+      store_.get(), nullptr, ino, sorted.front().start, sorted.back().end);
+  if (!set.ok()) return set.status();
   for (const ByteRange& g : sorted) {
-    absl::StatusOr<ExtentSet> set =
-        ExtentSet::Load(store_.get(), nullptr, ino, g.start, g.end);
-    if (!set.ok()) return set.status();
     if ((!set->Holes(g.start, g.end).empty() ||
          set->MaxGen(g.start, g.end) > cookie) &&
         !UnsafeSwitch("unsafe.meta.ignore_cookie")) {
@@ -242,10 +283,9 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
                                     " changed after cookie ", cookie));
     }
     changed |= set->SetState(g.start, g.end, ExtentState::kWritten, gen);
-    sets.push_back(std::move(*set));
   }
   if (changed) r->extent_gen = gen;
-  for (const ExtentSet& set : sets) set.WriteTo(ino, &op.batch());
+  set->WriteTo(ino, &op.batch());
   r->size = std::max(r->size, new_size);
   // The node's time of the write (its clock, like a create's), else now;
   // ctime never goes back.

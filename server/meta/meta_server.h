@@ -197,6 +197,14 @@ class MetaServer {
                                     uint64_t offset, uint64_t length);
   absl::StatusOr<MapResult> MapWrite(uint64_t session, uint64_t ino,
                                      uint64_t offset, uint64_t length);
+  // MapWrite of several ranges in one synced batch: [offset, offset +
+  // length) of each (each at most kMaxMapLength), in order and in disjoint
+  // blocks, at most kMaxMappings of them. The mappings cover a prefix of
+  // the ranges (MapReply); an error in any range but the first ends the
+  // prefix there instead.
+  absl::StatusOr<MapResult> MapWriteRanges(
+      uint64_t session, uint64_t ino,
+      const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
   // Ranges must be block-aligned: clients write whole blocks.
   absl::StatusOr<Attr> CommitWrite(uint64_t session, uint64_t ino,
                                    const std::vector<ByteRange>& ranges,

@@ -281,6 +281,11 @@ grpc::ServerUnaryReactor* MetaServiceImpl::MapRead(
     grpc::CallbackServerContext* ctx, const proto::MapRequest* req,
     proto::MapReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    if (req->more_size() > 0) {
+      return ToProto(MakeError(Errc::kInvalidArgument,
+                               "further ranges are for MapWrite only"),
+                     reply->mutable_error());
+    }
     FillMap(server_->MapRead(req->session_id(), req->ino(), req->offset(),
                              req->length()),
             reply);
@@ -291,8 +296,13 @@ grpc::ServerUnaryReactor* MetaServiceImpl::MapWrite(
     grpc::CallbackServerContext* ctx, const proto::MapRequest* req,
     proto::MapReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
-    FillMap(server_->MapWrite(req->session_id(), req->ino(), req->offset(),
-                              req->length()),
+    std::vector<std::pair<uint64_t, uint64_t>> ranges = {
+        {req->offset(), req->length()}};
+    for (const proto::Range& r : req->more()) {
+      // [start, end) on the wire; an inverted one is refused as too long.
+      ranges.push_back({r.start(), r.end() - r.start()});
+    }
+    FillMap(server_->MapWriteRanges(req->session_id(), req->ino(), ranges),
             reply);
   });
 }

@@ -332,6 +332,109 @@ TEST_F(MetaExtentsTest, MapWriteNearFullMapsWhatFitsThenIsNoSpace) {
   EXPECT_EQ(after.blocks, before.blocks);
 }
 
+// A scattered write-back maps its runs in one call: one synced batch, one
+// generation, and the commit of all of them with that cookie.
+TEST_F(MetaExtentsTest, MapWriteOfSeveralRangesMapsEachInOneBatch) {
+  uint64_t gen = server_->GetAttr(ino_)->extent_gen;
+  auto m = server_->MapWriteRanges(kS, ino_,
+                                   {{0, kB}, {4 * kB, 2 * kB}, {100 * kB, kB}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->mappings.size(), 3u);
+  const uint64_t want[][2] = {{0, kB}, {4 * kB, 2 * kB}, {100 * kB, kB}};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(m->mappings[i].offset, want[i][0]);
+    EXPECT_EQ(m->mappings[i].length, want[i][1]);
+    EXPECT_EQ(m->mappings[i].state, ExtentState::kUnwritten);
+  }
+  EXPECT_EQ(m->cookie, gen + 1);
+  EXPECT_EQ(server_->GetAttr(ino_)->blocks, 4 * kB / 512);
+  auto c = server_->CommitWrite(
+      kS, ino_, {{0, kB}, {4 * kB, 6 * kB}, {100 * kB, 101 * kB}}, m->cookie,
+      101 * kB, Timespec{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->size, 101 * kB);
+  // What is mapped already and what is not, together.
+  auto again = server_->MapWriteRanges(kS, ino_, {{0, 2 * kB}, {5 * kB, kB}});
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->mappings.size(), 3u);
+  EXPECT_EQ(again->mappings[0].state, ExtentState::kWritten);
+  EXPECT_EQ(again->mappings[1].state, ExtentState::kUnwritten);
+  EXPECT_EQ(again->mappings[1].offset, kB);
+  EXPECT_EQ(again->mappings[2].offset, 5 * kB);
+  EXPECT_EQ(again->mappings[2].state, ExtentState::kWritten);
+}
+
+TEST_F(MetaExtentsTest, MapWriteRangesOutOfOrderOrSharingABlockAreInvalid) {
+  uint64_t gen = server_->GetAttr(ino_)->extent_gen;
+  EXPECT_EQ(
+      ErrcOf(
+          server_->MapWriteRanges(kS, ino_, {{4 * kB, kB}, {0, kB}}).status()),
+      Errc::kInvalidArgument);
+  EXPECT_EQ(
+      ErrcOf(
+          server_->MapWriteRanges(kS, ino_, {{0, 100}, {200, 100}}).status()),
+      Errc::kInvalidArgument);
+  EXPECT_EQ(ErrcOf(server_->MapWriteRanges(kS, ino_, {}).status()),
+            Errc::kInvalidArgument);
+  std::vector<std::pair<uint64_t, uint64_t>> many;
+  for (uint64_t i = 0; i <= kMaxMappings; ++i) many.push_back({i * 2 * kB, kB});
+  EXPECT_EQ(ErrcOf(server_->MapWriteRanges(kS, ino_, many).status()),
+            Errc::kInvalidArgument);
+  EXPECT_EQ(server_->GetAttr(ino_)->extent_gen, gen);
+  EXPECT_EQ(server_->GetAttr(ino_)->blocks, 0u);
+}
+
+// Ranges of one commit inside one extent (fallocate made it): each becomes
+// WRITTEN, and neither's edit undoes the other's.
+TEST_F(MetaExtentsTest, CommitOfTwoRangesOfOneExtentWritesBoth) {
+  ASSERT_TRUE(server_->Fallocate(kS, ino_, 0, 0, 16 * kB).ok());
+  auto m = server_->MapWriteRanges(kS, ino_, {{kB, kB}, {8 * kB, 2 * kB}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->mappings.size(), 2u);
+  ASSERT_TRUE(server_
+                  ->CommitWrite(kS, ino_, {{kB, 2 * kB}, {8 * kB, 10 * kB}},
+                                m->cookie, 16 * kB, Timespec{})
+                  .ok());
+  auto r = server_->MapRead(kS, ino_, 0, 16 * kB);
+  ASSERT_TRUE(r.ok());
+  std::vector<std::pair<uint64_t, ExtentState>> got;
+  for (const Extent& e : r->mappings) got.push_back({e.offset, e.state});
+  const std::vector<std::pair<uint64_t, ExtentState>> want = {
+      {0, ExtentState::kUnwritten},
+      {kB, ExtentState::kWritten},
+      {2 * kB, ExtentState::kUnwritten},
+      {8 * kB, ExtentState::kWritten},
+      {10 * kB, ExtentState::kUnwritten}};
+  EXPECT_EQ(got, want);
+}
+
+// Near full, the ranges are mapped in order as far as the space goes; the
+// rest is left for the next call, which is the one that gets NO_SPACE.
+TEST_F(MetaExtentsTest, MapWriteRangesNearFullMapsAPrefix) {
+  auto g =
+      server_->Create(kS, kRootIno, "g", S_IFREG | 0644, 0, Creds{}, true, 0);
+  ASSERT_TRUE(g.ok());
+  ASSERT_TRUE(
+      server_->Fallocate(kS, g->ino, 0, 0, FreeBlocks() * kB - 3 * kB).ok());
+  ASSERT_EQ(FreeBlocks(), 3u);
+  auto m = server_->MapWriteRanges(
+      kS, ino_, {{0, kB}, {2 * kB, kB}, {4 * kB, 2 * kB}, {8 * kB, kB}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->mappings.size(), 3u);
+  EXPECT_EQ(m->mappings[2].offset, 4 * kB);
+  EXPECT_EQ(m->mappings[2].length, kB);
+  EXPECT_EQ(FreeBlocks(), 0u);
+  ASSERT_TRUE(server_
+                  ->CommitWrite(kS, ino_,
+                                {{0, kB}, {2 * kB, 3 * kB}, {4 * kB, 5 * kB}},
+                                m->cookie, 5 * kB, Timespec{})
+                  .ok());
+  EXPECT_EQ(
+      ErrcOf(server_->MapWriteRanges(kS, ino_, {{5 * kB, kB}, {8 * kB, kB}})
+                 .status()),
+      Errc::kNoSpace);
+}
+
 TEST_F(MetaExtentsTest, AllocationSpansDevicesWhenOneIsFull) {
   ASSERT_TRUE(server_->Fallocate(kS, ino_, 0, 0, 6 * kMiB).ok());
   auto m = server_->MapRead(kS, ino_, 0, 6 * kMiB);
