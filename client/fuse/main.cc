@@ -18,6 +18,8 @@
 // cleanly: dirty data is written back, locks are given back, the session is
 // closed.
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,6 +50,9 @@ extern "C" int fuse_session_loop_mt_312(struct fuse_session* se,
 
 namespace rangefs::fuse {
 namespace {
+
+// Interrupts the session loop's thread once the session has ended (Serve).
+constexpr int kWakeSignal = SIGUSR2;
 
 constexpr unsigned kMaxWorkers = 512;
 
@@ -227,12 +232,26 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   Report(report_fd, "");
   // Once the session ends (signal, unmount), a worker blocked in a record
   // lock wait must give up, or the loop would wait for it forever.
+  // And the loop must hear of it: a SIGTERM that lands on any other thread
+  // (gRPC's, the node's pools) only sets the exit flag, and libfuse before
+  // 3.18 wakes nobody for that (libfuse issue 997): the loop's thread slept
+  // on until the next request, minutes or forever. So the loop's thread is
+  // interrupted (a no-op signal, no SA_RESTART) until the loop returns.
+  const pthread_t loop_thread = pthread_self();
+  struct sigaction wake = {};
+  wake.sa_handler = [](int) {};
+  sigemptyset(&wake.sa_mask);
+  sigaction(kWakeSignal, &wake, nullptr);
   std::atomic<bool> looping{true};
   std::thread watchdog([&] {
     while (looping && !fuse_session_exited(se)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     (*c)->CancelAllLockWaits();
+    while (looping) {
+      pthread_kill(loop_thread, kWakeSignal);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   });
   int ret;
   if (cmd.singlethread) {

@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -874,6 +875,53 @@ TEST_F(FuseMountTest, CleanShutdownWritesDirtyDataBack) {
   ASSERT_TRUE(WriteFile(P(0, "late"), std::string(300000, 'L')));
   Unmount(0);
   EXPECT_EQ(ReadFile(P(1, "late")), std::string(300000, 'L'));
+}
+
+// A process-directed SIGTERM goes to any one of the daemon's threads. On
+// one that is not reading /dev/fuse (a gRPC or pool thread), libfuse
+// before 3.18 only sets the exit flag: the loop went on waiting for the
+// next request, and the daemon exited minutes later or never. Sent here
+// to such a thread (one waiting on a futex) on purpose.
+TEST_F(FuseMountTest, SigtermOnAnyThreadEndsTheDaemonPromptly) {
+  ASSERT_TRUE(WriteFile(P(0, "t"), "x"));
+  // Once the mount is idle: no request or worker is left to end the loop.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const pid_t pid = daemons_[0]->pid();
+  pid_t target = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(tasks.c_str());
+  ASSERT_NE(d, nullptr);
+  while (dirent* e = readdir(d)) {
+    const pid_t tid = static_cast<pid_t>(atoi(e->d_name));
+    if (tid <= 0 || tid == pid) continue;
+    // The first field of .../syscall is the call it is blocked in.
+    std::ifstream sc(tasks + "/" + e->d_name + "/syscall");
+    long nr = -1;
+    if (sc >> nr && nr == SYS_futex) {
+      target = tid;
+      break;
+    }
+  }
+  closedir(d);
+  ASSERT_NE(target, 0) << "no daemon thread waits on a futex";
+  ASSERT_EQ(syscall(SYS_tgkill, pid, target, SIGTERM), 0);
+  // Exited: a zombie, still our child until Unmount reaps it.
+  auto exited = [&] {
+    std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+    std::string pid_field, comm, state;
+    stat_file >> pid_field >> comm >> state;
+    return state == "Z";
+  };
+  for (int i = 0; i < 100 && !exited(); ++i) {  // 10 s.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(exited()) << "the daemon still ran 10 s after SIGTERM";
+  if (!exited()) {
+    struct stat st;
+    (void)stat(P(0, "t").c_str(), &st);  // A request lets the old loop go.
+  }
+  Unmount(0);
+  EXPECT_EQ(ReadFile(P(1, "t")), "x");
 }
 
 // statfs counts inodes as df -i expects: f_files is the total, of which
