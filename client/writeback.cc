@@ -509,7 +509,15 @@ absl::Status Client::Impl::WriteRuns(InodeState& in,
     // The mappings cover a prefix of `ask`: covered[k] is the part of
     // ask[k] they cover (empty past the prefix).
     std::vector<ByteRange> covered(ask.size());
-    std::vector<std::function<absl::Status()>> writes;
+    // Data writes, each at most kMaxDataCall: pieces that continue each
+    // other on a device go as one write, even from different runs (the
+    // blocks a MapWrite allocates for scattered runs are mostly adjacent).
+    struct DataWrite {
+      uint32_t device = 0;
+      uint64_t physical = 0, length = 0;
+      std::vector<struct iovec> spans;
+    };
+    std::vector<DataWrite> data;
     size_t mi = 0;
     for (size_t k = 0; k < ask.size(); ++k) {
       const BlockRun& run = runs[first + k];
@@ -520,20 +528,34 @@ absl::Status Client::Impl::WriteRuns(InodeState& in,
         if (m.state == ExtentState::kHole) {
           return MakeError(Errc::kInternal, "MapWrite left a hole");
         }
-        for (uint64_t p = m.offset; p < m.end(); p += kMaxDataCall) {
-          uint64_t n = std::min(kMaxDataCall, m.end() - p);
-          uint32_t device = m.device;
-          uint64_t physical = m.physical + (p - m.offset);
-          writes.push_back([this, &snap, device, physical, n, sync,
-                            spans = PageSpans(run.pages, p - run.offset, n)] {
-            return stubs_->WriteData(snap.session, device, physical,
-                                     spans.data(),
-                                     static_cast<int>(spans.size()), n, sync);
-          });
+        for (uint64_t p = m.offset; p < m.end();) {
+          const uint64_t physical = m.physical + (p - m.offset);
+          DataWrite* w = data.empty() ? nullptr : &data.back();
+          if (w == nullptr || w->device != m.device ||
+              w->physical + w->length != physical ||
+              w->length == kMaxDataCall) {
+            data.push_back(DataWrite{m.device, physical, 0, {}});
+            w = &data.back();
+          }
+          const uint64_t n = std::min(kMaxDataCall - w->length, m.end() - p);
+          for (const struct iovec& v :
+               PageSpans(run.pages, p - run.offset, n)) {
+            w->spans.push_back(v);
+          }
+          w->length += n;
+          p += n;
         }
         covered[k].end = m.end();
       }
       if (covered[k].end < ask[k].end) break;  // The prefix ends here.
+    }
+    std::vector<std::function<absl::Status()>> writes;
+    for (DataWrite& w : data) {
+      writes.push_back([this, &snap, sync, w = std::move(w)] {
+        return stubs_->WriteData(
+            snap.session, w.device, w.physical, w.spans.data(),
+            static_cast<int>(w.spans.size()), w.length, sync);
+      });
     }
     if (absl::Status s = RunParallel(std::move(writes)); !s.ok()) return s;
     if (absl::Status s = FaultPoint("client.before_commit"); !s.ok()) return s;
