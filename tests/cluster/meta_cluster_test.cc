@@ -235,6 +235,35 @@ TEST_F(MetaClusterTest, BadInputGetsAClearErrorAndChangesNothing) {
   ASSERT_TRUE(meta_->MapWrite(Ctx().get(), m, &mr).ok());
   EXPECT_EQ(mr.error().code(), proto::INVALID_ARGUMENT);
 
+  // Further ranges: only for MapWrite, in order, not inverted.
+  const uint64_t f = Create("more");
+  ASSERT_NE(f, 0u);
+  proto::MapRequest more;
+  more.set_session_id(kSession);
+  more.set_ino(f);
+  more.set_offset(8192);
+  more.set_length(4096);
+  proto::Range* extra = more.add_more();
+  extra->set_start(0);
+  extra->set_end(4096);
+  for (bool write : {true, false}) {
+    proto::MapReply mm;
+    ASSERT_TRUE((write ? meta_->MapWrite(Ctx().get(), more, &mm)
+                       : meta_->MapRead(Ctx().get(), more, &mm))
+                    .ok());
+    EXPECT_EQ(mm.error().code(), proto::INVALID_ARGUMENT) << write;
+  }
+  extra->set_start(20480);
+  extra->set_end(16384);
+  proto::MapReply inverted;
+  ASSERT_TRUE(meta_->MapWrite(Ctx().get(), more, &inverted).ok());
+  EXPECT_EQ(inverted.error().code(), proto::INVALID_ARGUMENT);
+  proto::GetAttrRequest ga;
+  ga.set_ino(f);
+  proto::AttrReply gr;
+  ASSERT_TRUE(meta_->GetAttr(Ctx().get(), ga, &gr).ok());
+  EXPECT_EQ(gr.attr().blocks(), 0u);  // Nothing was allocated.
+
   proto::ReadRequest r;
   r.set_offset(kDeviceSize - 1);
   r.set_length(2);
