@@ -57,6 +57,33 @@ absl::Status Transport(const grpc::Status& s, const char* what) {
                    std::string(what) + ": " + s.error_message());
 }
 
+// The mappings of a MapReply for `ranges` (what was asked), checked:
+// each piece continues the range being covered, or starts the next range
+// at its start once that one is covered.
+absl::StatusOr<MapResult> MappingsOf(const proto::MapReply& rep,
+                                     const std::vector<ByteRange>& ranges) {
+  MapResult r;
+  r.cookie = rep.cookie();
+  r.size = rep.size();
+  size_t k = 0;
+  uint64_t pos = ranges[0].start;
+  for (const proto::Mapping& m : rep.mappings()) {
+    if (pos == ranges[k].end && k + 1 < ranges.size()) pos = ranges[++k].start;
+    if (m.offset() != pos || m.length() == 0 ||
+        m.length() > ranges[k].end - pos || m.state() > proto::WRITTEN) {
+      return MakeError(Errc::kInternal, "malformed mapping reply");
+    }
+    r.mappings.push_back({m.offset(), m.length(),
+                          static_cast<ExtentState>(m.state()), m.device(),
+                          m.physical()});
+    pos += m.length();
+  }
+  if (r.mappings.empty()) {
+    return MakeError(Errc::kInternal, "empty mapping reply");
+  }
+  return r;
+}
+
 class GrpcStubs : public Stubs {
  public:
   GrpcStubs(const ClusterConfig& config, uint64_t timeout_ms)
@@ -314,25 +341,7 @@ class GrpcStubs : public Stubs {
             ? Call(&proto::MetaService::Stub::MapWrite, req, &rep, "mapwrite")
             : Call(&proto::MetaService::Stub::MapRead, req, &rep, "mapread");
     if (!s.ok()) return s;
-    MapResult r;
-    r.cookie = rep.cookie();
-    r.size = rep.size();
-    uint64_t pos = offset;
-    for (const proto::Mapping& m : rep.mappings()) {
-      // Defensive: the reply must continue where the previous piece ended.
-      if (m.offset() != pos || m.length() == 0 ||
-          m.length() > offset + length - pos || m.state() > proto::WRITTEN) {
-        return MakeError(Errc::kInternal, "malformed mapping reply");
-      }
-      r.mappings.push_back({m.offset(), m.length(),
-                            static_cast<ExtentState>(m.state()), m.device(),
-                            m.physical()});
-      pos += m.length();
-    }
-    if (r.mappings.empty()) {
-      return MakeError(Errc::kInternal, "empty mapping reply");
-    }
-    return r;
+    return MappingsOf(rep, {ByteRange{offset, offset + length}});
   }
   absl::StatusOr<MapResult> MapWriteRanges(
       uint64_t session, uint64_t ino,
@@ -352,29 +361,7 @@ class GrpcStubs : public Stubs {
     absl::Status s =
         Call(&proto::MetaService::Stub::MapWrite, req, &rep, "mapwrite");
     if (!s.ok()) return s;
-    MapResult r;
-    r.cookie = rep.cookie();
-    r.size = rep.size();
-    // Defensive: each piece continues the range being covered, or starts
-    // the next one at its start once that one is covered.
-    size_t k = 0;
-    uint64_t pos = ranges[0].start;
-    for (const proto::Mapping& m : rep.mappings()) {
-      if (pos == ranges[k].end && k + 1 < ranges.size())
-        pos = ranges[++k].start;
-      if (m.offset() != pos || m.length() == 0 ||
-          m.length() > ranges[k].end - pos || m.state() > proto::WRITTEN) {
-        return MakeError(Errc::kInternal, "malformed mapping reply");
-      }
-      r.mappings.push_back({m.offset(), m.length(),
-                            static_cast<ExtentState>(m.state()), m.device(),
-                            m.physical()});
-      pos += m.length();
-    }
-    if (r.mappings.empty()) {
-      return MakeError(Errc::kInternal, "empty mapping reply");
-    }
-    return r;
+    return MappingsOf(rep, ranges);
   }
   absl::StatusOr<CommitResult> CommitWrite(uint64_t session, uint64_t ino,
                                            const std::vector<ByteRange>& ranges,
