@@ -48,6 +48,14 @@ class ClientClusterTest : public ClientClusterFixture {
     return want;
   }
 
+  // Writes /first (synced) over all but 16 of the free blocks; returns
+  // its handle, and in *free_bytes what was free before.
+  static uint64_t FillAllBut16Blocks(Client& c, uint64_t* free_bytes) {
+    *free_bytes = FreeBytes(c);
+    EXPECT_GT(*free_bytes, 4u << 20);
+    return WriteSynced(c, "/first", Fill('1', *free_bytes - 16 * kPage));
+  }
+
   static uint64_t FreeBytes(Client& c) {
     absl::StatusOr<FsStat> s = c.StatFs();
     EXPECT_TRUE(s.ok()) << s.status();
@@ -1039,10 +1047,9 @@ TEST_F(ClientClusterTest, FillsToTheLastBlockThenNoSpaceUntilSpaceIsFreed) {
   StartSmallCluster(8ull << 20);
   auto a = Node("a");
   auto b = Node("b");
-  const uint64_t free_bytes = FreeBytes(*a);
-  ASSERT_GT(free_bytes, 4u << 20);
+  uint64_t free_bytes = 0;
   // All but 16 blocks in one file, then more than those 16 in another.
-  uint64_t f1 = WriteSynced(*a, "/first", Fill('1', free_bytes - 16 * kPage));
+  const uint64_t f1 = FillAllBut16Blocks(*a, &free_bytes);
   uint64_t f2 = MustOpen(*a, "/second", O_RDWR | O_CREAT);
   const std::string second = Fill('2', 1 << 20);
   MustWrite(*a, f2, second, 0);
@@ -1087,9 +1094,8 @@ TEST_F(ClientClusterTest, ScatteredPagesPastTheLastFreeBlockStayDirty) {
   StartSmallCluster(8ull << 20);
   auto a = Node("a");
   auto b = Node("b");
-  const uint64_t free_bytes = FreeBytes(*a);
-  ASSERT_GT(free_bytes, 4u << 20);
-  uint64_t f1 = WriteSynced(*a, "/first", Fill('1', free_bytes - 16 * kPage));
+  uint64_t free_bytes = 0;
+  const uint64_t f1 = FillAllBut16Blocks(*a, &free_bytes);
   uint64_t f2 = MustOpen(*a, "/second", O_RDWR | O_CREAT);
   const std::string want = WriteEveryOtherPage(*a, f2, 128, 'A');
   EXPECT_EQ(ErrnoOf(a->Fsync(f2, false)), ENOSPC);
