@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -182,15 +184,61 @@ bool SendAll(int fd, struct iovec* iov, int n, int flags) {
   return true;
 }
 
+namespace {
+
+// sendfile(2) to a socket whose peer has gone raises SIGPIPE, and unlike
+// send(2) it takes no MSG_NOSIGNAL. SIGPIPE from a write is directed at
+// the writing thread, so blocking it here, for this thread only, turns it
+// into a plain EPIPE; a SIGPIPE this raised is then taken off the thread's
+// pending set before the old mask comes back.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_);
+  }
+  ~SigpipeBlocked() {
+    int saved = errno;
+    sigset_t pending;
+    sigpending(&pending);
+    if (!was_pending_ && sigismember(&pending, SIGPIPE) == 1) {
+      sigset_t pipe_only;
+      sigemptyset(&pipe_only);
+      sigaddset(&pipe_only, SIGPIPE);
+      const timespec now = {0, 0};
+      while (sigtimedwait(&pipe_only, nullptr, &now) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved;
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+};
+
+}  // namespace
+
 bool SendFileAll(int fd, int file_fd, uint64_t offset, uint64_t length) {
   off_t at = static_cast<off_t>(offset);
   uint64_t left = length;
-  while (left > 0) {
-    ssize_t sent = sendfile(fd, file_fd, &at, left);
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent < 0) return false;
-    if (sent == 0) break;  // The file ended.
-    left -= static_cast<uint64_t>(sent);
+  {
+    SigpipeBlocked quiet;
+    while (left > 0) {
+      ssize_t sent = sendfile(fd, file_fd, &at, left);
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0) return false;
+      if (sent == 0) break;  // The file ended.
+      left -= static_cast<uint64_t>(sent);
+    }
   }
   static const char kZeros[64 << 10] = {};
   while (left > 0) {

@@ -3,6 +3,7 @@
 // over loopback, in one process.
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -135,6 +136,33 @@ TEST(SocketTest, SendFileAllSendsTheFileThenZerosPastItsEnd) {
             std::string("456789") + std::string(10, '\0'));
   close(pair[0]);
   close(pair[1]);
+  close(file);
+}
+
+// sendfile(2) has no MSG_NOSIGNAL: to a peer that has gone it must fail
+// with EPIPE, not raise SIGPIPE (which ends the data server). A reader
+// whose pipe filled up closes its connection mid-reply.
+TEST(SocketTest, SendFileAllToAClosedPeerIsEpipeNotSigpipe) {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("f");
+  int file = open(path.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(file, 0);
+  ASSERT_EQ(ftruncate(file, 1 << 20), 0);
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  close(pair[1]);
+  errno = 0;
+  EXPECT_FALSE(SendFileAll(pair[0], file, 0, 1 << 20));
+  EXPECT_EQ(errno, EPIPE);
+  // Past the file's end the zeros go by send: EPIPE there too.
+  errno = 0;
+  EXPECT_FALSE(SendFileAll(pair[0], file, 2 << 20, 4096));
+  EXPECT_EQ(errno, EPIPE);
+  // No SIGPIPE is left pending on this thread either.
+  sigset_t pending;
+  ASSERT_EQ(sigpending(&pending), 0);
+  EXPECT_FALSE(sigismember(&pending, SIGPIPE));
+  close(pair[0]);
   close(file);
 }
 
