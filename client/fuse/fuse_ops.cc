@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/range.h"
 #include "common/status.h"
@@ -215,15 +216,71 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 
-void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+// The kernel drops an attribute answer that a notification of the inode
+// overtook (KernelCache, "Sizes"), and a read(2) or lseek(SEEK_END) that
+// asked goes on with its old i_size: when the file grew, the size goes in
+// by a store of its last byte. Only requests of an open file (the kernel
+// passes the handle when a read or lseek asks) need it: a stat's answer
+// reaches the caller even when the inode keeps its old attributes.
+// Gives up after a few tries, each with a fresh size, if page
+// notifications keep coming. Fails only when the attributes cannot be had.
+absl::Status StoreSizeIfOvertaken(fuse_req_t req, fuse_ino_t ino,
+                                  const fuse_file_info* fi,
+                                  const KernelCache::AttrTicket& ticket,
+                                  absl::StatusOr<Attr>* a) {
+  KernelCache* kc = KC(req);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (!S_ISREG((*a)->mode) || (*a)->size == 0 ||
+        !kc->Overtaken(ino, ticket)) {
+      return absl::OkStatus();
+    }
+    const uint64_t size = (*a)->size;
+    const uint64_t seq = kc->NoticeSeq();
+    char last = 0;
+    absl::StatusOr<size_t> n = C(req).ReadForCache(
+        fi->fh, 1, size - 1, kc->Exclusive(ino),
+        [&last](const struct iovec* iov, int count, size_t bytes) {
+          if (count > 0 && bytes > 0) last = *static_cast<char*>(iov->iov_base);
+        });
+    if (!n.ok()) {
+      // The answer goes as it is; the read(2) gets the error itself.
+      RANGEFS_LOG(INFO) << "inode " << ino << ": no last byte to store the "
+                        << "size of an overtaken answer: " << n.status();
+      return absl::OkStatus();
+    }
+    if (*n == 1 && kc->StoreSize(ino, size, last, seq)) {
+      return absl::OkStatus();
+    }
+    // The file shrank, or a page went from the kernel since the byte was
+    // read: the size may have moved too.
+    *a = C(req).GetAttr(ino);
+    if (!a->ok()) return a->status();
+  }
+  RANGEFS_LOG(INFO) << "inode " << ino
+                    << ": gave up storing the size for an overtaken answer";
+  return absl::OkStatus();
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // The kernel's first request is mostly the root's GETATTR: the dentry
   // epoch is tried here before any name exists (trying it moves the
   // epoch, which would drop the names already given).
   (void)EntryTimeout(req);
+  KernelCache* kc = KC(req);
+  const KernelCache::AttrTicket ticket =
+      kc != nullptr ? kc->AttrAsked(ino) : KernelCache::AttrTicket{};
   absl::StatusOr<Attr> a = C(req).GetAttr(ino);
   if (!a.ok()) {
     fuse_reply_err(req, Err(a.status()));
     return;
+  }
+  (void)FaultPoint("fuse.getattr.before_reply");
+  if (fi != nullptr && CachedHandle(req, fi)) {
+    absl::Status s = StoreSizeIfOvertaken(req, ino, fi, ticket, &a);
+    if (!s.ok()) {
+      fuse_reply_err(req, Err(s));
+      return;
+    }
   }
   struct stat st = ToStat(*a);
   fuse_reply_attr(req, &st, CoveredTimeout(req));

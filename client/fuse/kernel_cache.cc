@@ -125,6 +125,7 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
     se = se_;
     ++running_;
     ++stats_.notifications;
+    NoticeStarts(ino, /*pages=*/true);
   }
   {
     absl::MutexLock lock(&batch->mu);
@@ -133,6 +134,15 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
     ++batch->left;
   }
   std::thread([this, se, ino, range, batch, slot] {
+    {
+      // A size store under way holds a byte read before this notification
+      // started: it lands first, and this one drops it if it is stale.
+      absl::MutexLock lock(&mu_);
+      auto stored = [this, ino]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return notices_[ino].storing == 0;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&stored), absl::Milliseconds(20));
+    }
     const off_t off = static_cast<off_t>(range.start);
     // 0: to the end of the file.
     const off_t len =
@@ -150,26 +160,120 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
       --batch->left;
     }
     absl::MutexLock lock(&mu_);
+    NoticeEnds(ino);
     --running_;
   }).detach();
+}
+
+void KernelCache::NoticeStarts(uint64_t ino, bool pages) {
+  Notices& n = notices_[ino];
+  n.last_seq = ++notice_seq_;
+  if (pages) n.last_page_seq = n.last_seq;
+  ++n.running;
+}
+
+void KernelCache::NoticeEnds(uint64_t ino) {
+  const absl::Time now = absl::Now();
+  Notices& n = notices_[ino];
+  --n.running;
+  n.last_end = now;
+  if (notices_.size() > 1024) {
+    for (auto it = notices_.begin(); it != notices_.end();) {
+      const Notices& o = it->second;
+      if (o.running == 0 && o.storing == 0 &&
+          o.last_end < now - absl::Minutes(1)) {
+        it = notices_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+KernelCache::AttrTicket KernelCache::AttrAsked(uint64_t) {
+  absl::MutexLock lock(&mu_);
+  return AttrTicket{notice_seq_, absl::Now()};
+}
+
+bool KernelCache::Overtaken(uint64_t ino, const AttrTicket& t) {
+  absl::MutexLock lock(&mu_);
+  auto it = notices_.find(ino);
+  if (it == notices_.end()) return false;
+  const Notices& n = it->second;
+  return n.last_seq > t.seq || n.running > 0 ||
+         n.last_end > t.at - kKernelQueueMargin;
+}
+
+uint64_t KernelCache::NoticeSeq() {
+  absl::MutexLock lock(&mu_);
+  return notice_seq_;
+}
+
+bool KernelCache::StoreSize(uint64_t ino, uint64_t size, char last,
+                            uint64_t seq) {
+  if (size == 0) return false;
+  fuse_session* se;
+  {
+    absl::MutexLock lock(&mu_);
+    if ((se_ == nullptr && !store_) || stopping_) return false;
+    Notices& n = notices_[ino];
+    // The byte may be stale: a page of `ino` went from the kernel since.
+    if (n.last_page_seq > seq) return false;
+    se = se_;
+    ++n.storing;
+    ++running_;
+    ++stats_.size_stores;
+  }
+  const uint64_t at = size - 1;
+  int rc;
+  if (store_) {
+    rc = store_(ino, at, last);
+  } else {
+    fuse_bufvec one = FUSE_BUFVEC_INIT(1);
+    one.buf[0].mem = &last;
+    rc = fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(at), &one,
+                                    static_cast<fuse_buf_copy_flags>(0));
+  }
+  bool overtaken;
+  {
+    absl::MutexLock lock(&mu_);
+    Notices& n = notices_[ino];
+    --n.storing;
+    --running_;
+    // A page notification that stopped waiting for the store: the byte
+    // it stored may be older than the page it went into.
+    overtaken = n.last_page_seq > seq;
+  }
+  if (rc != 0 && rc != -ENOENT) {
+    RANGEFS_LOG(WARNING) << "inode " << ino << ": storing the size " << size
+                         << " in the kernel failed: errno " << -rc;
+  }
+  if (overtaken) {
+    constexpr uint64_t kPage = 4096;
+    Invalidate(ino, at / kPage * kPage, kPage);
+  }
+  return !overtaken;
 }
 
 void KernelCache::InvalidateAttributes(uint64_t ino) {
   fuse_session* se;
   {
     absl::MutexLock lock(&mu_);
-    if (se_ == nullptr || stopping_) return;
+    if ((se_ == nullptr && !notify_) || stopping_) return;
     se = se_;
     ++running_;
+    NoticeStarts(ino, /*pages=*/false);
   }
   // A negative offset: attributes only (and the kernel's attribute version
   // moves, so a GETATTR reply already on its way is not cached).
-  int rc = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  int rc = notify_ ? notify_(ino, -1, 0)
+                   : fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
   if (rc != 0 && rc != -ENOENT) {
     RANGEFS_LOG(WARNING) << "inode " << ino
                          << ": attribute invalidation failed: errno " << -rc;
   }
   absl::MutexLock lock(&mu_);
+  NoticeEnds(ino);
   --running_;
 }
 

@@ -38,6 +38,22 @@
 // it sends a LOOKUP or CREATE, so an answer overtaken by a callback is not
 // kept. On a kernel without the epoch the kernel keeps no names.
 //
+// Sizes: the kernel drops an attribute answer (GETATTR) when a
+// notification of its inode came after it asked (each one moves the
+// inode's attribute version), and then goes on with the i_size it had: a
+// read(2) past that old size stops there although the file grew on
+// another node before the read began. The daemon cannot make the kernel
+// ask again, but it can tell the size another way: a store notification
+// that ends at the size moves i_size up whatever the attribute version.
+// AttrAsked/Overtaken tell when an answer may be dropped; StoreSize then
+// stores the file's last byte at size-1 (read under the node's INVAL
+// lock). The byte must be right, as the kernel may hold that page: a
+// page notification that starts after the byte was read makes StoreSize
+// give up (the caller reads again), and one that starts while the store
+// is under way waits for it (20 ms at most: the store may wait on a page
+// locked by a request that waits for this very callback) and, if it did
+// not wait long enough, the page is notified again afterwards.
+//
 // Thread-safe.
 #ifndef RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
 #define RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
@@ -54,6 +70,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "client/rangefs.h"
 #include "common/range.h"
 
@@ -66,9 +83,15 @@ class KernelCache : public client::CacheAbove {
   using Notifier =
       std::function<int(uint64_t ino, int64_t offset, int64_t length)>;
 
+  // What sends one store notification of one byte: 0 or -errno, like
+  // fuse_lowlevel_notify_store.
+  using Storer = std::function<int(uint64_t ino, uint64_t offset, char byte)>;
+
   KernelCache() = default;
-  // Page-cache notifications go to `notify`, not to a session (tests).
-  explicit KernelCache(Notifier notify) : notify_(std::move(notify)) {}
+  // Notifications go to `notify` (attributes only: offset -1) and stores
+  // to `store`, not to a session (tests).
+  explicit KernelCache(Notifier notify, Storer store = {})
+      : notify_(std::move(notify)), store_(std::move(store)) {}
   ~KernelCache() override;  // Shutdown().
   KernelCache(const KernelCache&) = delete;
   KernelCache& operator=(const KernelCache&) = delete;
@@ -105,6 +128,29 @@ class KernelCache : public client::CacheAbove {
   // Moves the dentry epoch (see above). Touches nothing locked.
   void InvalidateNames() override;
 
+  // When an attribute request of `ino` came in (before the node is asked).
+  struct AttrTicket {
+    uint64_t seq = 0;  // Notifications started before it.
+    absl::Time at;
+  };
+  AttrTicket AttrAsked(uint64_t ino);
+  // Whether the kernel may drop the answer to the request of `t`: a
+  // notification of `ino` started after it, is under way, or ended less
+  // than kKernelQueueMargin before it came in (the kernel read its
+  // attribute version before sending the request).
+  bool Overtaken(uint64_t ino, const AttrTicket& t);
+  static constexpr absl::Duration kKernelQueueMargin = absl::Seconds(1);
+  // The notifications of any inode started so far; taken before the last
+  // byte for StoreSize is read.
+  uint64_t NoticeSeq();
+  // Moves the kernel's i_size of regular file `ino` up to `size` (> 0; no
+  // change if it is that or more) by storing `last`, the byte at size-1,
+  // read after NoticeSeq() returned `seq`. False if a page notification
+  // of `ino` started since then (read the byte again; nothing was stored,
+  // or the page was notified again after); a store the kernel refuses is
+  // logged.
+  bool StoreSize(uint64_t ino, uint64_t size, char last, uint64_t seq);
+
   // Lets the kernel keep names (EntryTimeout() > 0) if it has the dentry
   // epoch (tried at the first EntryTimeout()).
   void EnableNames();
@@ -119,6 +165,7 @@ class KernelCache : public client::CacheAbove {
     uint64_t excluded = 0;       // Ranges skipped: a request in flight.
     uint64_t abandoned = 0;      // Notifications left to finish alone.
     uint64_t name_epochs = 0;    // InvalidateNames() notifications.
+    uint64_t size_stores = 0;    // StoreSize() stores.
   };
   Stats stats();
 
@@ -129,8 +176,13 @@ class KernelCache : public client::CacheAbove {
               const std::shared_ptr<Batch>& batch);
   // FUSE_NOTIFY_INC_EPOCH; 0 or -errno.
   static int IncEpoch(fuse_session* se);
+  // Bookkeeping of a notification of `ino` (Overtaken, StoreSize).
+  void NoticeStarts(uint64_t ino, bool pages)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NoticeEnds(uint64_t ino) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Notifier notify_;  // Empty: the session's.
+  const Storer store_;     // Empty: the session's.
   absl::Mutex mu_;
   fuse_session* se_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool names_ ABSL_GUARDED_BY(mu_) = false;  // The kernel keeps names.
@@ -150,6 +202,17 @@ class KernelCache : public client::CacheAbove {
   // ino -> writable cached opens.
   std::map<uint64_t, int> writable_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> cached_inodes_ ABSL_GUARDED_BY(mu_);  // Ever opened so.
+  // The notifications of each inode, for the attribute answers they may
+  // overtake. Entries idle for a minute are dropped.
+  struct Notices {
+    uint64_t last_seq = 0;       // notice_seq_ when the last one started.
+    uint64_t last_page_seq = 0;  // The same of page notifications.
+    int running = 0;
+    absl::Time last_end = absl::InfinitePast();
+    int storing = 0;  // StoreSize() stores under way.
+  };
+  uint64_t notice_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, Notices> notices_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };
 

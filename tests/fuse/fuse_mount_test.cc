@@ -94,6 +94,8 @@ class FuseMountTest : public ::testing::Test {
   virtual testing::LocalClusterOptions ClusterOptions() { return {}; }
   // More of the daemons' -o options (",name=value...").
   virtual std::string MountOptions() { return ""; }
+  // More of daemon `i`'s environment ("NAME=value").
+  virtual std::vector<std::string> MountEnv(int) { return {}; }
 
   void Mount(int i) {
     mnt_[i] = cluster_->dir() + "/mnt" + std::to_string(i);
@@ -103,7 +105,7 @@ class FuseMountTest : public ::testing::Test {
         {testing::BinDir() + "/client/rangefs-fuse", conf_, mnt_[i], "-f", "-o",
          "node=node" + std::to_string(i) + ",default_permissions,allow_other" +
              MountOptions()},
-        cluster_->dir() + "/node" + std::to_string(i) + ".log"));
+        cluster_->dir() + "/node" + std::to_string(i) + ".log", MountEnv(i)));
     for (int t = 0; t < 200 && !Mounted(mnt_[i]); ++t) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -936,6 +938,53 @@ TEST_F(FuseMountTest, StatfsInodeCountsAddUp) {
   ASSERT_EQ(statfs(mnt_[1].c_str(), &after), 0);
   EXPECT_EQ(after.f_files, before.f_files);
   EXPECT_EQ(after.f_files - after.f_ffree, before.f_files - before.f_ffree + 2);
+}
+
+// Mount 1 answers every GETATTR 300 ms late (the wait for a lock held
+// by another node, made long).
+class FuseSlowAttrMountTest : public FuseMountTest {
+ protected:
+  std::vector<std::string> MountEnv(int i) override {
+    if (i != 1) return {};
+    return {"RANGEFS_FAULTS=fuse.getattr.before_reply=300"};
+  }
+};
+
+// The kernel drops an attribute reply when a notification for the inode
+// came while it was being answered; a read(2) past the kernel's old
+// i_size would then stop there. Here mount 1 knows the file at 64 KiB,
+// mount 0 makes it 128 KiB, mount 1 reads past 64 KiB (the kernel asks
+// for the size) and mount 0 revokes mount 1's cached first page while
+// that answer is on its way. The read must still see the new size.
+TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
+  const size_t kOld = 64 << 10;
+  for (int round = 0; round < 3; ++round) {
+    const std::string name = "grow" + std::to_string(round);
+    ASSERT_TRUE(WriteFile(P(0, name), std::string(kOld, 'a')));
+    int fd = open(P(1, name).c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    std::string buf(kOld, '\0');
+    ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
+    // Mount 1's kernel now caches 64 KiB of pages and the size 64 KiB.
+    // The file grows on mount 0.
+    int w = open(P(0, name).c_str(), O_WRONLY);
+    ASSERT_GE(w, 0);
+    ASSERT_EQ(pwrite(w, std::string(kOld, 'd').data(), kOld, kOld),
+              static_cast<ssize_t>(kOld));
+    ASSERT_EQ(fsync(w), 0);
+    std::atomic<ssize_t> got{-2};
+    std::string tail(kOld, '\0');
+    std::thread reader([&] { got = pread(fd, tail.data(), kOld, kOld); });
+    // While mount 1's answer waits, mount 0 writes a page mount 1 caches.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(pwrite(w, "e", 1, 0), 1);
+    EXPECT_EQ(fsync(w), 0);
+    reader.join();
+    EXPECT_EQ(got.load(), static_cast<ssize_t>(kOld)) << "round " << round;
+    EXPECT_TRUE(tail == std::string(kOld, 'd')) << "round " << round;
+    close(w);
+    close(fd);
+  }
 }
 
 // A mount of a filesystem with 16 MiB of space.

@@ -142,5 +142,116 @@ TEST(KernelCacheTest, ARequestComingInFlightGetsTheRestNotifiedAgain) {
   EXPECT_TRUE(kc.Shutdown());  // The blocked one ends.
 }
 
+// The kernel drops an attribute answer when a notification of the inode
+// came after it asked: the daemon must know which answers that may be.
+TEST(KernelCacheTest, AttributeAnswersAreOvertakenByNotificationsOfTheirInode) {
+  FakeKernel kernel(0);
+  KernelCache kc(kernel.notifier());
+  const KernelCache::AttrTicket before = kc.AttrAsked(kIno);
+  EXPECT_FALSE(kc.Overtaken(kIno, before));
+  kc.InvalidateAttributes(kIno);
+  ASSERT_EQ(kernel.calls().size(), 1u);
+  EXPECT_EQ(kernel.calls()[0].off, -1);  // Attributes only.
+  EXPECT_TRUE(kc.Overtaken(kIno, before));
+  EXPECT_FALSE(kc.Overtaken(kIno + 1, kc.AttrAsked(kIno + 1)));
+  // Asked just after: the kernel may have read its attribute version
+  // before the notification and sent the request after it.
+  EXPECT_TRUE(kc.Overtaken(kIno, kc.AttrAsked(kIno)));
+  std::this_thread::sleep_for(absl::ToChronoMilliseconds(
+      KernelCache::kKernelQueueMargin + absl::Milliseconds(100)));
+  const KernelCache::AttrTicket later = kc.AttrAsked(kIno);
+  EXPECT_FALSE(kc.Overtaken(kIno, later));
+  kc.Invalidate(kIno, 0, 4096);  // A page notification counts too.
+  EXPECT_TRUE(kc.Overtaken(kIno, later));
+}
+
+// Records the bytes stored; the first store waits until `release_`.
+class FakeStores {
+ public:
+  explicit FakeStores(bool block) : blocked_(block) {}
+  KernelCache::Storer storer() {
+    return [this](uint64_t ino, uint64_t off, char byte) {
+      absl::MutexLock lock(&mu_);
+      stores_.push_back({ino, off, byte});
+      auto go = [this]()
+                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !blocked_; };
+      mu_.Await(absl::Condition(&go));
+      return 0;
+    };
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    blocked_ = false;
+  }
+  bool AwaitStores(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stores_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+  struct Store {
+    uint64_t ino;
+    uint64_t off;
+    char byte;
+  };
+  std::vector<Store> stores() {
+    absl::MutexLock lock(&mu_);
+    return stores_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool blocked_ ABSL_GUARDED_BY(mu_);
+  std::vector<Store> stores_ ABSL_GUARDED_BY(mu_);
+};
+
+// The size goes in as the file's last byte; a byte read before a page
+// of the inode went from the kernel may be stale, and is not stored.
+TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessAPageWentSinceItWasRead) {
+  FakeKernel kernel(0);
+  FakeStores stores(false);
+  KernelCache kc(kernel.notifier(), stores.storer());
+  uint64_t seq = kc.NoticeSeq();
+  kc.Invalidate(kIno, 0, 4096);
+  EXPECT_FALSE(kc.StoreSize(kIno, 10000, 'x', seq));
+  EXPECT_TRUE(stores.stores().empty());
+  // An attribute-only notification changes no page, and another inode's
+  // page is not this one's: the byte holds.
+  seq = kc.NoticeSeq();
+  kc.InvalidateAttributes(kIno);
+  kc.Invalidate(kIno + 1, 0, 1 << 20);
+  EXPECT_TRUE(kc.StoreSize(kIno, 10000, 'x', seq));
+  ASSERT_EQ(stores.stores().size(), 1u);
+  EXPECT_EQ(stores.stores()[0].ino, kIno);
+  EXPECT_EQ(stores.stores()[0].off, 9999u);
+  EXPECT_EQ(stores.stores()[0].byte, 'x');
+  EXPECT_FALSE(kc.StoreSize(kIno, 0, 'x', kc.NoticeSeq()));  // No byte.
+  EXPECT_EQ(kc.stats().size_stores, 1u);
+}
+
+// A page notification that starts while a store is under way waits for
+// it, but not for ever (the store may wait on a page locked by a request
+// that waits for this callback): then the stored page is notified again,
+// as its byte may be older than the page.
+TEST(KernelCacheTest,
+     AStoreStuckPastAPageNotificationGetsItsPageNotifiedAgain) {
+  FakeKernel kernel(0);
+  FakeStores stores(true);
+  KernelCache kc(kernel.notifier(), stores.storer());
+  std::atomic<int> stored{-1};
+  std::thread t(
+      [&] { stored = kc.StoreSize(kIno, 3 * 4096 + 10, 'z', kc.NoticeSeq()); });
+  ASSERT_TRUE(stores.AwaitStores(1));
+  kc.Invalidate(kIno, 0, 1 << 20);  // Ends: it waited 20 ms at most.
+  ASSERT_EQ(kernel.calls().size(), 1u);
+  stores.Release();
+  t.join();
+  EXPECT_EQ(stored.load(), 0);
+  ASSERT_TRUE(kernel.AwaitCalls(2));
+  EXPECT_EQ(kernel.calls()[1].off, 3 * 4096);
+  EXPECT_EQ(kernel.calls()[1].len, 4096);
+}
+
 }  // namespace
 }  // namespace rangefs::fuse
