@@ -222,25 +222,52 @@ void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 // by a store of its last byte. Only requests of an open file (the kernel
 // passes the handle when a read or lseek asks) need it: a stat's answer
 // reaches the caller even when the inode keeps its old attributes.
-// Gives up after a few tries, each with a fresh size, if page
-// notifications keep coming. Fails only when the attributes cannot be had.
+// Gives up after a few tries, each with a fresh size, if notifications or
+// requests of the inode keep coming. Fails only when the attributes cannot
+// be had.
 absl::Status StoreSizeIfOvertaken(fuse_req_t req, fuse_ino_t ino,
                                   const fuse_file_info* fi,
                                   const KernelCache::AttrTicket& ticket,
                                   absl::StatusOr<Attr>* a) {
   KernelCache* kc = KC(req);
+  KernelCache::SizeStore store;
+  store.size_seq = ticket.seq;  // Taken before the node was asked.
   for (int attempt = 0; attempt < 4; ++attempt) {
     if (!S_ISREG((*a)->mode) || (*a)->size == 0 ||
         !kc->Overtaken(ino, ticket)) {
       return absl::OkStatus();
     }
     const uint64_t size = (*a)->size;
-    const uint64_t seq = kc->NoticeSeq();
-    char last = 0;
+    store.size = size;
+    store.quiet_since = KernelCache::kAnyRequests;
+    if (kc->Exclusive(ino)) {
+      // A writable open: the kernel may hold the last page dirty (a
+      // shared writable mapping), and the store would overwrite a byte a
+      // process stored there with the node's older one. So the kernel is
+      // asked what it holds at size-1 (which moves no attribute version:
+      // writing the page back and dropping it first would, and then this
+      // answer would surely be dropped, also when it makes i_size
+      // smaller). That byte back: the kernel's i_size is that size or
+      // more, and nothing needs storing. Nothing back: the byte is past
+      // the kernel's i_size (no data of a process there) or its page is
+      // not there; the page can only come back through a request of ours
+      // (a READ, a write(2)), and if one came the store is not made.
+      store.quiet_since = kc->RequestMark();
+      absl::StatusOr<std::string> held = kc->Retrieve(ino, size - 1, 1);
+      if (!held.ok()) {
+        RANGEFS_LOG(INFO) << "inode " << ino << ": no size stored for an "
+                          << "overtaken answer: " << held.status();
+        return absl::OkStatus();
+      }
+      if (!held->empty()) return absl::OkStatus();
+    }
+    store.byte_seq = kc->NoticeSeq();
     absl::StatusOr<size_t> n = C(req).ReadForCache(
         fi->fh, 1, size - 1, kc->Exclusive(ino),
-        [&last](const struct iovec* iov, int count, size_t bytes) {
-          if (count > 0 && bytes > 0) last = *static_cast<char*>(iov->iov_base);
+        [&store](const struct iovec* iov, int count, size_t bytes) {
+          if (count > 0 && bytes > 0) {
+            store.last = *static_cast<char*>(iov->iov_base);
+          }
         });
     if (!n.ok()) {
       // The answer goes as it is; the read(2) gets the error itself.
@@ -248,17 +275,24 @@ absl::Status StoreSizeIfOvertaken(fuse_req_t req, fuse_ino_t ino,
                         << "size of an overtaken answer: " << n.status();
       return absl::OkStatus();
     }
-    if (*n == 1 && kc->StoreSize(ino, size, last, seq)) {
-      return absl::OkStatus();
-    }
-    // The file shrank, or a page went from the kernel since the byte was
-    // read: the size may have moved too.
+    if (*n == 1 && kc->StoreSize(ino, store)) return absl::OkStatus();
+    // The file shrank, the node may have given up its INODE lock, a page
+    // went from the kernel since the byte was read, or the last page came
+    // back: ask again.
+    store.size_seq = kc->NoticeSeq();
     *a = C(req).GetAttr(ino);
     if (!a->ok()) return a->status();
   }
+  kc->CountSizeGivenUp();
   RANGEFS_LOG(INFO) << "inode " << ino
                     << ": gave up storing the size for an overtaken answer";
   return absl::OkStatus();
+}
+
+void op_retrieve_reply(fuse_req_t req, void* cookie, fuse_ino_t, off_t,
+                       fuse_bufvec* bufv) {
+  if (KernelCache* kc = KC(req)) kc->RetrieveReply(cookie, bufv);
+  fuse_reply_none(req);
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -894,6 +928,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.lookup = op_lookup;
   ops.forget = op_forget;
   ops.getattr = op_getattr;
+  ops.retrieve_reply = op_retrieve_reply;
   ops.setattr = op_setattr;
   ops.readlink = op_readlink;
   ops.mknod = op_mknod;

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
@@ -66,7 +67,67 @@ uint64_t KernelCache::Register(uint64_t ino, uint64_t offset, uint64_t length) {
           : (offset + std::max<uint64_t>(length, 1) + kPage - 1) / kPage *
                 kPage;
   inflight_[ino][id] = ByteRange{offset / kPage * kPage, end};
+  Notices& n = notices_[ino];
+  n.last_request = id;
+  n.last_request_at = absl::Now();
   return id;
+}
+
+absl::StatusOr<std::string> KernelCache::Retrieve(uint64_t ino, uint64_t offset,
+                                                  size_t size,
+                                                  absl::Duration wait) {
+  fuse_session* se;
+  uint64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    if (se_ == nullptr || stopping_) {
+      return absl::UnavailableError("no kernel session");
+    }
+    se = se_;
+    id = next_retrieval_++;
+    retrievals_[id];
+  }
+  void* cookie = reinterpret_cast<void*>(static_cast<uintptr_t>(id));
+  const int rc = fuse_lowlevel_notify_retrieve(
+      se, ino, size, static_cast<off_t>(offset), cookie);
+  absl::MutexLock lock(&mu_);
+  if (rc != 0) {
+    retrievals_.erase(id);
+    if (rc == -ENOENT) return std::string();  // The kernel has no inode.
+    return absl::UnavailableError(
+        absl::StrCat("kernel cache retrieve failed: errno ", -rc));
+  }
+  auto done = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return retrievals_[id].done;
+  };
+  const bool answered = mu_.AwaitWithTimeout(absl::Condition(&done), wait);
+  std::string data = std::move(retrievals_[id].data);
+  retrievals_.erase(id);  // A late answer finds nothing.
+  if (!answered) {
+    return absl::DeadlineExceededError("no retrieve answer from the kernel");
+  }
+  return data;
+}
+
+void KernelCache::RetrieveReply(void* cookie, struct fuse_bufvec* data) {
+  const uint64_t id =
+      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(cookie));
+  std::string bytes(fuse_buf_size(data), '\0');
+  fuse_bufvec to = FUSE_BUFVEC_INIT(bytes.size());
+  to.buf[0].mem = bytes.data();
+  const ssize_t n =
+      fuse_buf_copy(&to, data, static_cast<fuse_buf_copy_flags>(0));
+  bytes.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  absl::MutexLock lock(&mu_);
+  auto it = retrievals_.find(id);
+  if (it == retrievals_.end()) return;
+  it->second.done = true;
+  it->second.data = std::move(bytes);
+}
+
+uint64_t KernelCache::RequestMark() {
+  absl::MutexLock lock(&mu_);
+  return next_id_ - 1;
 }
 
 void KernelCache::Unregister(uint64_t ino, uint64_t id) {
@@ -138,10 +199,7 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
       // A size store under way holds a byte read before this notification
       // started: it lands first, and this one drops it if it is stale.
       absl::MutexLock lock(&mu_);
-      auto stored = [this, ino]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return notices_[ino].storing == 0;
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&stored), absl::Milliseconds(20));
+      AwaitSizeStores(ino);
     }
     const off_t off = static_cast<off_t>(range.start);
     // 0: to the end of the file.
@@ -168,8 +226,15 @@ void KernelCache::Notify(uint64_t ino, const ByteRange& range,
 void KernelCache::NoticeStarts(uint64_t ino, bool pages) {
   Notices& n = notices_[ino];
   n.last_seq = ++notice_seq_;
-  if (pages) n.last_page_seq = n.last_seq;
+  (pages ? n.last_page_seq : n.last_attr_seq) = n.last_seq;
   ++n.running;
+}
+
+void KernelCache::AwaitSizeStores(uint64_t ino) {
+  auto stored = [this, ino]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return notices_[ino].storing == 0;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&stored), absl::Milliseconds(20));
 }
 
 void KernelCache::NoticeEnds(uint64_t ino) {
@@ -181,7 +246,8 @@ void KernelCache::NoticeEnds(uint64_t ino) {
     for (auto it = notices_.begin(); it != notices_.end();) {
       const Notices& o = it->second;
       if (o.running == 0 && o.storing == 0 &&
-          o.last_end < now - absl::Minutes(1)) {
+          o.last_end < now - absl::Minutes(1) &&
+          o.last_request_at < now - absl::Minutes(1)) {
         it = notices_.erase(it);
       } else {
         ++it;
@@ -204,33 +270,46 @@ bool KernelCache::Overtaken(uint64_t ino, const AttrTicket& t) {
          n.last_end > t.at - kKernelQueueMargin;
 }
 
+void KernelCache::CountSizeGivenUp() {
+  absl::MutexLock lock(&mu_);
+  ++stats_.sizes_given_up;
+}
+
 uint64_t KernelCache::NoticeSeq() {
   absl::MutexLock lock(&mu_);
   return notice_seq_;
 }
 
-bool KernelCache::StoreSize(uint64_t ino, uint64_t size, char last,
-                            uint64_t seq) {
-  if (size == 0) return false;
+bool KernelCache::StoreSize(uint64_t ino, const SizeStore& s) {
+  if (s.size == 0) return false;
+  // Whether a notification started since makes part of `s` old.
+  auto old = [&s](const Notices& n) {
+    return n.last_attr_seq > s.size_seq || n.last_page_seq > s.byte_seq;
+  };
   fuse_session* se;
   {
     absl::MutexLock lock(&mu_);
     if ((se_ == nullptr && !store_) || stopping_) return false;
     Notices& n = notices_[ino];
-    // The byte may be stale: a page of `ino` went from the kernel since.
-    if (n.last_page_seq > seq) return false;
+    if (old(n)) return false;
+    // The laundered page may be back (and dirty): a request brought it.
+    if (s.quiet_since != kAnyRequests &&
+        (n.last_request > s.quiet_since || inflight_.count(ino) > 0)) {
+      return false;
+    }
     se = se_;
     ++n.storing;
     ++running_;
     ++stats_.size_stores;
   }
-  const uint64_t at = size - 1;
+  const uint64_t at = s.size - 1;
   int rc;
   if (store_) {
-    rc = store_(ino, at, last);
+    rc = store_(ino, at, s.last);
   } else {
+    char byte = s.last;
     fuse_bufvec one = FUSE_BUFVEC_INIT(1);
-    one.buf[0].mem = &last;
+    one.buf[0].mem = &byte;
     rc = fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(at), &one,
                                     static_cast<fuse_buf_copy_flags>(0));
   }
@@ -240,12 +319,13 @@ bool KernelCache::StoreSize(uint64_t ino, uint64_t size, char last,
     Notices& n = notices_[ino];
     --n.storing;
     --running_;
-    // A page notification that stopped waiting for the store: the byte
-    // it stored may be older than the page it went into.
-    overtaken = n.last_page_seq > seq;
+    // A notification that stopped waiting for the store: the byte may be
+    // older than the page it went into (which is notified again), and the
+    // size older than the node's (the next answer has the new one).
+    overtaken = old(n);
   }
   if (rc != 0 && rc != -ENOENT) {
-    RANGEFS_LOG(WARNING) << "inode " << ino << ": storing the size " << size
+    RANGEFS_LOG(WARNING) << "inode " << ino << ": storing the size " << s.size
                          << " in the kernel failed: errno " << -rc;
   }
   if (overtaken) {
@@ -263,6 +343,9 @@ void KernelCache::InvalidateAttributes(uint64_t ino) {
     se = se_;
     ++running_;
     NoticeStarts(ino, /*pages=*/false);
+    // The node may be giving up the INODE lock: a size store under way
+    // lands before the size changes elsewhere.
+    AwaitSizeStores(ino);
   }
   // A negative offset: attributes only (and the kernel's attribute version
   // moves, so a GETATTR reply already on its way is not cached).

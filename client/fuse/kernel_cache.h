@@ -44,15 +44,18 @@
 // read(2) past that old size stops there although the file grew on
 // another node before the read began. The daemon cannot make the kernel
 // ask again, but it can tell the size another way: a store notification
-// that ends at the size moves i_size up whatever the attribute version.
+// that ends past i_size moves i_size up whatever the attribute version.
 // AttrAsked/Overtaken tell when an answer may be dropped; StoreSize then
 // stores the file's last byte at size-1 (read under the node's INVAL
-// lock). The byte must be right, as the kernel may hold that page: a
-// page notification that starts after the byte was read makes StoreSize
-// give up (the caller reads again), and one that starts while the store
-// is under way waits for it (20 ms at most: the store may wait on a page
-// locked by a request that waits for this very callback) and, if it did
-// not wait long enough, the page is notified again afterwards.
+// lock). Both must be current: an attribute notification after the size
+// was had (the node may have given up its INODE lock) or a page
+// notification after the byte was read makes StoreSize give up (the
+// caller asks again). A notification that starts while a store is under
+// way waits for it (20 ms at most: the store may wait on a page locked by
+// a request that waits for this very callback), and if it did not wait
+// long enough the page is notified again afterwards. Where the kernel
+// may have dirtied the last page (a writable open), Retrieve first asks
+// it what it holds there (see op_getattr).
 //
 // Thread-safe.
 #ifndef RANGEFS_CLIENT_FUSE_KERNEL_CACHE_H_
@@ -66,9 +69,11 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/rangefs.h"
@@ -143,13 +148,42 @@ class KernelCache : public client::CacheAbove {
   // The notifications of any inode started so far; taken before the last
   // byte for StoreSize is read.
   uint64_t NoticeSeq();
-  // Moves the kernel's i_size of regular file `ino` up to `size` (> 0; no
-  // change if it is that or more) by storing `last`, the byte at size-1,
-  // read after NoticeSeq() returned `seq`. False if a page notification
-  // of `ino` started since then (read the byte again; nothing was stored,
-  // or the page was notified again after); a store the kernel refuses is
-  // logged.
-  bool StoreSize(uint64_t ino, uint64_t size, char last, uint64_t seq);
+  // One size store (StoreSize).
+  struct SizeStore {
+    uint64_t size = 0;  // > 0.
+    char last = 0;      // The byte at size-1.
+    // NoticeSeq() before the node was asked for `size`: an attribute
+    // notification of the inode since then (the node may have given up
+    // its INODE lock) means `size` may be old.
+    uint64_t size_seq = 0;
+    // NoticeSeq() before `last` was read: a page notification of the
+    // inode since then means `last` may be old.
+    uint64_t byte_seq = 0;
+    // For a file the kernel may dirty: RequestMark() before its last page
+    // was written back and dropped; a request of the inode in flight or
+    // come since then may have brought that page back, maybe dirty.
+    uint64_t quiet_since = kAnyRequests;
+  };
+  static constexpr uint64_t kAnyRequests = ~0ull;
+  // Moves the kernel's i_size of regular file `ino` up to `s.size` (no
+  // change if it is that or more) by storing `s.last` at size-1. False if
+  // any of `s` may be old (nothing was stored; or, when a notification
+  // stopped waiting for the store, its page was notified again after): ask
+  // the node again. A store the kernel refuses is logged.
+  bool StoreSize(uint64_t ino, const SizeStore& s);
+  // The last request id given so far (Register).
+  uint64_t RequestMark();
+  // What the kernel holds of `ino` from `offset`: at most `size` bytes,
+  // only below its i_size and up to its first missing page
+  // (FUSE_NOTIFY_RETRIEVE; touches no attribute version). Waits up to
+  // `wait` for the kernel's answer, a request that another worker of the
+  // session hands to RetrieveReply.
+  absl::StatusOr<std::string> Retrieve(uint64_t ino, uint64_t offset,
+                                       size_t size,
+                                       absl::Duration wait = absl::Seconds(1));
+  // The kernel's answer to a Retrieve (fuse_lowlevel_ops::retrieve_reply).
+  void RetrieveReply(void* cookie, struct fuse_bufvec* data);
+  void CountSizeGivenUp();
 
   // Lets the kernel keep names (EntryTimeout() > 0) if it has the dentry
   // epoch (tried at the first EntryTimeout()).
@@ -166,6 +200,9 @@ class KernelCache : public client::CacheAbove {
     uint64_t abandoned = 0;      // Notifications left to finish alone.
     uint64_t name_epochs = 0;    // InvalidateNames() notifications.
     uint64_t size_stores = 0;    // StoreSize() stores.
+    // Overtaken answers answered without a store: requests or page
+    // notifications of the inode kept coming (CountSizeGivenUp).
+    uint64_t sizes_given_up = 0;
   };
   Stats stats();
 
@@ -180,6 +217,10 @@ class KernelCache : public client::CacheAbove {
   void NoticeStarts(uint64_t ino, bool pages)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoticeEnds(uint64_t ino) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A notification of `ino` that starts while a StoreSize() of it is under
+  // way lets it land first (20 ms at most: the store may wait on a page
+  // locked by a request that waits for this very callback).
+  void AwaitSizeStores(uint64_t ino) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Notifier notify_;  // Empty: the session's.
   const Storer store_;     // Empty: the session's.
@@ -202,15 +243,26 @@ class KernelCache : public client::CacheAbove {
   // ino -> writable cached opens.
   std::map<uint64_t, int> writable_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> cached_inodes_ ABSL_GUARDED_BY(mu_);  // Ever opened so.
-  // The notifications of each inode, for the attribute answers they may
-  // overtake. Entries idle for a minute are dropped.
+  // The notifications and requests of each inode, for the attribute
+  // answers they may overtake and the size stores. Entries idle for a
+  // minute are dropped.
   struct Notices {
     uint64_t last_seq = 0;       // notice_seq_ when the last one started.
-    uint64_t last_page_seq = 0;  // The same of page notifications.
+    uint64_t last_page_seq = 0;  // The same of page notifications,
+    uint64_t last_attr_seq = 0;  // and of attribute-only ones.
     int running = 0;
     absl::Time last_end = absl::InfinitePast();
-    int storing = 0;  // StoreSize() stores under way.
+    int storing = 0;            // StoreSize() stores under way.
+    uint64_t last_request = 0;  // The id of the last Register().
+    absl::Time last_request_at = absl::InfinitePast();
   };
+  // Retrieve() calls waiting for the kernel, by cookie.
+  struct Retrieval {
+    bool done = false;
+    std::string data;
+  };
+  uint64_t next_retrieval_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, Retrieval> retrievals_ ABSL_GUARDED_BY(mu_);
   uint64_t notice_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, Notices> notices_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);

@@ -292,7 +292,8 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                       << " notifications, " << ks.excluded
                       << " ranges in flight skipped, " << ks.abandoned
                       << " notifications left to finish alone, "
-                      << ks.name_epochs << " dentry epochs";
+                      << ks.name_epochs << " dentry epochs, " << ks.size_stores
+                      << " sizes stored (" << ks.sizes_given_up << " given up)";
     // Callbacks from here on (the client's shutdown) have no kernel cache
     // to tell: the unmount wrote its dirty pages back.
     (*c)->SetCacheAbove(nullptr);

@@ -961,7 +961,8 @@ TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
   for (int round = 0; round < 3; ++round) {
     const std::string name = "grow" + std::to_string(round);
     ASSERT_TRUE(WriteFile(P(0, name), std::string(kOld, 'a')));
-    int fd = open(P(1, name).c_str(), O_RDONLY);
+    // A file open for writing on mount 1 too (its kernel may dirty pages).
+    int fd = open(P(1, name).c_str(), round == 0 ? O_RDONLY : O_RDWR);
     ASSERT_GE(fd, 0);
     std::string buf(kOld, '\0');
     ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
@@ -985,6 +986,42 @@ TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
     close(w);
     close(fd);
   }
+}
+
+// The size store of an overtaken answer writes the file's last byte into
+// the kernel's page: a byte a process stored there through a shared
+// mapping (not yet written back) must survive it.
+TEST_F(FuseSlowAttrMountTest,
+       AnOvertakenAnswerKeepsAByteStoredThroughAMapping) {
+  const size_t kLen = 64 << 10;
+  ASSERT_TRUE(WriteFile(P(0, "m"), std::string(kLen, 'a')));
+  int fd = open(P(1, "m").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char* map = static_cast<char*>(
+      mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(map, MAP_FAILED);
+  map[kLen - 1] = 'Z';  // The last page dirty in mount 1's kernel.
+  // Mount 1's attributes go (a chmod on mount 0), so its next read past
+  // the end asks for them; a second chmod comes while the answer waits:
+  // the answer is overtaken (by an attribute notification: no page of
+  // mount 1 goes).
+  ASSERT_EQ(chmod(P(0, "m").c_str(), 0600), 0);
+  std::atomic<ssize_t> got{-2};
+  std::thread reader([&] {
+    char c;
+    got = pread(fd, &c, 1, kLen);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(chmod(P(0, "m").c_str(), 0640), 0);
+  reader.join();
+  EXPECT_EQ(got.load(), 0);  // At the end.
+  EXPECT_EQ(map[kLen - 1], 'Z');
+  ASSERT_EQ(msync(map, kLen, MS_SYNC), 0);
+  munmap(map, kLen);
+  close(fd);
+  std::string back = ReadFile(P(0, "m"));
+  ASSERT_EQ(back.size(), kLen);
+  EXPECT_EQ(back[kLen - 1], 'Z');
 }
 
 // A mount of a filesystem with 16 MiB of space.

@@ -206,27 +206,48 @@ class FakeStores {
   std::vector<Store> stores_ ABSL_GUARDED_BY(mu_);
 };
 
-// The size goes in as the file's last byte; a byte read before a page
-// of the inode went from the kernel may be stale, and is not stored.
-TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessAPageWentSinceItWasRead) {
+// A size store of `size` and `last`, with everything read now.
+KernelCache::SizeStore Fresh(KernelCache& kc, uint64_t size, char last,
+                             uint64_t quiet_since = KernelCache::kAnyRequests) {
+  KernelCache::SizeStore s;
+  s.size = size;
+  s.last = last;
+  s.size_seq = s.byte_seq = kc.NoticeSeq();
+  s.quiet_since = quiet_since;
+  return s;
+}
+
+// The size goes in as the file's last byte. A size had before an
+// attribute notification of the inode, or a byte read before one of its
+// pages went from the kernel, may be old: nothing is stored.
+TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessEitherMayBeOld) {
   FakeKernel kernel(0);
   FakeStores stores(false);
   KernelCache kc(kernel.notifier(), stores.storer());
-  uint64_t seq = kc.NoticeSeq();
+  KernelCache::SizeStore s;
+  s.size = 10000;
+  s.last = 'x';
+  s.size_seq = kc.NoticeSeq();
+  s.byte_seq = kc.NoticeSeq();
   kc.Invalidate(kIno, 0, 4096);
-  EXPECT_FALSE(kc.StoreSize(kIno, 10000, 'x', seq));
-  EXPECT_TRUE(stores.stores().empty());
-  // An attribute-only notification changes no page, and another inode's
-  // page is not this one's: the byte holds.
-  seq = kc.NoticeSeq();
+  EXPECT_FALSE(kc.StoreSize(kIno, s));  // The byte may be old.
+  s.byte_seq = kc.NoticeSeq();
   kc.InvalidateAttributes(kIno);
+  EXPECT_FALSE(kc.StoreSize(kIno, s));  // The size may be old.
+  EXPECT_TRUE(stores.stores().empty());
+  // An attribute-only notification after the size was had changes no
+  // page, and another inode's notifications are not this one's.
+  s.size_seq = kc.NoticeSeq();
   kc.Invalidate(kIno + 1, 0, 1 << 20);
-  EXPECT_TRUE(kc.StoreSize(kIno, 10000, 'x', seq));
+  kc.InvalidateAttributes(kIno + 1);
+  s.byte_seq = kc.NoticeSeq();
+  EXPECT_TRUE(kc.StoreSize(kIno, s));
   ASSERT_EQ(stores.stores().size(), 1u);
   EXPECT_EQ(stores.stores()[0].ino, kIno);
   EXPECT_EQ(stores.stores()[0].off, 9999u);
   EXPECT_EQ(stores.stores()[0].byte, 'x');
-  EXPECT_FALSE(kc.StoreSize(kIno, 0, 'x', kc.NoticeSeq()));  // No byte.
+  s.size = 0;
+  EXPECT_FALSE(kc.StoreSize(kIno, s));  // No byte.
   EXPECT_EQ(kc.stats().size_stores, 1u);
 }
 
@@ -241,7 +262,7 @@ TEST(KernelCacheTest,
   KernelCache kc(kernel.notifier(), stores.storer());
   std::atomic<int> stored{-1};
   std::thread t(
-      [&] { stored = kc.StoreSize(kIno, 3 * 4096 + 10, 'z', kc.NoticeSeq()); });
+      [&] { stored = kc.StoreSize(kIno, Fresh(kc, 3 * 4096 + 10, 'z')); });
   ASSERT_TRUE(stores.AwaitStores(1));
   kc.Invalidate(kIno, 0, 1 << 20);  // Ends: it waited 20 ms at most.
   ASSERT_EQ(kernel.calls().size(), 1u);
@@ -251,6 +272,34 @@ TEST(KernelCacheTest,
   ASSERT_TRUE(kernel.AwaitCalls(2));
   EXPECT_EQ(kernel.calls()[1].off, 3 * 4096);
   EXPECT_EQ(kernel.calls()[1].len, 4096);
+}
+
+// For a file the kernel may dirty, the last page is dropped before the
+// store: a request of the inode since then may have brought it back.
+TEST(KernelCacheTest, ASizeStoreAfterALaunderWantsNoRequestSinceIt) {
+  FakeKernel kernel(0);
+  FakeStores stores(false);
+  KernelCache kc(kernel.notifier(), stores.storer());
+  uint64_t mark = kc.RequestMark();
+  const uint64_t other = kc.Register(kIno + 1, 0, 4096);  // Another inode.
+  EXPECT_TRUE(kc.StoreSize(kIno, Fresh(kc, 100, 'a', mark)));
+  kc.Unregister(kIno + 1, other);
+  mark = kc.RequestMark();
+  const uint64_t id = kc.Register(kIno, 1 << 20, 4096);  // Any range.
+  EXPECT_FALSE(kc.StoreSize(kIno, Fresh(kc, 100, 'b', mark)));
+  kc.Unregister(kIno, id);
+  EXPECT_FALSE(kc.StoreSize(kIno, Fresh(kc, 100, 'c', mark)));  // Came.
+  mark = kc.RequestMark();
+  EXPECT_TRUE(kc.StoreSize(kIno, Fresh(kc, 100, 'd', mark)));
+  // Without a mark requests do not matter (no page can be dirty).
+  const uint64_t id2 = kc.Register(kIno, 0, 4096);
+  EXPECT_TRUE(kc.StoreSize(kIno, Fresh(kc, 100, 'e')));
+  kc.Unregister(kIno, id2);
+  std::vector<FakeStores::Store> got = stores.stores();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].byte, 'a');
+  EXPECT_EQ(got[1].byte, 'd');
+  EXPECT_EQ(got[2].byte, 'e');
 }
 
 }  // namespace
