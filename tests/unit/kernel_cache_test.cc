@@ -17,24 +17,21 @@ namespace {
 
 constexpr uint64_t kIno = 7;
 
-// Records every notification; the first `block` of them wait until
-// Release().
-class FakeKernel {
+// Records calls; the first `block` of them wait until Release().
+template <typename Call>
+class Recorder {
  public:
-  explicit FakeKernel(int block) : block_(block) {}
+  explicit Recorder(int block) : block_(block) {}
 
-  KernelCache::Notifier notifier() {
-    return [this](uint64_t ino, int64_t off, int64_t len) {
-      absl::MutexLock lock(&mu_);
-      calls_.push_back({ino, off, len});
-      if (static_cast<int>(calls_.size()) <= block_) {
-        auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return released_;
-        };
-        mu_.Await(absl::Condition(&released));
-      }
-      return 0;
-    };
+  void Record(const Call& call) {
+    absl::MutexLock lock(&mu_);
+    calls_.push_back(call);
+    if (static_cast<int>(calls_.size()) <= block_) {
+      auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return released_;
+      };
+      mu_.Await(absl::Condition(&released));
+    }
   }
 
   void Release() {
@@ -42,11 +39,6 @@ class FakeKernel {
     released_ = true;
   }
 
-  struct Call {
-    uint64_t ino;
-    int64_t off;
-    int64_t len;
-  };
   std::vector<Call> calls() {
     absl::MutexLock lock(&mu_);
     return calls_;
@@ -65,6 +57,25 @@ class FakeKernel {
   absl::Mutex mu_;
   bool released_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+struct Notification {
+  uint64_t ino;
+  int64_t off;
+  int64_t len;
+};
+
+// The kernel's inval_inode: every notification.
+class FakeKernel : public Recorder<Notification> {
+ public:
+  using Call = Notification;
+  using Recorder::Recorder;
+  KernelCache::Notifier notifier() {
+    return [this](uint64_t ino, int64_t off, int64_t len) {
+      Record({ino, off, len});
+      return 0;
+    };
+  }
 };
 
 TEST(KernelCacheTest, ARangeInFlightIsNotNotified) {
@@ -165,45 +176,22 @@ TEST(KernelCacheTest, AttributeAnswersAreOvertakenByNotificationsOfTheirInode) {
   EXPECT_TRUE(kc.Overtaken(kIno, later));
 }
 
-// Records the bytes stored; the first store waits until `release_`.
-class FakeStores {
+struct Store {
+  uint64_t ino;
+  uint64_t off;
+  char byte;
+};
+
+// The kernel's store notifications: every byte stored.
+class FakeStores : public Recorder<Store> {
  public:
-  explicit FakeStores(bool block) : blocked_(block) {}
+  using Recorder::Recorder;
   KernelCache::Storer storer() {
     return [this](uint64_t ino, uint64_t off, char byte) {
-      absl::MutexLock lock(&mu_);
-      stores_.push_back({ino, off, byte});
-      auto go = [this]()
-                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !blocked_; };
-      mu_.Await(absl::Condition(&go));
+      Record({ino, off, byte});
       return 0;
     };
   }
-  void Release() {
-    absl::MutexLock lock(&mu_);
-    blocked_ = false;
-  }
-  bool AwaitStores(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stores_.size() >= n;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
-  }
-  struct Store {
-    uint64_t ino;
-    uint64_t off;
-    char byte;
-  };
-  std::vector<Store> stores() {
-    absl::MutexLock lock(&mu_);
-    return stores_;
-  }
-
- private:
-  absl::Mutex mu_;
-  bool blocked_ ABSL_GUARDED_BY(mu_);
-  std::vector<Store> stores_ ABSL_GUARDED_BY(mu_);
 };
 
 // A size store of `size` and `last`, with everything read now.
@@ -222,7 +210,7 @@ KernelCache::SizeStore Fresh(KernelCache& kc, uint64_t size, char last,
 // pages went from the kernel, may be old: nothing is stored.
 TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessEitherMayBeOld) {
   FakeKernel kernel(0);
-  FakeStores stores(false);
+  FakeStores stores(0);
   KernelCache kc(kernel.notifier(), stores.storer());
   KernelCache::SizeStore s;
   s.size = 10000;
@@ -234,7 +222,7 @@ TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessEitherMayBeOld) {
   s.byte_seq = kc.NoticeSeq();
   kc.InvalidateAttributes(kIno);
   EXPECT_FALSE(kc.StoreSize(kIno, s));  // The size may be old.
-  EXPECT_TRUE(stores.stores().empty());
+  EXPECT_TRUE(stores.calls().empty());
   // An attribute-only notification after the size was had changes no
   // page, and another inode's notifications are not this one's.
   s.size_seq = kc.NoticeSeq();
@@ -242,10 +230,10 @@ TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessEitherMayBeOld) {
   kc.InvalidateAttributes(kIno + 1);
   s.byte_seq = kc.NoticeSeq();
   EXPECT_TRUE(kc.StoreSize(kIno, s));
-  ASSERT_EQ(stores.stores().size(), 1u);
-  EXPECT_EQ(stores.stores()[0].ino, kIno);
-  EXPECT_EQ(stores.stores()[0].off, 9999u);
-  EXPECT_EQ(stores.stores()[0].byte, 'x');
+  ASSERT_EQ(stores.calls().size(), 1u);
+  EXPECT_EQ(stores.calls()[0].ino, kIno);
+  EXPECT_EQ(stores.calls()[0].off, 9999u);
+  EXPECT_EQ(stores.calls()[0].byte, 'x');
   s.size = 0;
   EXPECT_FALSE(kc.StoreSize(kIno, s));  // No byte.
   EXPECT_EQ(kc.stats().size_stores, 1u);
@@ -258,12 +246,12 @@ TEST(KernelCacheTest, ASizeIsStoredAsTheLastByteUnlessEitherMayBeOld) {
 TEST(KernelCacheTest,
      AStoreStuckPastAPageNotificationGetsItsPageNotifiedAgain) {
   FakeKernel kernel(0);
-  FakeStores stores(true);
+  FakeStores stores(1);
   KernelCache kc(kernel.notifier(), stores.storer());
   std::atomic<int> stored{-1};
   std::thread t(
       [&] { stored = kc.StoreSize(kIno, Fresh(kc, 3 * 4096 + 10, 'z')); });
-  ASSERT_TRUE(stores.AwaitStores(1));
+  ASSERT_TRUE(stores.AwaitCalls(1));
   kc.Invalidate(kIno, 0, 1 << 20);  // Ends: it waited 20 ms at most.
   ASSERT_EQ(kernel.calls().size(), 1u);
   stores.Release();
@@ -278,7 +266,7 @@ TEST(KernelCacheTest,
 // store: a request of the inode since then may have brought it back.
 TEST(KernelCacheTest, ASizeStoreAfterALaunderWantsNoRequestSinceIt) {
   FakeKernel kernel(0);
-  FakeStores stores(false);
+  FakeStores stores(0);
   KernelCache kc(kernel.notifier(), stores.storer());
   uint64_t mark = kc.RequestMark();
   const uint64_t other = kc.Register(kIno + 1, 0, 4096);  // Another inode.
@@ -295,7 +283,7 @@ TEST(KernelCacheTest, ASizeStoreAfterALaunderWantsNoRequestSinceIt) {
   const uint64_t id2 = kc.Register(kIno, 0, 4096);
   EXPECT_TRUE(kc.StoreSize(kIno, Fresh(kc, 100, 'e')));
   kc.Unregister(kIno, id2);
-  std::vector<FakeStores::Store> got = stores.stores();
+  std::vector<Store> got = stores.calls();
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].byte, 'a');
   EXPECT_EQ(got[1].byte, 'd');
