@@ -988,6 +988,36 @@ TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
   }
 }
 
+// The other direction: mount 0 truncates a file mount 1 knows larger, and
+// the answer that would make mount 1's i_size smaller is overtaken too.
+// No store can shrink i_size, but the pages past the new end went with
+// the truncate's callback: the read sends READs for them, their short
+// answers shrink i_size, and the read stops at the new end.
+TEST_F(FuseSlowAttrMountTest, ReadAfterAnotherMountsTruncateStopsAtTheNewEnd) {
+  const size_t kOld = 128 << 10;
+  const size_t kNew = 64 << 10;
+  for (int round = 0; round < 2; ++round) {
+    const std::string name = "shrink" + std::to_string(round);
+    ASSERT_TRUE(WriteFile(P(0, name), std::string(kOld, 'a')));
+    int fd = open(P(1, name).c_str(), round == 0 ? O_RDONLY : O_RDWR);
+    ASSERT_GE(fd, 0);
+    std::string buf(kOld, '\0');
+    ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
+    ASSERT_EQ(truncate(P(0, name).c_str(), kNew), 0);
+    std::atomic<ssize_t> got{-2};
+    std::thread reader([&] { got = pread(fd, buf.data(), kOld, 0); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    int w = open(P(0, name).c_str(), O_WRONLY);
+    EXPECT_GE(w, 0);
+    EXPECT_EQ(pwrite(w, "e", 1, 0), 1);
+    EXPECT_EQ(fsync(w), 0);
+    close(w);
+    reader.join();
+    EXPECT_EQ(got.load(), static_cast<ssize_t>(kNew)) << "round " << round;
+    close(fd);
+  }
+}
+
 // The size store of an overtaken answer writes the file's last byte into
 // the kernel's page: a byte a process stored there through a shared
 // mapping (not yet written back) must survive it.
