@@ -888,10 +888,12 @@ struct LockWait {
   Client* client;
   fuse_ino_t ino;
   uint64_t owner;
+  std::atomic<bool> interrupted{false};
 };
 
 void InterruptLockWait(fuse_req_t, void* data) {
   auto* w = static_cast<LockWait*>(data);
+  w->interrupted = true;
   w->client->CancelLockWait(w->ino, w->owner);
 }
 
@@ -901,6 +903,14 @@ void SetLock(fuse_req_t req, fuse_ino_t ino, uint64_t owner, uint64_t start,
   if (wait) fuse_req_interrupt_func(req, InterruptLockWait, &w);
   absl::Status s = C(req).SetLock(ino, start, end, type, owner, wait, flock);
   if (wait) fuse_req_interrupt_func(req, nullptr, nullptr);
+  if (!s.ok() && Err(s) == EINTR && !w.interrupted &&
+      !fuse_req_interrupted(req)) {
+    // Given up by this daemon (it is stopping), not by a signal: the
+    // kernel turns EINTR into ERESTARTSYS to restart the call, which
+    // with no signal pending reached the caller as errno 512.
+    fuse_reply_err(req, ENOLCK);
+    return;
+  }
   ReplyStatus(req, s);
 }
 

@@ -11,7 +11,9 @@
 // kernel cache and Linux 6.16), max_background=N (the kernel's limit of
 // background requests; default 256), max_threads=N (worker threads at
 // most; default 512), pipe_fills=0|1 (cold READs go from the data servers
-// to the kernel through a pipe, spliced: default 1), log=FILE (where a
+// to the kernel through a pipe, spliced: default 1), lease_ms=N (the
+// node's lease at lockd: how long after this daemon dies its locks stay
+// held; 500 to 600000, default 10000), log=FILE (where a
 // daemonized mount logs; default /dev/null). Without -f the daemon detaches
 // once the mount is up, and the command fails with the reason if the cluster is
 // unreachable or the mount fails. SIGTERM, SIGINT or unmounting stop it
@@ -69,6 +71,7 @@ struct Options {
   int name_cache = 1;      // KernelCache::EnableNames.
   int max_background = 0;  // Mount::max_background (0: its default).
   int pipe_fills = 1;      // Mount::pipe_fills.
+  int lease_ms = 10000;    // ClientOptions::lease_ms.
   unsigned max_read = 0;   // FUSE's max_read (0: the kernel's limit).
   // Worker threads at most. Ours, not libfuse's max_threads (whose default
   // of 10 it cannot tell from a 10 asked for): a request waiting for the
@@ -88,6 +91,7 @@ const fuse_opt kOpts[] = {
     {"max_background=%d", offsetof(Options, max_background), 0},
     {"max_threads=%d", offsetof(Options, max_threads), 0},
     {"pipe_fills=%d", offsetof(Options, pipe_fills), 0},
+    {"lease_ms=%d", offsetof(Options, lease_ms), 0},
     {"max_read=%u", offsetof(Options, max_read), 0},
     FUSE_OPT_END,
 };
@@ -155,6 +159,7 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   co.node_name = opts.node != nullptr ? opts.node : "fuse";
   co.cache_bytes = static_cast<uint64_t>(opts.cache_mb) << 20;
   co.create_ahead = opts.create_ahead != 0;
+  co.lease_ms = static_cast<uint64_t>(opts.lease_ms);
   absl::StatusOr<std::unique_ptr<client::Client>> c =
       client::Client::Connect(config, co);
   if (!c.ok()) {
@@ -360,6 +365,12 @@ int Main(int argc, char** argv) {
   }
   if (pos.cluster.empty() || cmd.mountpoint == nullptr) {
     Usage();
+    return 2;
+  }
+  if (opts.lease_ms < 500 || opts.lease_ms > 600000) {
+    fprintf(stderr,
+            "rangefs-fuse: lease_ms=%d is out of range (500 to 600000)\n",
+            opts.lease_ms);
     return 2;
   }
   absl::StatusOr<ClusterConfig> config = LoadClusterConfig(pos.cluster);

@@ -838,6 +838,48 @@ TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
 // `rangefs CLUSTER DIR -o ...`, which returns once the detached daemon
 // has mounted; the mount shows its type and source; FUSE's own options
 // (max_read) reach libfuse and the kernel; unmounting ends the daemon.
+// A lock wait the daemon gives up because it is stopping (SIGTERM) is an
+// error the caller can read: not EINTR, which the kernel turns into
+// ERESTARTSYS for a restart, and with no signal pending that reached the
+// caller as errno 512.
+TEST_F(FuseMountTest, LockWaitEndedByTheDaemonStoppingIsARealError) {
+  ASSERT_TRUE(WriteFile(P(0, "w"), "w"));
+  int fa = open(P(0, "w").c_str(), O_RDWR);
+  ASSERT_GE(fa, 0);
+  struct flock l = {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fa, F_SETLK, &l), 0);
+  std::string path = P(1, "w");
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(report[0]);
+    int fb = open(path.c_str(), O_RDWR);
+    struct flock w = {};
+    w.l_type = F_WRLCK;
+    w.l_whence = SEEK_SET;
+    (void)!write(report[1], "w", 1);  // About to wait.
+    int r = fcntl(fb, F_SETLKW, &w);
+    int e = r == -1 ? errno : 0;
+    (void)!write(report[1], &e, sizeof(e));
+    _exit(0);
+  }
+  close(report[1]);
+  char c;
+  ASSERT_EQ(read(report[0], &c, 1), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // Waiting.
+  Unmount(1);  // SIGTERM: the daemon gives up its lock waits.
+  int e = -1;
+  EXPECT_EQ(read(report[0], &e, sizeof(e)), static_cast<ssize_t>(sizeof(e)));
+  close(report[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_EQ(e, ENOLCK) << strerror(e) << " (" << e << ")";
+  close(fa);
+}
+
 TEST_F(FuseMountTest, MountHelperFormMountsInTheBackground) {
   std::string dir = cluster_->dir() + "/helper";
   mkdir(dir.c_str(), 0755);
@@ -1052,6 +1094,58 @@ TEST_F(FuseSlowAttrMountTest,
   std::string back = ReadFile(P(0, "m"));
   ASSERT_EQ(back.size(), kLen);
   EXPECT_EQ(back[kLen - 1], 'Z');
+}
+
+// Mounts whose nodes' leases at lockd are 1.5 s (a killed one's locks
+// free sooner than the default 10 s).
+class FuseShortLeaseMountTest : public FuseMountTest {
+ protected:
+  std::string MountOptions() override { return ",lease_ms=1500"; }
+};
+
+// kill -9 of one mount's daemon: lockd keeps its locks (a record lock,
+// and the DATA and INVAL locks of what it wrote) until its lease runs
+// out, then the other mount gets them and goes on. What the killed mount
+// fsync'd is there; what it wrote after is there whole or not at all.
+TEST_F(FuseShortLeaseMountTest,
+       KillNineOfOneMountLetsTheOtherGoOnAfterItsLease) {
+  int fd = open(P(0, "k").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, std::string(8192, 's').data(), 8192, 0), 8192);
+  ASSERT_EQ(fsync(fd), 0);
+  ASSERT_EQ(pwrite(fd, std::string(4096, 'u').data(), 4096, 8192), 4096);
+  struct flock fl;
+  memset(&fl, 0, sizeof(fl));
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_len = 100;
+  ASSERT_EQ(fcntl(fd, F_SETLK, &fl), 0);
+  daemons_[0]->Stop(SIGKILL);
+  daemons_[0].reset();
+  close(fd);  // Fails: the connection went with its daemon.
+  const std::string cmd = "fusermount3 -u -z " + mnt_[0] + " 2>/dev/null";
+  (void)!system(cmd.c_str());
+  // Mount 1's open waits for the INODE lock mount 0 held, its lock for
+  // the record lock: both come when lockd evicts mount 0.
+  const auto asked = std::chrono::steady_clock::now();
+  int g = open(P(1, "k").c_str(), O_RDWR);
+  ASSERT_GE(g, 0);
+  ASSERT_EQ(fcntl(g, F_SETLKW, &fl), 0) << strerror(errno);
+  // What the wait took (printed, not checked: the machine is shared).
+  RecordProperty(
+      "wait_for_the_killed_mount_ms",
+      static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - asked)
+                           .count()));
+  ASSERT_EQ(pwrite(g, "v", 1, 0), 1);
+  ASSERT_EQ(fsync(g), 0);
+  std::string back(16384, '\0');
+  const ssize_t n = pread(g, back.data(), back.size(), 0);
+  ASSERT_TRUE(n == 8192 || n == 12288) << n;
+  EXPECT_EQ(back[0], 'v');
+  EXPECT_EQ(back.substr(1, 8191), std::string(8191, 's'));
+  if (n == 12288) EXPECT_EQ(back.substr(8192, 4096), std::string(4096, 'u'));
+  close(g);
 }
 
 // A mount of a filesystem with 16 MiB of space.
