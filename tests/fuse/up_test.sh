@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/up, the README's first command, end to end: a two-mount cluster
 # comes up and a write on one mount is read on the other; a second up on
-# the same DIR brings the same filesystem back with its data; an up that
+# the same DIR brings the same filesystem back with its data; kill -9 of
+# one mount leaves the other going on (and the cluster up); an up that
 # cannot start (its devices formatted with another size) says why, from
 # the server's own log, and leaves nothing mounted or running.
 set -euo pipefail
@@ -28,8 +29,24 @@ echo hello >"$dir/mnt/0/f"
 ! mountpoint -q "$dir/mnt/0" || fail "mount 0 still mounted after down"
 
 # The same DIR: the same filesystem.
-up --size $((256 << 20)) --detach >"$out" 2>&1 || fail "second up failed"
+up --size $((256 << 20)) --mount-options lease_ms=1000 --detach >"$out" 2>&1 ||
+  fail "second up failed"
 [[ $(cat "$dir/mnt/1/f") == hello ]] || fail "data lost across a restart"
+
+# kill -9 of node 0 (holding the locks of what it just wrote): the cluster
+# goes on, node 1 gets those locks once node 0's lease runs out, and node
+# 0's dead mount is detached.
+echo again >"$dir/mnt/0/f"
+kill -9 "$(cat "$dir/node0.pid")"
+echo bye >"$dir/mnt/1/f" || fail "mount 1 cannot write after node 0 was killed"
+[[ $(cat "$dir/mnt/1/f") == bye ]] || fail "mount 1 does not read its own write"
+for _ in $(seq 50); do
+  grep -q " $dir/mnt/0 " /proc/mounts || break
+  sleep 0.1
+done
+! grep -q " $dir/mnt/0 " /proc/mounts || fail "node 0's dead mount is still attached"
+kill -0 "$(cat "$dir/up.pid")" || fail "the cluster stopped when node 0 was killed"
+grep -q "node 0 (pid [0-9]*) exited" "$dir/logs/up.log" || fail "up did not report node 0"
 "$top/scripts/up" --down --dir "$dir" >/dev/null
 
 # Another size for the same devices: refused, with the server's reason
