@@ -300,7 +300,8 @@ std::string FromRuns(uint64_t base, const std::string& runs) {
 
 std::string CheckVisibility(const std::vector<std::string>& models,
                             const std::vector<int64_t>& done_ns,
-                            const std::string& watch_report) {
+                            const std::string& watch_report,
+                            bool zeros_past_eof) {
   for (absl::string_view item :
        absl::StrSplit(watch_report, ' ', absl::SkipEmpty())) {
     if (item.rfind("loads=", 0) == 0) continue;
@@ -321,7 +322,13 @@ std::string CheckVisibility(const std::vector<std::string>& models,
     std::string allowed;
     for (size_t k = done; k < models.size(); ++k) {
       const uint64_t at = page * 4096;
-      if (at >= models[k].size()) continue;  // Past EOF then.
+      if (at >= models[k].size()) {  // Past EOF then.
+        if (zeros_past_eof) {
+          allowed += " 0";
+          if (value == 0) valid = true;
+        }
+        continue;
+      }
       const unsigned char want = static_cast<unsigned char>(models[k][at]);
       allowed += " " + std::to_string(want);
       if (want == value) valid = true;

@@ -99,9 +99,15 @@ std::string FromRuns(uint64_t base, const std::string& runs);
 // T: a node must never show data older than a completed operation (a page
 // re-inserted between an invalidation and the write's completion, or a
 // page at its old index after a collapse). Returns "" or the violation.
+// A page past the end of every allowed model must not load at all
+// (SIGBUS); with `zeros_past_eof` it may load as zeros: a FUSE mount's
+// kernel keeps a larger i_size after another node's truncate until it
+// asks again (no notification can shrink it), and the page past the end
+// it faults in is the zeros of a short READ, never older data.
 std::string CheckVisibility(const std::vector<std::string>& models,
                             const std::vector<int64_t>& done_ns,
-                            const std::string& watch_report);
+                            const std::string& watch_report,
+                            bool zeros_past_eof = false);
 
 }  // namespace rangefs::race
 

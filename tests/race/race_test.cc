@@ -19,10 +19,12 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -40,6 +42,7 @@
 #include "rpc/channel.h"
 #include "tests/race/race_harness.h"
 #include "tests/util/local_cluster.h"
+#include "tests/util/subprocess.h"
 
 namespace rangefs::race {
 namespace {
@@ -144,6 +147,10 @@ class RaceTest : public ::testing::Test {
           {Shell("command -v docker"), "exec", "-i", Container(service)},
           "rangefs-racenode", name, "/etc/rangefs/cluster.conf", log, args);
       node_services_[n.get()] = service;
+    } else if (through_mounts_) {
+      const std::string mnt = MountNode(name);
+      started =
+          !mnt.empty() && n->Start(name, cluster_->config(), log, mnt, args);
     } else {
       started = n->Start(name, cluster_->config(), log, "", args);
     }
@@ -171,9 +178,46 @@ class RaceTest : public ::testing::Test {
       }
     }
   }
+  // Node `name` as a FUSE mount of its own (a rangefs-fuse daemon, the
+  // kernel's page cache and mappings in front of its node): its mount
+  // point, or "" (and a failure) if it did not mount.
+  std::string MountNode(const std::string& name) {
+    const std::string conf = dir_ + "/cluster.conf";
+    if (access(conf.c_str(), R_OK) != 0) {
+      std::ofstream(conf) << cluster_->config();
+    }
+    const std::string mnt = dir_ + "/mnt_" + name;
+    mkdir(mnt.c_str(), 0755);
+    auto d = std::make_unique<testing::Subprocess>();
+    const std::string log = dir_ + "/fuse_" + name + ".log";
+    if (!d->Start({testing::BinDir() + "/client/rangefs-fuse", conf, mnt, "-f",
+                   "-o", "node=" + name + ",default_permissions"},
+                  log)) {
+      ADD_FAILURE() << "rangefs-fuse for " << name << " did not start";
+      return "";
+    }
+    daemons_.emplace_back(std::move(d), mnt);
+    constexpr long kFuseMagic = 0x65735546;
+    for (int t = 0; t < 200; ++t) {
+      struct statfs st;
+      if (statfs(mnt.c_str(), &st) == 0 && st.f_type == kFuseMagic) {
+        return mnt;
+      }
+      usleep(50000);
+    }
+    ADD_FAILURE() << name << " did not mount: " << testing::Tail(log);
+    return "";
+  }
   void TearDown() override {
     for (auto& n : nodes_) n->Quit();
     nodes_.clear();
+    // Mounted nodes: SIGTERM writes back and gives the locks back.
+    for (auto& [d, mnt] : daemons_) {
+      const int status = d->Stop(SIGTERM);
+      EXPECT_TRUE(WIFEXITED(status)) << mnt << ": daemon status " << status;
+      (void)!system(("fusermount3 -u -z " + mnt + " 2>/dev/null").c_str());
+    }
+    daemons_.clear();
     if (lockd_address_.empty()) return;
     // Every node is gone: lockd must hold no lock of any of them.
     int locks = LockCount();
@@ -312,7 +356,17 @@ class RaceTest : public ::testing::Test {
     }
   }
 
+  // Scenario bodies run on librangefs nodes and on mounted ones.
+  void RunS1(const std::string& scenario, RaceNode* a, RaceNode* b);
+  void RunS4(const std::string& scenario, RaceNode* a, RaceNode* b);
+  void RunStress(const std::string& scenario);
+
   std::unique_ptr<testing::LocalCluster> cluster_;  // Null with compose.
+  // Nodes added from then on are FUSE mounts (MountNode), driven through
+  // system calls by rangefs-racenode --mount.
+  bool through_mounts_ = false;
+  std::vector<std::pair<std::unique_ptr<testing::Subprocess>, std::string>>
+      daemons_;  // With their mount points.
   std::string dir_, lockd_address_, meta_address_;
   std::vector<std::unique_ptr<RaceNode>> nodes_;
   std::map<RaceNode*, std::string> node_services_;  // Compose: container.
@@ -329,8 +383,23 @@ TEST_F(RaceTest, S1_DirectWriteVsFaultsOnAnotherNode) {
   RaceNode *a = nullptr, *b = nullptr;
   StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
+  RunS1("S1_DirectWriteVsFaultsOnAnotherNode", a, b);
+}
+
+// Scenario 1 on two FUSE mounts: B's mapping is the kernel's, and A's
+// O_DIRECT write goes through the kernel to A's daemon.
+TEST_F(RaceTest, F1_DirectWriteVsFaultsThroughMounts) {
+  if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
+  through_mounts_ = true;
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
+  ASSERT_TRUE(a && b);
+  RunS1("F1_DirectWriteVsFaultsThroughMounts", a, b);
+}
+
+void RaceTest::RunS1(const std::string& scenario, RaceNode* a, RaceNode* b) {
   const uint64_t len = 8 * kPage;
-  Repeat("S1_DirectWriteVsFaultsOnAnotherNode", [&](uint64_t seed) {
+  Repeat(scenario, [&](uint64_t seed) {
     Outcome o;
     const std::string f = P(seed, "s1");
     a->Call(absl::StrCat("write ", f, " 0 ", len, " a direct"));
@@ -485,7 +554,8 @@ struct Op {
 
 Outcome WatchWhileApplying(RaceNode* a, RaceNode* b, const std::string& f,
                            uint64_t map_len, const std::string& initial,
-                           const std::vector<Op>& ops, uint64_t seed) {
+                           const std::vector<Op>& ops, uint64_t seed,
+                           bool zeros_past_eof = false) {
   Outcome o;
   a->Call("write " + f + " 0 " + std::to_string(initial.size()) + " x");
   // Per-page contents: written page by page.
@@ -521,7 +591,8 @@ Outcome WatchWhileApplying(RaceNode* a, RaceNode* b, const std::string& f,
     }
     done.push_back(r.t_ns);
   }
-  o.failure = CheckVisibility(models, done, o.script.Get("watch").text);
+  o.failure =
+      CheckVisibility(models, done, o.script.Get("watch").text, zeros_past_eof);
   b->Call("munmap m");
   return o;
 }
@@ -538,7 +609,22 @@ TEST_F(RaceTest, S4_TruncateAndPunchVsFaults) {
   RaceNode *a = nullptr, *b = nullptr;
   StartTwo(&a, &b);
   ASSERT_TRUE(a && b);
-  Repeat("S4_TruncateAndPunchVsFaults", [&](uint64_t seed) {
+  RunS4("S4_TruncateAndPunchVsFaults", a, b);
+}
+
+// Scenario 4 on two FUSE mounts: truncate(2) and fallocate(2) on A's
+// mount while B faults through the kernel's mapping on its own.
+TEST_F(RaceTest, F4_TruncateAndPunchVsFaultsThroughMounts) {
+  if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
+  through_mounts_ = true;
+  RaceNode *a = nullptr, *b = nullptr;
+  StartTwo(&a, &b);
+  ASSERT_TRUE(a && b);
+  RunS4("F4_TruncateAndPunchVsFaultsThroughMounts", a, b);
+}
+
+void RaceTest::RunS4(const std::string& scenario, RaceNode* a, RaceNode* b) {
+  Repeat(scenario, [&](uint64_t seed) {
     const std::string f = P(seed, "s4");
     const std::string init = Pages("ABCDEFGHIJKLMNOP");
     std::vector<Op> ops = {
@@ -557,7 +643,8 @@ TEST_F(RaceTest, S4_TruncateAndPunchVsFaults) {
         {absl::StrCat("truncate ", f, " ", 12 * kPage),
          [](std::string* m) { m->resize(12 * kPage, '\0'); }},
     };
-    return WatchWhileApplying(a, b, f, 16 * kPage, init, ops, seed);
+    return WatchWhileApplying(a, b, f, 16 * kPage, init, ops, seed,
+                              /*zeros_past_eof=*/through_mounts_);
   });
 }
 
@@ -863,11 +950,23 @@ TEST_F(RaceTest, C2_KilledContainerLosesItsLocksAndTheOthersGoOn) {
 // Random stress: three nodes run random operations on one file at once;
 // afterwards every node reads the same bytes and fsck is clean.
 TEST_F(RaceTest, Stress_RandomOperationsConverge) {
+  RunStress("Stress_RandomOperationsConverge");
+}
+
+// The stress on three FUSE mounts: every operation through the kernel
+// (its page cache, mappings and O_DIRECT from them).
+TEST_F(RaceTest, FStress_RandomOperationsThroughMountsConverge) {
+  if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
+  through_mounts_ = true;
+  RunStress("FStress_RandomOperationsThroughMountsConverge");
+}
+
+void RaceTest::RunStress(const std::string& scenario) {
   StartCluster();
   std::vector<RaceNode*> ns = {AddNode("a"), AddNode("b"), AddNode("c")};
   for (RaceNode* n : ns) ASSERT_NE(n, nullptr);
   const uint64_t span = 32 * kPage;
-  Repeat("Stress_RandomOperationsConverge", [&](uint64_t seed) {
+  Repeat(scenario, [&](uint64_t seed) {
     Outcome o;
     const std::string f = P(seed, "stress");
     ns[0]->Call(absl::StrCat("truncate ", f, " ", span));

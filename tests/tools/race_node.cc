@@ -265,9 +265,12 @@ class MountNode : public Node {
     if (n < 0) return Errno("pread");
     return static_cast<size_t>(n);
   }
+  // Like the librangefs node's: the file is made if it is not there.
   absl::Status Truncate(const std::string& path, uint64_t size) override {
-    if (truncate((dir_ + path).c_str(), static_cast<off_t>(size)) != 0) {
-      return Errno("truncate");
+    absl::StatusOr<int> fd = Fd(path, false);
+    if (!fd.ok()) return fd.status();
+    if (ftruncate(*fd, static_cast<off_t>(size)) != 0) {
+      return Errno("ftruncate");
     }
     return absl::OkStatus();
   }
