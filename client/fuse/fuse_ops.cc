@@ -217,19 +217,27 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 
 // The kernel drops an attribute answer that a notification of the inode
-// overtook (KernelCache, "Sizes"), and a read(2) or lseek(SEEK_END) that
-// asked goes on with its old i_size: when the file grew, the size goes in
-// by a store of its last byte. Only requests of an open file (the kernel
-// passes the handle when a read or lseek asks) need it: a stat's answer
-// reaches the caller even when the inode keeps its old attributes.
-// Gives up after a few tries, each with a fresh size, if notifications or
-// requests of the inode keep coming. Fails only when the attributes cannot
-// be had.
-absl::Status StoreSizeIfOvertaken(fuse_req_t req, fuse_ino_t ino,
-                                  const fuse_file_info* fi,
+// overtook (KernelCache, "Sizes"), and goes on with its old i_size: a
+// read(2) or lseek(SEEK_END) that asked stops at it, and a mapping faults
+// SIGBUS past it (a stat's answer reaches its caller, who may then map
+// that size). When the file grew, the size goes in by a store of its last
+// byte, read through `fh` (the request's handle) or, for a request without
+// one (a stat), through a handle opened here. Gives up after a few tries,
+// each with a fresh size, if notifications or requests of the inode keep
+// coming. Fails only when the attributes cannot be had.
+absl::Status StoreSizeIfOvertaken(fuse_req_t req, fuse_ino_t ino, uint64_t fh,
                                   const KernelCache::AttrTicket& ticket,
                                   absl::StatusOr<Attr>* a) {
   KernelCache* kc = KC(req);
+  // A handle opened here for the last byte, closed on the way out.
+  uint64_t own = 0;
+  struct CloseOwn {
+    fuse_req_t req;
+    uint64_t* fh;
+    ~CloseOwn() {
+      if (*fh != 0) (void)C(req).Close(*fh);
+    }
+  } close_own{req, &own};
   KernelCache::SizeStore store;
   store.size_seq = ticket.seq;  // Taken before the node was asked.
   for (int attempt = 0; attempt < 4; ++attempt) {
@@ -261,9 +269,18 @@ absl::Status StoreSizeIfOvertaken(fuse_req_t req, fuse_ino_t ino,
       }
       if (!held->empty()) return absl::OkStatus();
     }
+    if (fh == 0) {
+      absl::StatusOr<uint64_t> opened = C(req).Open(ino, O_RDONLY);
+      if (!opened.ok()) {
+        RANGEFS_LOG(INFO) << "inode " << ino << ": no handle to store the "
+                          << "size of an overtaken answer: " << opened.status();
+        return absl::OkStatus();
+      }
+      own = fh = *opened;
+    }
     store.byte_seq = kc->NoticeSeq();
     absl::StatusOr<size_t> n = C(req).ReadForCache(
-        fi->fh, 1, size - 1, kc->Exclusive(ino),
+        fh, 1, size - 1, kc->Exclusive(ino),
         [&store](const struct iovec* iov, int count, size_t bytes) {
           if (count > 0 && bytes > 0) {
             store.last = *static_cast<char*>(iov->iov_base);
@@ -309,8 +326,12 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   (void)FaultPoint("fuse.getattr.before_reply");
-  if (fi != nullptr && CachedHandle(req, fi)) {
-    absl::Status s = StoreSizeIfOvertaken(req, ino, fi, ticket, &a);
+  // Only files whose pages the kernel may hold (opened through its cache
+  // here) can be mapped or read past a stale size.
+  if (kc != nullptr && kc->MayCache(ino)) {
+    const uint64_t fh =
+        fi != nullptr && CachedHandle(req, fi) ? fi->fh : uint64_t{0};
+    absl::Status s = StoreSizeIfOvertaken(req, ino, fh, ticket, &a);
     if (!s.ok()) {
       fuse_reply_err(req, Err(s));
       return;

@@ -1030,6 +1030,48 @@ TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
   }
 }
 
+// A stat's answer reaches its caller even when the kernel drops it, but
+// the kernel's i_size stays old, and a mapping of the size the stat gave
+// faults SIGBUS past it (Python's mmap does fstat, then maps): overtaken
+// answers of a stat give the size to the kernel too.
+TEST_F(FuseSlowAttrMountTest, MappingTheSizeAnOvertakenStatGaveWorks) {
+  const size_t kOld = 64 << 10;
+  ASSERT_TRUE(WriteFile(P(0, "st"), std::string(kOld, 'a')));
+  int fd = open(P(1, "st").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::string buf(kOld, '\0');
+  ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
+  int w = open(P(0, "st").c_str(), O_WRONLY);
+  ASSERT_GE(w, 0);
+  ASSERT_EQ(pwrite(w, std::string(kOld, 'd').data(), kOld, kOld),
+            static_cast<ssize_t>(kOld));
+  ASSERT_EQ(fsync(w), 0);
+  struct stat st;
+  std::atomic<int> stated{-2};
+  std::thread stater([&] { stated = fstat(fd, &st); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(pwrite(w, "e", 1, 0), 1);  // Overtakes mount 1's answer.
+  EXPECT_EQ(fsync(w), 0);
+  stater.join();
+  close(w);
+  ASSERT_EQ(stated.load(), 0);
+  ASSERT_EQ(st.st_size, static_cast<off_t>(2 * kOld));
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    char* m = static_cast<char*>(
+        mmap(nullptr, 2 * kOld, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    if (m == MAP_FAILED) _exit(2);
+    _exit(m[2 * kOld - 1] == 'd' ? 0 : 3);  // SIGBUS past a stale i_size.
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << (WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "exit")
+      << " status " << status;
+  close(fd);
+}
+
 // The other direction: mount 0 truncates a file mount 1 knows larger, and
 // the answer that would make mount 1's i_size smaller is overtaken too.
 // No store can shrink i_size, but the pages past the new end went with
