@@ -132,6 +132,18 @@ class FuseMountTest : public ::testing::Test {
     return mnt_[node] + "/" + name;
   }
 
+  // Mount 0 makes file "w" and takes a write lock on all of it (`*l`)
+  // through `*fd`.
+  void HoldWholeFileWriteLock(int* fd, struct flock* l) {
+    ASSERT_TRUE(WriteFile(P(0, "w"), "w"));
+    *fd = open(P(0, "w").c_str(), O_RDWR);
+    ASSERT_GE(*fd, 0);
+    *l = {};
+    l->l_type = F_WRLCK;
+    l->l_whence = SEEK_SET;
+    ASSERT_EQ(fcntl(*fd, F_SETLK, l), 0);
+  }
+
   // The FUSE connection of mount `i` (/sys/fs/fuse/connections/N), from
   // mountinfo: a stat of a hung mount may hang too. Mounts fusectl.
   std::string Connection(int i) {
@@ -787,13 +799,9 @@ TEST_F(FuseMountTest, RecordLocksConflictAcrossMounts) {
 void OnAlarm(int) {}
 
 TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
-  ASSERT_TRUE(WriteFile(P(0, "w"), "w"));
-  int fa = open(P(0, "w").c_str(), O_RDWR);
-  ASSERT_GE(fa, 0);
   struct flock l = {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  ASSERT_EQ(fcntl(fa, F_SETLK, &l), 0);
+  int fa = -1;
+  ASSERT_NO_FATAL_FAILURE(HoldWholeFileWriteLock(&fa, &l));
   std::string path = P(1, "w");
   pid_t child = fork();
   if (child == 0) {
@@ -834,22 +842,14 @@ TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
   close(fa);
 }
 
-// What `mount -t fuse.rangefs CLUSTER DIR -o ...` runs through mount.fuse3:
-// `rangefs CLUSTER DIR -o ...`, which returns once the detached daemon
-// has mounted; the mount shows its type and source; FUSE's own options
-// (max_read) reach libfuse and the kernel; unmounting ends the daemon.
 // A lock wait the daemon gives up because it is stopping (SIGTERM) is an
 // error the caller can read: not EINTR, which the kernel turns into
 // ERESTARTSYS for a restart, and with no signal pending that reached the
 // caller as errno 512.
 TEST_F(FuseMountTest, LockWaitEndedByTheDaemonStoppingIsARealError) {
-  ASSERT_TRUE(WriteFile(P(0, "w"), "w"));
-  int fa = open(P(0, "w").c_str(), O_RDWR);
-  ASSERT_GE(fa, 0);
   struct flock l = {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  ASSERT_EQ(fcntl(fa, F_SETLK, &l), 0);
+  int fa = -1;
+  ASSERT_NO_FATAL_FAILURE(HoldWholeFileWriteLock(&fa, &l));
   std::string path = P(1, "w");
   int report[2];
   ASSERT_EQ(pipe(report), 0);
@@ -880,6 +880,10 @@ TEST_F(FuseMountTest, LockWaitEndedByTheDaemonStoppingIsARealError) {
   close(fa);
 }
 
+// What `mount -t fuse.rangefs CLUSTER DIR -o ...` runs through mount.fuse3:
+// `rangefs CLUSTER DIR -o ...`, which returns once the detached daemon
+// has mounted; the mount shows its type and source; FUSE's own options
+// (max_read) reach libfuse and the kernel; unmounting ends the daemon.
 TEST_F(FuseMountTest, MountHelperFormMountsInTheBackground) {
   std::string dir = cluster_->dir() + "/helper";
   mkdir(dir.c_str(), 0755);
@@ -990,6 +994,17 @@ class FuseSlowAttrMountTest : public FuseMountTest {
     if (i != 1) return {};
     return {"RANGEFS_FAULTS=fuse.getattr.before_reply=300"};
   }
+  // Mount 0 writes `len` bytes 'a' to `name`; mount 1 opens it with
+  // `flags` and reads it all, so its kernel holds the pages and the size.
+  // The descriptor on mount 1 (the test fails if there is none).
+  int CachedOnMount1(const std::string& name, size_t len, int flags) {
+    EXPECT_TRUE(WriteFile(P(0, name), std::string(len, 'a')));
+    int fd = open(P(1, name).c_str(), flags);
+    EXPECT_GE(fd, 0) << strerror(errno);
+    std::string buf(len, '\0');
+    EXPECT_EQ(pread(fd, buf.data(), len, 0), static_cast<ssize_t>(len));
+    return fd;
+  }
 };
 
 // The kernel drops an attribute reply when a notification for the inode
@@ -1002,13 +1017,9 @@ TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
   const size_t kOld = 64 << 10;
   for (int round = 0; round < 3; ++round) {
     const std::string name = "grow" + std::to_string(round);
-    ASSERT_TRUE(WriteFile(P(0, name), std::string(kOld, 'a')));
     // A file open for writing on mount 1 too (its kernel may dirty pages).
-    int fd = open(P(1, name).c_str(), round == 0 ? O_RDONLY : O_RDWR);
+    int fd = CachedOnMount1(name, kOld, round == 0 ? O_RDONLY : O_RDWR);
     ASSERT_GE(fd, 0);
-    std::string buf(kOld, '\0');
-    ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
-    // Mount 1's kernel now caches 64 KiB of pages and the size 64 KiB.
     // The file grows on mount 0.
     int w = open(P(0, name).c_str(), O_WRONLY);
     ASSERT_GE(w, 0);
@@ -1036,11 +1047,8 @@ TEST_F(FuseSlowAttrMountTest, ReadPastAnOldSizeSeesTheNewOneDespiteARevoke) {
 // answers of a stat give the size to the kernel too.
 TEST_F(FuseSlowAttrMountTest, MappingTheSizeAnOvertakenStatGaveWorks) {
   const size_t kOld = 64 << 10;
-  ASSERT_TRUE(WriteFile(P(0, "st"), std::string(kOld, 'a')));
-  int fd = open(P(1, "st").c_str(), O_RDWR);
+  int fd = CachedOnMount1("st", kOld, O_RDWR);
   ASSERT_GE(fd, 0);
-  std::string buf(kOld, '\0');
-  ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
   int w = open(P(0, "st").c_str(), O_WRONLY);
   ASSERT_GE(w, 0);
   ASSERT_EQ(pwrite(w, std::string(kOld, 'd').data(), kOld, kOld),
@@ -1082,11 +1090,9 @@ TEST_F(FuseSlowAttrMountTest, ReadAfterAnotherMountsTruncateStopsAtTheNewEnd) {
   const size_t kNew = 64 << 10;
   for (int round = 0; round < 2; ++round) {
     const std::string name = "shrink" + std::to_string(round);
-    ASSERT_TRUE(WriteFile(P(0, name), std::string(kOld, 'a')));
-    int fd = open(P(1, name).c_str(), round == 0 ? O_RDONLY : O_RDWR);
+    int fd = CachedOnMount1(name, kOld, round == 0 ? O_RDONLY : O_RDWR);
     ASSERT_GE(fd, 0);
     std::string buf(kOld, '\0');
-    ASSERT_EQ(pread(fd, buf.data(), kOld, 0), static_cast<ssize_t>(kOld));
     ASSERT_EQ(truncate(P(0, name).c_str(), kNew), 0);
     std::atomic<ssize_t> got{-2};
     std::thread reader([&] { got = pread(fd, buf.data(), kOld, 0); });

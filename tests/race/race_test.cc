@@ -360,6 +360,17 @@ class RaceTest : public ::testing::Test {
   void RunS1(const std::string& scenario, RaceNode* a, RaceNode* b);
   void RunS4(const std::string& scenario, RaceNode* a, RaceNode* b);
   void RunStress(const std::string& scenario);
+  // A two-node scenario body on two FUSE mounts (not with compose: the
+  // mounts are started here).
+  void RunTwoThroughMounts(
+      const std::function<void(RaceNode* a, RaceNode* b)>& run) {
+    if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
+    through_mounts_ = true;
+    RaceNode *a = nullptr, *b = nullptr;
+    StartTwo(&a, &b);
+    ASSERT_TRUE(a && b);
+    run(a, b);
+  }
 
   std::unique_ptr<testing::LocalCluster> cluster_;  // Null with compose.
   // Nodes added from then on are FUSE mounts (MountNode), driven through
@@ -389,12 +400,9 @@ TEST_F(RaceTest, S1_DirectWriteVsFaultsOnAnotherNode) {
 // Scenario 1 on two FUSE mounts: B's mapping is the kernel's, and A's
 // O_DIRECT write goes through the kernel to A's daemon.
 TEST_F(RaceTest, F1_DirectWriteVsFaultsThroughMounts) {
-  if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
-  through_mounts_ = true;
-  RaceNode *a = nullptr, *b = nullptr;
-  StartTwo(&a, &b);
-  ASSERT_TRUE(a && b);
-  RunS1("F1_DirectWriteVsFaultsThroughMounts", a, b);
+  RunTwoThroughMounts([this](RaceNode* a, RaceNode* b) {
+    RunS1("F1_DirectWriteVsFaultsThroughMounts", a, b);
+  });
 }
 
 void RaceTest::RunS1(const std::string& scenario, RaceNode* a, RaceNode* b) {
@@ -615,12 +623,9 @@ TEST_F(RaceTest, S4_TruncateAndPunchVsFaults) {
 // Scenario 4 on two FUSE mounts: truncate(2) and fallocate(2) on A's
 // mount while B faults through the kernel's mapping on its own.
 TEST_F(RaceTest, F4_TruncateAndPunchVsFaultsThroughMounts) {
-  if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
-  through_mounts_ = true;
-  RaceNode *a = nullptr, *b = nullptr;
-  StartTwo(&a, &b);
-  ASSERT_TRUE(a && b);
-  RunS4("F4_TruncateAndPunchVsFaultsThroughMounts", a, b);
+  RunTwoThroughMounts([this](RaceNode* a, RaceNode* b) {
+    RunS4("F4_TruncateAndPunchVsFaultsThroughMounts", a, b);
+  });
 }
 
 void RaceTest::RunS4(const std::string& scenario, RaceNode* a, RaceNode* b) {
