@@ -242,7 +242,10 @@ void KernelCache::NoticeEnds(uint64_t ino) {
   Notices& n = notices_[ino];
   --n.running;
   n.last_end = now;
-  if (notices_.size() > 1024) {
+  // At most once a second: with many inodes active a scan per
+  // notification would cost more than the notification.
+  if (notices_.size() > 1024 && now - last_prune_ > absl::Seconds(1)) {
+    last_prune_ = now;
     for (auto it = notices_.begin(); it != notices_.end();) {
       const Notices& o = it->second;
       if (o.running == 0 && o.storing == 0 &&

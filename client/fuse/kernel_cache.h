@@ -265,6 +265,7 @@ class KernelCache : public client::CacheAbove {
   std::map<uint64_t, Retrieval> retrievals_ ABSL_GUARDED_BY(mu_);
   uint64_t notice_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, Notices> notices_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_prune_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };
 
