@@ -365,6 +365,9 @@ class RaceTest : public ::testing::Test {
   void RunTwoThroughMounts(
       const std::function<void(RaceNode* a, RaceNode* b)>& run) {
     if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "/dev/fuse is not usable here";
+    }
     through_mounts_ = true;
     RaceNode *a = nullptr, *b = nullptr;
     StartTwo(&a, &b);
@@ -962,6 +965,9 @@ TEST_F(RaceTest, Stress_RandomOperationsConverge) {
 // (its page cache, mappings and O_DIRECT from them).
 TEST_F(RaceTest, FStress_RandomOperationsThroughMountsConverge) {
   if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
+  if (access("/dev/fuse", R_OK | W_OK) != 0) {
+    GTEST_SKIP() << "/dev/fuse is not usable here";
+  }
   through_mounts_ = true;
   RunStress("FStress_RandomOperationsThroughMountsConverge");
 }
