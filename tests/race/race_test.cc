@@ -360,14 +360,19 @@ class RaceTest : public ::testing::Test {
   void RunS1(const std::string& scenario, RaceNode* a, RaceNode* b);
   void RunS4(const std::string& scenario, RaceNode* a, RaceNode* b);
   void RunStress(const std::string& scenario);
-  // A two-node scenario body on two FUSE mounts (not with compose: the
-  // mounts are started here).
+  // Why nodes cannot be FUSE mounts here, or "": with compose (the mounts
+  // are started here) or without /dev/fuse.
+  std::string NoMounts() const {
+    if (compose()) return "mounts are started here, not in compose";
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+      return "/dev/fuse is not usable here";
+    }
+    return "";
+  }
+  // A two-node scenario body on two FUSE mounts.
   void RunTwoThroughMounts(
       const std::function<void(RaceNode* a, RaceNode* b)>& run) {
-    if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "/dev/fuse is not usable here";
-    }
+    if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
     through_mounts_ = true;
     RaceNode *a = nullptr, *b = nullptr;
     StartTwo(&a, &b);
@@ -964,10 +969,7 @@ TEST_F(RaceTest, Stress_RandomOperationsConverge) {
 // The stress on three FUSE mounts: every operation through the kernel
 // (its page cache, mappings and O_DIRECT from them).
 TEST_F(RaceTest, FStress_RandomOperationsThroughMountsConverge) {
-  if (compose()) GTEST_SKIP() << "mounts are started here, not in compose";
-  if (access("/dev/fuse", R_OK | W_OK) != 0) {
-    GTEST_SKIP() << "/dev/fuse is not usable here";
-  }
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
   through_mounts_ = true;
   RunStress("FStress_RandomOperationsThroughMountsConverge");
 }
