@@ -396,11 +396,22 @@ absl::Status Client::CheckError(uint64_t fh) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The handle `h` as one call of `io` uses it.
+Handle As(Handle h, Client::Io io) {
+  if (io == Client::Io::kBuffered) h.flags &= ~O_DIRECT;
+  if (io == Client::Io::kDirect) h.flags |= O_DIRECT;
+  return h;
+}
+
+}  // namespace
+
 absl::StatusOr<size_t> Client::Read(uint64_t fh, void* buf, size_t len,
-                                    uint64_t offset) {
+                                    uint64_t offset, Io io) {
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);
   if (!h.ok()) return h.status();
-  return impl_->Read(*h, static_cast<char*>(buf), len, offset);
+  return impl_->Read(As(*h, io), static_cast<char*>(buf), len, offset);
 }
 
 void Client::SetCacheAbove(CacheAbove* cache) {
@@ -417,7 +428,9 @@ absl::StatusOr<size_t> Client::ReadForCache(uint64_t fh, size_t len,
   fill.exclusive = exclusive;
   fill.deliver = &deliver;
   fill.pipe = pipe;
-  return impl_->Read(*h, nullptr, len, offset, &fill);
+  // Pages for a cache, also through an O_DIRECT handle (the kernel fills
+  // its page cache for a mapping of a file it opened so).
+  return impl_->Read(As(*h, Io::kBuffered), nullptr, len, offset, &fill);
 }
 
 absl::StatusOr<size_t> Client::WriteFromCache(uint64_t fh, const void* buf,
@@ -428,10 +441,10 @@ absl::StatusOr<size_t> Client::WriteFromCache(uint64_t fh, const void* buf,
 }
 
 absl::StatusOr<size_t> Client::Write(uint64_t fh, const void* buf, size_t len,
-                                     uint64_t offset) {
+                                     uint64_t offset, Io io) {
   absl::StatusOr<Handle> h = impl_->HandleOf(fh);
   if (!h.ok()) return h.status();
-  return impl_->Write(*h, static_cast<const char*>(buf), len, offset);
+  return impl_->Write(As(*h, io), static_cast<const char*>(buf), len, offset);
 }
 
 absl::Status Client::Fsync(uint64_t fh, bool) {

@@ -252,8 +252,14 @@ class Client {
   // EIO if dirty data of the handle's file was lost since it was opened
   // (what close(2) reports through FUSE's flush); changes nothing.
   absl::Status CheckError(uint64_t fh);
+  // How one call's bytes go: as the handle was opened (O_DIRECT or not),
+  // or through the node's cache, or straight between the caller and the
+  // data servers, whatever the open said. A FUSE mount needs the choice
+  // per request: the kernel sends its O_DIRECT requests and its page-cache
+  // requests (faults of a mapping of the same file) on one handle.
+  enum class Io { kAsOpened, kBuffered, kDirect };
   absl::StatusOr<size_t> Read(uint64_t fh, void* buf, size_t len,
-                              uint64_t offset);
+                              uint64_t offset, Io io = Io::kAsOpened);
   // ---- a cache above the node (docs/fuse.md, kernel page cache).
   // `cache` must outlive the client, or be unset (nullptr) first.
   void SetCacheAbove(CacheAbove* cache);
@@ -294,7 +300,7 @@ class Client {
                                         size_t len, uint64_t offset);
   // With O_APPEND the offset is ignored: the data goes at the end.
   absl::StatusOr<size_t> Write(uint64_t fh, const void* buf, size_t len,
-                               uint64_t offset);
+                               uint64_t offset, Io io = Io::kAsOpened);
   // Data, attributes, and every metadata change the metadata server
   // acknowledged before the call (creates, renames: see docs) are durable.
   absl::Status Fsync(uint64_t fh, bool datasync);

@@ -50,13 +50,17 @@ double CoveredTimeout(fuse_req_t req) {
 }
 
 // How an open file's data goes: through the kernel page cache, or straight
-// to the node (O_DIRECT, or a mount without kernel cache). A writable
-// cached open first drops what the kernel cached under INVAL SH: its pages
-// could now be dirtied through a shared mapping, which needs INVAL EX.
+// to the node (a mount without kernel cache). O_DIRECT opens of a cached
+// mount go through the cache too: the kernel does their I/O as direct
+// requests itself, and their mappings (MAP_SHARED included) are cached
+// pages like any other; the daemon tells the two kinds of request apart
+// (FromDirectIo). A writable cached open first drops what the kernel
+// cached under INVAL SH: its pages could now be dirtied through a shared
+// mapping, which needs INVAL EX.
 void SetCaching(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
                 uint64_t fh) {
   KernelCache* kc = KC(req);
-  if (kc == nullptr || (fi->flags & O_DIRECT)) {
+  if (kc == nullptr) {
     fi->direct_io = 1;
     fi->keep_cache = 0;
     return;
@@ -66,6 +70,17 @@ void SetCaching(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
   fi->direct_io = 0;
   fi->keep_cache = writable ? 0 : 1;
 }
+
+// Whether a READ or WRITE of a cached handle is the kernel's direct I/O
+// (O_DIRECT) rather than a page-cache request (a fill, a write(2) into
+// locked pages, a write-back). Only direct I/O names the calling process's
+// lock owner (FUSE_READ_LOCKOWNER, FUSE_WRITE_LOCKOWNER: the kernel's
+// fuse_direct_io passes current->files); readahead, read_folio and page
+// writes never do, whatever the open said. A page fill must never be
+// taken for direct I/O: its pages stay locked until it is answered, so it
+// must count as in flight (KernelCache::Register) and go out under the
+// node's INVAL lock like every fill.
+bool FromDirectIo(const fuse_file_info* fi) { return fi->lock_owner != 0; }
 
 void UndoCaching(fuse_req_t req, uint64_t fh) {
   if (KernelCache* kc = KC(req)) kc->Closed(fh);
@@ -521,13 +536,15 @@ class WorkerPipe {
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
              fuse_file_info* fi) {
   const uint64_t pos = static_cast<uint64_t>(off);
-  if (!CachedHandle(req, fi)) {
+  const bool cached = CachedHandle(req, fi);
+  if (!cached || FromDirectIo(fi)) {
+    // Straight from the node. An O_DIRECT read of a cached handle: the
+    // kernel wrote its dirty pages of the range back before it asked (in
+    // the reader's own context), so nothing here touches its pages.
     std::unique_ptr<char[]> buf(new char[size]);
-    // Direct: stores through a shared mapping of this mount come first.
-    if (KC(req) != nullptr && KC(req)->Exclusive(ino)) {
-      InvalidateKernel(req, ino, pos, size);
-    }
-    absl::StatusOr<size_t> n = C(req).Read(fi->fh, buf.get(), size, pos);
+    absl::StatusOr<size_t> n =
+        C(req).Read(fi->fh, buf.get(), size, pos,
+                    cached ? Client::Io::kDirect : Client::Io::kAsOpened);
     if (!n.ok()) {
       fuse_reply_err(req, Err(n.status()));
       return;
@@ -586,13 +603,14 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
               off_t off, fuse_file_info* fi) {
   const uint64_t pos = static_cast<uint64_t>(off);
   absl::StatusOr<size_t> n;
-  if (!CachedHandle(req, fi)) {
-    // Direct: the kernel's pages of the range are older than what we
-    // write. Its dirty ones come first, its copies go after.
-    const bool may_cache = KC(req) != nullptr && KC(req)->MayCache(ino);
-    if (may_cache) InvalidateKernel(req, ino, pos, size);
-    n = C(req).Write(fi->fh, buf, size, pos);
-    if (may_cache) InvalidateKernel(req, ino, pos, size);
+  const bool cached = CachedHandle(req, fi);
+  if (!cached || FromDirectIo(fi)) {
+    // Straight to the node. An O_DIRECT write of a cached handle: the
+    // kernel writes back and drops its pages of the range before and after
+    // (in the writer's own context, under its i_rwsem), as for any
+    // filesystem; the node's DF keeps fills of the range out meanwhile.
+    n = C(req).Write(fi->fh, buf, size, pos,
+                     cached ? Client::Io::kDirect : Client::Io::kAsOpened);
   } else if (fi->writepage) {
     // The kernel writes back pages dirtied through a shared mapping, maybe
     // from inside our own callback's invalidation: never wait for a lock.
@@ -603,7 +621,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
     // write(2): its pages stay locked (a partial page) until we answer.
     KernelCache* kc = KC(req);
     const uint64_t id = kc->Register(ino, pos, size);
-    n = C(req).Write(fi->fh, buf, size, pos);
+    n = C(req).Write(fi->fh, buf, size, pos, Client::Io::kBuffered);
     if (n.ok()) {
       fuse_reply_write(req, *n);
     } else {

@@ -36,34 +36,16 @@
 #include "client/fuse/rangefs_ioctl.h"
 #include "common/process.h"
 #include "gtest/gtest.h"
+#include "tests/fuse/two_mounts.h"
 #include "tests/util/local_cluster.h"
 #include "tests/util/subprocess.h"
 
 namespace rangefs {
 namespace {
 
-constexpr long kFuseMagic = 0x65735546;
-
-bool Mounted(const std::string& path) {
-  struct statfs st;
-  return statfs(path.c_str(), &st) == 0 && st.f_type == kFuseMagic;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-bool WriteFile(const std::string& path, const std::string& data,
-               int flags = O_WRONLY | O_CREAT | O_TRUNC) {
-  int fd = open(path.c_str(), flags, 0644);
-  if (fd < 0) return false;
-  bool ok =
-      write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-  return close(fd) == 0 && ok;
-}
+using testing::Mounted;
+using testing::ReadFile;
+using testing::WriteFile;
 
 // Runs `cmd` (a shell command, its stderr joined to stdout) and expects
 // exit status 0, with its output in the failure message.
@@ -77,61 +59,8 @@ void ExpectCommandSucceeds(const std::string& cmd) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
 }
 
-class FuseMountTest : public ::testing::Test {
+class FuseMountTest : public testing::TwoMountsTest {
  protected:
-  void SetUp() override {
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "/dev/fuse is not usable here";
-    }
-    cluster_ = std::make_unique<testing::LocalCluster>(ClusterOptions());
-    std::string why;
-    ASSERT_TRUE(cluster_->Start(&why)) << why;
-    conf_ = cluster_->dir() + "/cluster.conf";
-    ASSERT_TRUE(WriteFile(conf_, cluster_->config()));
-    for (int i = 0; i < 2; ++i) Mount(i);
-  }
-
-  virtual testing::LocalClusterOptions ClusterOptions() { return {}; }
-  // More of the daemons' -o options (",name=value...").
-  virtual std::string MountOptions() { return ""; }
-  // More of daemon `i`'s environment ("NAME=value").
-  virtual std::vector<std::string> MountEnv(int) { return {}; }
-
-  void Mount(int i) {
-    mnt_[i] = cluster_->dir() + "/mnt" + std::to_string(i);
-    mkdir(mnt_[i].c_str(), 0755);
-    daemons_[i] = std::make_unique<testing::Subprocess>();
-    ASSERT_TRUE(daemons_[i]->Start(
-        {testing::BinDir() + "/client/rangefs-fuse", conf_, mnt_[i], "-f", "-o",
-         "node=node" + std::to_string(i) + ",default_permissions,allow_other" +
-             MountOptions()},
-        cluster_->dir() + "/node" + std::to_string(i) + ".log", MountEnv(i)));
-    for (int t = 0; t < 200 && !Mounted(mnt_[i]); ++t) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_TRUE(Mounted(mnt_[i]))
-        << cluster_->LogTail("node" + std::to_string(i));
-  }
-
-  // SIGTERM: the daemon writes back, unmounts and exits.
-  void Unmount(int i) {
-    if (daemons_[i] == nullptr) return;
-    int status = daemons_[i]->Stop(SIGTERM);
-    EXPECT_TRUE(WIFEXITED(status)) << "daemon " << i << " status " << status;
-    daemons_[i].reset();
-    // Also when statfs fails: an aborted connection leaves its mount.
-    std::string cmd = "fusermount3 -u -z " + mnt_[i] + " 2>/dev/null";
-    (void)!system(cmd.c_str());
-  }
-
-  void TearDown() override {
-    for (int i = 0; i < 2; ++i) Unmount(i);
-  }
-
-  std::string P(int node, const std::string& name) {
-    return mnt_[node] + "/" + name;
-  }
-
   // Mount 0 makes file "w" and takes a write lock on all of it (`*l`)
   // through `*fd`.
   void HoldWholeFileWriteLock(int* fd, struct flock* l) {
@@ -142,29 +71,6 @@ class FuseMountTest : public ::testing::Test {
     l->l_type = F_WRLCK;
     l->l_whence = SEEK_SET;
     ASSERT_EQ(fcntl(*fd, F_SETLK, l), 0);
-  }
-
-  // The FUSE connection of mount `i` (/sys/fs/fuse/connections/N), from
-  // mountinfo: a stat of a hung mount may hang too. Mounts fusectl.
-  std::string Connection(int i) {
-    (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0,
-                nullptr);  // EBUSY if mounted already.
-    const std::string dev = MountDevice(mnt_[i]);
-    if (dev.empty()) return "";
-    return "/sys/fs/fuse/connections/" + dev.substr(dev.find(':') + 1);
-  }
-
-  // Aborts both mounts' FUSE connections (their requests fail at once):
-  // how a test gets its threads back from a deadlocked kernel. Not through
-  // system(): a child would inherit the test's open files of the mounts,
-  // and their flush at its exit would hang too.
-  void AbortConnections() {
-    for (int i = 0; i < 2; ++i) {
-      const std::string conn = Connection(i);
-      if (conn.empty()) continue;
-      std::ofstream abort(conn + "/abort");
-      abort << "1";
-    }
   }
 
   // Mount 0 writes and truncates a file that mount 1 reads (with
@@ -283,11 +189,6 @@ class FuseMountTest : public ::testing::Test {
     EXPECT_GT(reads.load(), 0);
     EXPECT_EQ(ReadFile(P(0, "busy")), ReadFile(P(1, "busy")));
   }
-
-  std::unique_ptr<testing::LocalCluster> cluster_;
-  std::string conf_;
-  std::string mnt_[2];
-  std::unique_ptr<testing::Subprocess> daemons_[2];
 };
 
 TEST_F(FuseMountTest, WriteOnOneMountIsReadOnTheOther) {
@@ -1192,7 +1093,9 @@ TEST_F(FuseShortLeaseMountTest,
   ASSERT_TRUE(n == 8192 || n == 12288) << n;
   EXPECT_EQ(back[0], 'v');
   EXPECT_EQ(back.substr(1, 8191), std::string(8191, 's'));
-  if (n == 12288) EXPECT_EQ(back.substr(8192, 4096), std::string(4096, 'u'));
+  if (n == 12288) {
+    EXPECT_EQ(back.substr(8192, 4096), std::string(4096, 'u'));
+  }
   close(g);
 }
 
