@@ -1,8 +1,6 @@
 #include "tests/fuse/two_mounts.h"
 
-#include <dirent.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -11,7 +9,7 @@
 #include <sstream>
 #include <thread>
 
-#include "common/process.h"
+#include "tests/util/fuse_watchdog.h"
 
 namespace rangefs::testing {
 namespace {
@@ -84,55 +82,12 @@ void TwoMountsTest::Unmount(int i) {
   (void)!system(cmd.c_str());
 }
 
-std::string TwoMountsTest::Connection(int i) {
-  (void)mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0,
-              nullptr);  // EBUSY if mounted already.
-  const std::string dev = MountDevice(mnt_[i]);
-  if (dev.empty()) return "";
-  return "/sys/fs/fuse/connections/" + dev.substr(dev.find(':') + 1);
+std::string TwoMountsTest::Connection(int i) const {
+  return FuseConnection(mnt_[i]);
 }
 
 void TwoMountsTest::AbortConnections() {
-  for (int i = 0; i < 2; ++i) {
-    const std::string conn = Connection(i);
-    if (conn.empty()) continue;
-    std::ofstream abort(conn + "/abort");
-    abort << "1";
-  }
-}
-
-std::string TwoMountsTest::KernelStacks(pid_t pid, bool waiting_only) {
-  std::string out;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = opendir(tasks.c_str());
-  if (d == nullptr) return "(no tasks of " + std::to_string(pid) + ")\n";
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    const std::string t = tasks + "/" + e->d_name;
-    std::string stat = Slurp(t + "/stat");
-    // The state follows the ")" that ends the command name.
-    const size_t paren = stat.rfind(')');
-    const char state = paren != std::string::npos && paren + 2 < stat.size()
-                           ? stat[paren + 2]
-                           : '?';
-    const std::string stack = Slurp(t + "/stack");
-    const bool waiting = state == 'D' ||
-                         stack.find("folio") != std::string::npos ||
-                         stack.find("inval") != std::string::npos ||
-                         stack.find("fuse_") != std::string::npos;
-    if (waiting_only && !waiting) continue;
-    // A daemon thread waiting for the next request is not stuck.
-    if (waiting_only && state != 'D' &&
-        stack.find("fuse_dev_do_read") != std::string::npos) {
-      continue;
-    }
-    std::string comm = Slurp(t + "/comm");
-    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
-    out += "-- task " + std::to_string(pid) + "/" + e->d_name + " (" + comm +
-           ") state " + state + "\n" + stack;
-  }
-  closedir(d);
-  return out;
+  for (int i = 0; i < 2; ++i) AbortFuseConnection(mnt_[i]);
 }
 
 Guarded TwoMountsTest::RunGuarded(

@@ -54,9 +54,8 @@ class TwoMountsTest : public ::testing::Test {
     return mnt_[node] + "/" + name;
   }
 
-  // The FUSE connection of mount `i` (/sys/fs/fuse/connections/N), from
-  // mountinfo: a stat of a hung mount may hang too. Mounts fusectl.
-  std::string Connection(int i);
+  // The FUSE connection of mount `i` (testing::FuseConnection).
+  std::string Connection(int i) const;
   // Aborts both mounts' FUSE connections (their requests fail at once):
   // how a test gets its threads back from a deadlocked kernel. Not through
   // system(): a child would inherit the test's open files of the mounts,
@@ -80,9 +79,6 @@ class TwoMountsTest : public ::testing::Test {
   // one.
   Guarded RunGuarded(const std::vector<std::function<int()>>& bodies,
                      int seconds);
-  // The kernel stacks of the tasks of `pid` (all of them, or with
-  // `waiting_only` those in D state or waiting on pages or FUSE).
-  static std::string KernelStacks(pid_t pid, bool waiting_only);
 
   std::unique_ptr<LocalCluster> cluster_;
   std::string conf_;

@@ -51,6 +51,7 @@ class RaceNode {
   void Signal(int sig);  // SIGSTOP / SIGCONT: cut the node off and back.
   void Quit();  // "quit", then waits for the exit (SIGKILL if it hangs).
   const std::string& name() const { return name_; }
+  pid_t pid() const { return proc_.pid(); }
   const std::string& log() const { return log_; }
   bool hung() const { return hung_; }
 

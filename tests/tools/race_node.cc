@@ -10,7 +10,10 @@
 //   truncate PATH SIZE | fsync PATH
 //   fallocate PATH MODE OFF LEN   (alloc alloc_keep punch zero zero_keep
 //                                  collapse insert)
-//   mmap NAME PATH OFF LEN [private]      (librangefs: Client::Mmap)
+//   mmap NAME PATH OFF LEN [private] [direct]
+//                                         (librangefs: Client::Mmap);
+//                                         direct: through the O_DIRECT
+//                                         handle the direct commands use
 //   mstore NAME OFF LEN BYTE              -> ok | err SIGBUS
 //   mload NAME OFF LEN                    -> ok RUNS | err SIGBUS
 //   msync NAME | munmap NAME
@@ -132,7 +135,7 @@ class Node {
   virtual absl::Status Fallocate(const std::string& path, uint32_t mode,
                                  uint64_t off, uint64_t len) = 0;
   virtual absl::StatusOr<char*> Mmap(const std::string& path, uint64_t off,
-                                     size_t len, bool priv) = 0;
+                                     size_t len, bool priv, bool direct) = 0;
   virtual absl::Status Msync(char* addr, size_t len) = 0;
   virtual absl::Status Munmap(char* addr, size_t len) = 0;
   virtual std::string Stats() = 0;
@@ -190,8 +193,8 @@ class LibNode : public Node {
     return c_->Fallocate(*fh, mode, off, len);
   }
   absl::StatusOr<char*> Mmap(const std::string& path, uint64_t off, size_t len,
-                             bool priv) override {
-    absl::StatusOr<uint64_t> fh = Fh(path, false);
+                             bool priv, bool direct) override {
+    absl::StatusOr<uint64_t> fh = Fh(path, direct);
     if (!fh.ok()) return fh.status();
     absl::StatusOr<void*> m = c_->Mmap(*fh, off, len, PROT_READ | PROT_WRITE,
                                        priv ? MAP_PRIVATE : MAP_SHARED);
@@ -291,8 +294,8 @@ class MountNode : public Node {
     return absl::OkStatus();
   }
   absl::StatusOr<char*> Mmap(const std::string& path, uint64_t off, size_t len,
-                             bool priv) override {
-    absl::StatusOr<int> fd = Fd(path, false);
+                             bool priv, bool direct) override {
+    absl::StatusOr<int> fd = Fd(path, direct);
     if (!fd.ok()) return fd.status();
     void* m =
         mmap(nullptr, len, PROT_READ | PROT_WRITE,
@@ -431,8 +434,12 @@ std::string Do(Node& node,
     return s.ok() ? "ok" : Err(s);
   }
   if (cmd == "mmap" && a.size() >= 5) {
-    const bool priv = a.size() > 5 && a[5] == "private";
-    absl::StatusOr<char*> m = node.Mmap(a[2], num(3), num(4), priv);
+    bool priv = false, direct = false;
+    for (size_t i = 5; i < a.size(); ++i) {
+      priv |= a[i] == "private";
+      direct |= a[i] == "direct";
+    }
+    absl::StatusOr<char*> m = node.Mmap(a[2], num(3), num(4), priv, direct);
     if (!m.ok()) return Err(m.status());
     auto mp = std::make_unique<Mapping>();
     mp->addr = *m;
