@@ -80,7 +80,16 @@ void SetCaching(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
 // taken for direct I/O: its pages stay locked until it is answered, so it
 // must count as in flight (KernelCache::Register) and go out under the
 // node's INVAL lock like every fill.
-bool FromDirectIo(const fuse_file_info* fi) { return fi->lock_owner != 0; }
+bool FromDirectIo(const fuse_file_info* fi) {
+  // The race suite's evidence (docs/race-suite.md, F2): going by the open's
+  // O_DIRECT, as the daemon once did, a fill of a mapping of an O_DIRECT
+  // descriptor takes the direct path, which then invalidates its own
+  // locked page (below).
+  if (UnsafeSwitch("unsafe.fuse.direct_by_open_flags")) {
+    return (fi->flags & O_DIRECT) != 0;
+  }
+  return fi->lock_owner != 0;
+}
 
 void UndoCaching(fuse_req_t req, uint64_t fh) {
   if (KernelCache* kc = KC(req)) kc->Closed(fh);
@@ -542,6 +551,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     // kernel wrote its dirty pages of the range back before it asked (in
     // the reader's own context), so nothing here touches its pages.
     std::unique_ptr<char[]> buf(new char[size]);
+    if (cached && UnsafeSwitch("unsafe.fuse.direct_by_open_flags") &&
+        KC(req)->Exclusive(ino)) {
+      // What the daemon did for stores through shared mappings.
+      InvalidateKernel(req, ino, pos, size);
+    }
     absl::StatusOr<size_t> n =
         C(req).Read(fi->fh, buf.get(), size, pos,
                     cached ? Client::Io::kDirect : Client::Io::kAsOpened);
