@@ -675,8 +675,12 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
 }
 
 // A directory listing in progress: entries fetched so far, by position.
+// The node's open handle (`fh`) keeps a directory that is removed while
+// open (rmdir, or a rename over it) until the last close, as a file's
+// does: its descriptor still stats (nlink 0) and lists (empty).
 struct DirHandle {
   std::mutex mu;
+  uint64_t fh = 0;
   std::vector<client::DirEntry> entries;  // "." and ".." first.
   bool eof = false;
 };
@@ -691,11 +695,20 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, ENOTDIR);
     return;
   }
+  absl::StatusOr<uint64_t> fh = C(req).Open(ino, O_RDONLY | O_DIRECTORY);
+  if (!fh.ok()) {
+    fuse_reply_err(req, Err(fh.status()));
+    return;
+  }
   auto* d = new DirHandle;
+  d->fh = *fh;
   d->entries.push_back({".", ino, S_IFDIR, {}});
   d->entries.push_back({"..", ino, S_IFDIR, {}});
   fi->fh = reinterpret_cast<uint64_t>(d);
-  fuse_reply_open(req, fi);
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // The opener went away.
+    (void)C(req).Close(d->fh);
+    delete d;
+  }
 }
 
 void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -768,7 +781,9 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  auto* d = reinterpret_cast<DirHandle*>(fi->fh);
+  (void)C(req).Close(d->fh);
+  delete d;
   fuse_reply_err(req, 0);
 }
 

@@ -105,7 +105,13 @@ absl::StatusOr<FsckReport> MetaServer::Fsck() {
   uint64_t max_ino = 0;
   for (const auto& [ino, r] : inodes) {
     max_ino = std::max(max_ino, ino);
-    if (S_ISDIR(r.mode)) {
+    if (S_ISDIR(r.mode) && r.nlink == 0) {
+      // Removed while open somewhere: no entries, no name (an orphan).
+      if (dir_parent.count(ino) != 0 || entries[ino] != 0 || r.size != 0) {
+        problem(absl::StrCat("removed directory ", ino,
+                             " still has a name or entries"));
+      }
+    } else if (S_ISDIR(r.mode)) {
       uint32_t want = 2 + subdirs[ino];
       if (r.nlink != want) {
         problem(absl::StrCat("directory ", ino, " nlink ", r.nlink,

@@ -322,9 +322,16 @@ absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
   --p->nlink;
   p->mtime = p->ctime = now;
   op.PutInode(*p);
-  if (absl::Status s = FreeInode(op, *r); !s.ok()) return s;
+  // Open somewhere: kept (nlink 0, an orphan) until its last close.
+  r->nlink = 0;
+  r->ctime = now;
+  UnlinkResult result{ino, false, {}};
+  if (absl::Status s = DropLink(op, *r, false, &result.orphaned); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = op.Commit(); !s.ok()) return s;
-  return UnlinkResult{ino, false, AttrOf(*p)};
+  result.parent = AttrOf(*p);
+  return result;
 }
 
 absl::Status MetaServer::CheckNotAncestor(uint64_t ino, uint64_t dir) {
@@ -461,13 +468,13 @@ absl::StatusOr<UnlinkResult> MetaServer::Rename(
         result.ino = dst_ino;
         if (dst_dir) {
           --recs[new_parent].nlink;
-          if (absl::Status st = FreeInode(op, d); !st.ok()) return st;
+          d.nlink = 0;  // Kept while open, like a file.
         } else {
           --d.nlink;
-          if (absl::Status st = DropLink(op, d, false, &result.orphaned);
-              !st.ok()) {
-            return st;
-          }
+        }
+        if (absl::Status st = DropLink(op, d, false, &result.orphaned);
+            !st.ok()) {
+          return st;
         }
       }
     }
@@ -499,7 +506,9 @@ absl::StatusOr<ReadDirResult> MetaServer::ReadDir(uint64_t ino,
     return MakeError(Errc::kNameTooLong, "bad resume name");
   }
   std::unique_ptr<ReadView> view = store_->View();
-  if (absl::StatusOr<InodeRecord> d = ReadDir(ino, view.get()); !d.ok()) {
+  if (absl::StatusOr<InodeRecord> d =
+          ReadDir(ino, view.get(), /*removed_ok=*/true);
+      !d.ok()) {
     return d.status();
   }
   ReadDirResult out;

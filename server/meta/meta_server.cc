@@ -323,10 +323,17 @@ absl::StatusOr<InodeRecord> MetaServer::ReadInode(uint64_t ino,
 }
 
 absl::StatusOr<InodeRecord> MetaServer::ReadDir(uint64_t ino,
-                                                const ReadView* view) {
+                                                const ReadView* view,
+                                                bool removed_ok) {
   absl::StatusOr<InodeRecord> r = ReadInode(ino, view);
   if (r.ok() && !S_ISDIR(r->mode)) {
     return MakeError(Errc::kNotDir, absl::StrCat(ino, " is not a directory"));
+  }
+  // A directory removed while open (an orphan) has no entries, and none can
+  // be made in it (Linux: IS_DEADDIR).
+  if (r.ok() && r->nlink == 0 && !removed_ok) {
+    return MakeError(Errc::kNotFound,
+                     absl::StrCat("directory ", ino, " was removed"));
   }
   return r;
 }

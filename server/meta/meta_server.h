@@ -253,8 +253,10 @@ class MetaServer {
   absl::Status CheckSession(uint64_t session);
   absl::StatusOr<InodeRecord> ReadInode(uint64_t ino,
                                         const ReadView* view = nullptr);
+  // The directory `ino`; NOT_FOUND if it was removed, unless `removed_ok`.
   absl::StatusOr<InodeRecord> ReadDir(uint64_t ino,
-                                      const ReadView* view = nullptr);
+                                      const ReadView* view = nullptr,
+                                      bool removed_ok = false);
   absl::StatusOr<std::optional<std::pair<uint64_t, uint32_t>>> ReadDentry(
       uint64_t parent, const std::string& name);
   absl::StatusOr<bool> DirIsEmpty(uint64_t ino);

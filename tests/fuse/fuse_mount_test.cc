@@ -277,6 +277,52 @@ TEST_F(FuseMountTest, UnlinkedFileStaysUsableThroughAnOpenDescriptor) {
   close(fd);
 }
 
+// rmdir(2), and a rename(2) over an empty directory, leave the removed
+// directory usable through a descriptor open on either mount until its
+// last close, as ext4 does: fstat shows nlink 0, a listing has nothing but
+// "." and "..", nothing can be made in it (ENOENT). The daemon used to
+// answer the fstat with ENOENT: the metadata server had freed the inode.
+TEST_F(FuseMountTest, RemovedDirectoriesStayUsableThroughOpenDescriptors) {
+  for (int opener = 0; opener < 2; ++opener) {
+    SCOPED_TRACE("open on mount " + std::to_string(opener));
+    const std::string k = std::to_string(opener);
+    for (const char* d : {"gone", "from", "over"}) {
+      ASSERT_EQ(mkdir(P(0, d + k).c_str(), 0755), 0) << strerror(errno);
+    }
+    const int gone = open(P(opener, "gone" + k).c_str(), O_RDONLY);
+    const int over = open(P(opener, "over" + k).c_str(), O_RDONLY);
+    ASSERT_GE(gone, 0);
+    ASSERT_GE(over, 0);
+    ASSERT_EQ(rmdir(P(0, "gone" + k).c_str()), 0) << strerror(errno);
+    ASSERT_EQ(rename(P(0, "from" + k).c_str(), P(0, "over" + k).c_str()), 0)
+        << strerror(errno);
+    for (int fd : {gone, over}) {
+      struct stat st;
+      ASSERT_EQ(fstat(fd, &st), 0) << strerror(errno);
+      EXPECT_TRUE(S_ISDIR(st.st_mode));
+      EXPECT_EQ(st.st_nlink, 0u);
+      EXPECT_EQ(openat(fd, "new", O_CREAT | O_WRONLY, 0644), -1);
+      EXPECT_EQ(errno, ENOENT);
+      EXPECT_EQ(mkdirat(fd, "newdir", 0755), -1);
+      EXPECT_EQ(errno, ENOENT);
+      DIR* dir = fdopendir(dup(fd));
+      ASSERT_NE(dir, nullptr);
+      while (dirent* e = readdir(dir)) {
+        const std::string name = e->d_name;
+        EXPECT_TRUE(name == "." || name == "..") << name;
+      }
+      closedir(dir);
+      close(fd);
+    }
+    struct stat st;
+    EXPECT_EQ(stat(P(1 - opener, "over" + k).c_str(), &st), 0);
+    EXPECT_EQ(stat(P(1 - opener, "gone" + k).c_str(), &st), -1);
+  }
+  // Both mounts have let go: nothing is left over.
+  for (int i = 0; i < 2; ++i) Unmount(i);
+  EXPECT_EQ(cluster_->Fsck(), std::vector<std::string>{});
+}
+
 TEST_F(FuseMountTest, DirectIoFallocateAndSeekWork) {
   int fd = open(P(0, "dio").c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644);
   ASSERT_GE(fd, 0);
