@@ -96,7 +96,10 @@ Guarded TwoMountsTest::RunGuarded(
   std::vector<pid_t> running;
   for (const auto& body : bodies) {
     const pid_t child = fork();
-    if (child == 0) _exit(body());
+    if (child == 0) {
+      setpgid(0, 0);  // Its own group: what it forks is killed with it.
+      _exit(body());
+    }
     if (child < 0) {
       g.status = -1;
       break;
@@ -125,8 +128,10 @@ Guarded TwoMountsTest::RunGuarded(
   g.hung = true;
   g.report = "stuck after " + std::to_string(seconds) + " s\n";
   for (pid_t child : running) {
-    g.report +=
-        "program " + std::to_string(child) + ":\n" + KernelStacks(child, false);
+    for (pid_t p : ProcessGroup(child)) {
+      g.report +=
+          "program " + std::to_string(p) + ":\n" + KernelStacks(p, false);
+    }
   }
   for (int i = 0; i < 2; ++i) {
     if (daemons_[i] == nullptr) continue;
@@ -135,7 +140,7 @@ Guarded TwoMountsTest::RunGuarded(
   }
   AbortConnections();
   for (pid_t child : running) {
-    kill(child, SIGKILL);  // Ours, by PID.
+    kill(-child, SIGKILL);  // Its group: ours, by PID.
     reap(child, 0);
   }
   return g;

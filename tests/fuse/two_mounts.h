@@ -62,15 +62,16 @@ class TwoMountsTest : public ::testing::Test {
   // and their flush at its exit would hang too.
   void AbortConnections();
 
-  // The watchdog. Runs `body` in a child process (its exit code is what
-  // `body` returns; it must only make system calls, the child of a
-  // threaded process) and waits for it at most `seconds`. Past that the
-  // child is taken as deadlocked: the report gets the kernel stacks
-  // (/proc/PID/task/*/stack) of its tasks and of the daemons' threads
-  // that wait in the kernel, both mounts' FUSE connections are aborted (so
-  // the stuck tasks return), the child is killed and reaped. Fork before
-  // this process opens any file of the mounts: the child's exit would
-  // flush them. The mounts are dead after a hang.
+  // The watchdog. Runs `body` in a child process of its own process group
+  // (its exit code is what `body` returns; it must only make system calls,
+  // the child of a threaded process) and waits for it at most `seconds`.
+  // Past that the child is taken as deadlocked: the report gets the kernel
+  // stacks (/proc/PID/task/*/stack) of the tasks of its group and of the
+  // daemons' threads that wait in the kernel, both mounts' FUSE
+  // connections are aborted (so the stuck tasks return), the group is
+  // killed and the child reaped. Fork before this process opens any file
+  // of the mounts: the child's exit would flush them. The mounts are dead
+  // after a hang.
   Guarded RunGuarded(const std::function<int()>& body, int seconds) {
     return RunGuarded(std::vector<std::function<int()>>{body}, seconds);
   }

@@ -3,6 +3,9 @@
 #include <dirent.h>
 #include <sys/mount.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <fstream>
 #include <sstream>
 
@@ -49,6 +52,29 @@ std::string KernelStacks(pid_t pid, bool waiting_only) {
     if (!comm.empty() && comm.back() == '\n') comm.pop_back();
     out += "-- task " + std::to_string(pid) + "/" + e->d_name + " (" + comm +
            ") state " + state + "\n" + stack;
+  }
+  closedir(d);
+  return out;
+}
+
+std::vector<pid_t> ProcessGroup(pid_t pgid) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    const pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
+    const std::string stat = Slurp("/proc/" + std::to_string(pid) + "/stat");
+    // After the command name: state, ppid, pgrp.
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    char state;
+    int ppid, pgrp;
+    if (sscanf(stat.c_str() + paren + 1, " %c %d %d", &state, &ppid, &pgrp) ==
+            3 &&
+        pgrp == pgid) {
+      out.push_back(pid);
+    }
   }
   closedir(d);
   return out;

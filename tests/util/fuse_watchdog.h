@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 namespace rangefs::testing {
 
@@ -15,6 +16,9 @@ namespace rangefs::testing {
 // tasks of `pid`: all of them, or with `waiting_only` those in D state or
 // waiting on pages or in FUSE (not a daemon's idle readers of /dev/fuse).
 std::string KernelStacks(pid_t pid, bool waiting_only);
+
+// The processes of process group `pgid` (from /proc).
+std::vector<pid_t> ProcessGroup(pid_t pgid);
 
 // The FUSE connection of the mount at `mount_point`
 // (/sys/fs/fuse/connections/N, mounting fusectl if needed), found through
