@@ -4,7 +4,10 @@
 // process).
 //
 //   rangefs-fsx [--procs N] [--ops N] [--seed S] [--size BYTES] [--shared]
-//               DIR [DIR2]
+//               [--only K] DIR [DIR2]
+//
+// --only K runs process K alone (and its partner), with the operations it
+// has in the full run: a failure found with many processes, again.
 //
 // Each process works on a file of its own (DIR/fsx.K), alternately in DIR
 // and DIR2 when two are given. With --shared, processes work in pairs on
@@ -70,6 +73,7 @@ struct Options {
   uint64_t seed = 1;
   uint64_t size = 256 << 10;
   bool shared = false;
+  int only = -1;  // Run only this process (the others' files stay idle).
   std::vector<std::string> dirs;
 };
 
@@ -110,8 +114,7 @@ class Worker {
       }
       g_->turn.fetch_add(1);
     }
-    Close();
-    return 0;
+    return Close() ? 0 : 1;
   }
 
  private:
@@ -123,10 +126,11 @@ class Worker {
     if (fd_ < 0 || dfd_ < 0) return Fail("open %s", path_.c_str());
     return true;
   }
-  void Close() {
-    if (fd_ >= 0) close(fd_);
-    if (dfd_ >= 0) close(dfd_);
+  // close(2) reports write-back errors (data the node lost).
+  bool Close() {
+    const bool ok = close(fd_) == 0 && close(dfd_) == 0;
     fd_ = dfd_ = -1;
+    return ok || Fail("close");
   }
 
   void Note(const char* format, ...) __attribute__((format(printf, 2, 3))) {
@@ -283,8 +287,7 @@ class Worker {
       return true;
     }
     Note("reopen");
-    Close();
-    return Open();  // A failure stops the run (Run).
+    return Close() && Open();
   }
 
   // Programs learn a file's size before they map it (fstat): the kernel
@@ -458,7 +461,7 @@ class Worker {
 int Usage() {
   fprintf(stderr,
           "usage: rangefs-fsx [--procs N] [--ops N] [--seed S] [--size "
-          "BYTES] [--shared] DIR [DIR2]\n");
+          "BYTES] [--shared] [--only K] DIR [DIR2]\n");
   return 2;
 }
 
@@ -480,6 +483,8 @@ int main(int argc, char** argv) {
       o.seed = value();
     } else if (a == "--size") {
       o.size = value();
+    } else if (a == "--only") {
+      o.only = static_cast<int>(value());
     } else if (a == "--shared") {
       o.shared = true;
     } else if (a == "-h" || a == "--help") {
@@ -519,6 +524,7 @@ int main(int argc, char** argv) {
     const std::string& dir = o.dirs[(o.shared ? member : p) % o.dirs.size()];
     const std::string path =
         dir + "/fsx." + std::to_string(o.seed) + "." + std::to_string(group);
+    if (o.only >= 0 && group != o.only / members) continue;
     const pid_t pid = fork();
     if (pid == 0) {
       Worker w(o, p, &g[group], members, member, path);
@@ -542,9 +548,9 @@ int main(int argc, char** argv) {
     }
   }
   if (rc == 0) {
-    printf("rangefs-fsx: %d processes x %" PRIu64 " operations, seed %" PRIu64
+    printf("rangefs-fsx: %zu processes x %" PRIu64 " operations, seed %" PRIu64
            ": all checks passed\n",
-           o.procs, o.ops, o.seed);
+           pids.size(), o.ops, o.seed);
   }
   return rc;
 }
