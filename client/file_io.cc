@@ -826,8 +826,12 @@ absl::Status Client::Impl::Truncate(InodeState& in, uint64_t size) {
   args.valid = kSetSize;
   args.size = size;
   absl::StatusOr<Attr> a = stubs_->SetAttr(locks_.session_id(), in.ino, args);
-  if (!a.ok()) return a.status();
   absl::MutexLock lock(&in.mu);
+  // Again once the server changed the map: a reader elsewhere in the file
+  // may have asked for it meanwhile (MapRange keeps no answer a drop
+  // overtook).
+  DropMaps(in, cut);
+  if (!a.ok()) return a.status();
   in.attr = *a;
   in.attr_valid = true;
   return absl::OkStatus();
@@ -917,8 +921,9 @@ absl::Status Client::Impl::Fallocate(const Handle& h, uint32_t mode,
   }
   absl::StatusOr<Attr> a =
       stubs_->Fallocate(locks_.session_id(), in.ino, mode, offset, length);
-  if (!a.ok()) return a.status();
   absl::MutexLock lock(&in.mu);
+  DropMaps(in, locked);  // Again, as Truncate does.
+  if (!a.ok()) return a.status();
   uint64_t local_size = in.attr_valid ? in.attr.size : 0;
   in.attr = *a;
   // Dirty pages below the range may still carry a size ahead of the

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "client/client_internal.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
@@ -110,19 +111,39 @@ absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
       if (m.offset < end) out.push_back(Clip(m, pos, end));
     }
     if (locked != nullptr) {
-      // Cache what the node's locks protect: the caller's locked range
-      // always; the rest of the window only if the node's INVAL coverage
-      // holds it and no hook dropped mappings since we asked (a hook that
-      // starts later drops what we insert now).
+      // A switch for tests: an answer on its way while the extents change.
+      (void)FaultPoint("client.map_range.before_cache");
+      // Cache only an answer nothing can have overtaken: no mapping of the
+      // inode was dropped since we asked. The caller's INVAL lock keeps
+      // other nodes' changes out of its range, but not this node's own
+      // write-back, which commits (UNWRITTEN to WRITTEN) under the node's
+      // EX while local readers hold SH; an answer from before such a
+      // commit, cached after it, read committed data as zeros. Then the
+      // caller's locked range, and the rest of the window if the node's
+      // INVAL coverage holds it.
+      absl::MutexLock lock(&in.mu);
       ByteRange keep{std::max(got.start, locked->start),
                      std::min(got.end, locked->end)};
-      absl::MutexLock lock(&in.mu);
-      if (in.maps_epoch == epoch &&
-          locks_.Covered(ResourceId{in.ino, LockKind::kInval}, got,
-                         LockMode::kSh)) {
+      if (in.maps_epoch != epoch) {
+        keep = ByteRange{got.start, got.start};
+      } else if (locks_.Covered(ResourceId{in.ino, LockKind::kInval}, got,
+                                LockMode::kSh)) {
         keep = got;
       }
       if (keep.start < keep.end) {
+        if (LogEnabled(LogLevel::kDebug)) {
+          std::string states;
+          for (const Mapping& m : r->mappings) {
+            if (m.end() > keep.start && m.offset < keep.end) {
+              absl::StrAppend(&states, " ", m.offset, "+", m.length, ":",
+                              static_cast<int>(m.state));
+            }
+          }
+          RANGEFS_LOG(DEBUG) << "ino " << in.ino << " caches maps of "
+                             << keep.ToString() << " (asked " << got.ToString()
+                             << ", locked " << locked->ToString() << ", epoch "
+                             << epoch << "/" << in.maps_epoch << "):" << states;
+        }
         DropMapsKeepEpoch(in, keep);
         for (const Mapping& m : r->mappings) {
           if (m.end() > keep.start && m.offset < keep.end) {
@@ -138,6 +159,9 @@ absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
 }
 
 void Client::Impl::DropMaps(InodeState& in, const ByteRange& range) {
+  RANGEFS_LOG(DEBUG) << "ino " << in.ino << " drops maps of "
+                     << range.ToString() << " (epoch " << in.maps_epoch + 1
+                     << ")";
   ++in.maps_epoch;
   DropMapsKeepEpoch(in, range);
 }
@@ -576,6 +600,10 @@ absl::Status Client::Impl::WriteRuns(InodeState& in,
       continue;
     }
     if (!c.ok()) return c.status();
+    RANGEFS_LOG(DEBUG) << "ino " << in.ino << " committed "
+                       << commit.front().ToString() << ".."
+                       << commit.back().ToString() << " (" << commit.size()
+                       << " pieces)";
     {
       absl::MutexLock lock(&in.mu);
       for (const ByteRange& piece : commit) DropMaps(in, piece);
