@@ -5,8 +5,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "tests/util/fuse_watchdog.h"
@@ -16,13 +14,6 @@ namespace {
 
 constexpr long kFuseMagic = 0x65735546;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 bool Mounted(const std::string& path) {
@@ -30,7 +21,7 @@ bool Mounted(const std::string& path) {
   return statfs(path.c_str(), &st) == 0 && st.f_type == kFuseMagic;
 }
 
-std::string ReadFile(const std::string& path) { return Slurp(path); }
+std::string ReadFile(const std::string& path) { return ReadWhole(path); }
 
 bool WriteFile(const std::string& path, const std::string& data, int flags) {
   int fd = open(path.c_str(), flags, 0644);

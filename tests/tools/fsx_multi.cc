@@ -249,37 +249,10 @@ class Worker {
     }
     if (op < 72) return Fallocate(off, len, op);
     if (op < 78) return Copy(off, len);
-    if (op < 86) {  // O_DIRECT write
+    if (op < 94) {  // O_DIRECT: whole pages, up to 16.
       off = off / kPage * kPage;
       len = std::min<uint64_t>((1 + Rand(16)) * kPage, max - off);
-      Note("direct write %" PRIu64 "+%" PRIu64, off, len);
-      void* p = nullptr;
-      if (posix_memalign(&p, kPage, len) != 0) return Fail("memalign");
-      Store(off, len, &buf);
-      memcpy(p, buf.data(), len);
-      const ssize_t n = pwrite(dfd_, p, len, static_cast<off_t>(off));
-      free(p);
-      if (n != static_cast<ssize_t>(len)) return Fail("O_DIRECT pwrite %zd", n);
-      ModelWrite(off, buf.data(), len);
-      return true;
-    }
-    if (op < 94) {  // O_DIRECT read
-      off = off / kPage * kPage;
-      len = std::min<uint64_t>((1 + Rand(16)) * kPage, max - off);
-      Note("direct read %" PRIu64 "+%" PRIu64, off, len);
-      void* p = nullptr;
-      if (posix_memalign(&p, kPage, len) != 0) return Fail("memalign");
-      const ssize_t n = pread(dfd_, p, len, static_cast<off_t>(off));
-      const uint64_t want = off >= g_->size ? 0 : std::min(len, g_->size - off);
-      bool ok = true;
-      if (n != static_cast<ssize_t>(want)) {
-        errno = 0;
-        ok = Fail("O_DIRECT pread returned %zd, want %" PRIu64, n, want);
-      } else {
-        ok = Check("direct read", off, static_cast<uint8_t*>(p), want);
-      }
-      free(p);
-      return ok;
+      return op < 86 ? DirectWrite(off, len) : DirectRead(off, len);
     }
     if (op < 97) {
       Note("fsync");
@@ -288,6 +261,37 @@ class Worker {
     }
     Note("reopen");
     return Close() && Open();
+  }
+
+  bool DirectWrite(uint64_t off, uint64_t len) {
+    std::vector<uint8_t> buf;
+    Note("direct write %" PRIu64 "+%" PRIu64, off, len);
+    void* p = nullptr;
+    if (posix_memalign(&p, kPage, len) != 0) return Fail("memalign");
+    Store(off, len, &buf);
+    memcpy(p, buf.data(), len);
+    const ssize_t n = pwrite(dfd_, p, len, static_cast<off_t>(off));
+    free(p);
+    if (n != static_cast<ssize_t>(len)) return Fail("O_DIRECT pwrite %zd", n);
+    ModelWrite(off, buf.data(), len);
+    return true;
+  }
+
+  bool DirectRead(uint64_t off, uint64_t len) {
+    Note("direct read %" PRIu64 "+%" PRIu64, off, len);
+    void* p = nullptr;
+    if (posix_memalign(&p, kPage, len) != 0) return Fail("memalign");
+    const ssize_t n = pread(dfd_, p, len, static_cast<off_t>(off));
+    const uint64_t want = off >= g_->size ? 0 : std::min(len, g_->size - off);
+    bool ok = true;
+    if (n != static_cast<ssize_t>(want)) {
+      errno = 0;
+      ok = Fail("O_DIRECT pread returned %zd, want %" PRIu64, n, want);
+    } else {
+      ok = Check("direct read", off, static_cast<uint8_t*>(p), want);
+    }
+    free(p);
+    return ok;
   }
 
   // Programs learn a file's size before they map it (fstat): the kernel

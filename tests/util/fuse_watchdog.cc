@@ -7,22 +7,11 @@
 #include <cstdlib>
 
 #include <fstream>
-#include <sstream>
 
 #include "common/process.h"
+#include "tests/util/subprocess.h"
 
 namespace rangefs::testing {
-namespace {
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
-
 std::string KernelStacks(pid_t pid, bool waiting_only) {
   std::string out;
   const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
@@ -31,13 +20,13 @@ std::string KernelStacks(pid_t pid, bool waiting_only) {
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
     const std::string t = tasks + "/" + e->d_name;
-    std::string stat = Slurp(t + "/stat");
+    std::string stat = ReadWhole(t + "/stat");
     // The state follows the ")" that ends the command name.
     const size_t paren = stat.rfind(')');
     const char state = paren != std::string::npos && paren + 2 < stat.size()
                            ? stat[paren + 2]
                            : '?';
-    const std::string stack = Slurp(t + "/stack");
+    const std::string stack = ReadWhole(t + "/stack");
     const bool waiting = state == 'D' ||
                          stack.find("folio") != std::string::npos ||
                          stack.find("inval") != std::string::npos ||
@@ -48,7 +37,7 @@ std::string KernelStacks(pid_t pid, bool waiting_only) {
         stack.find("fuse_dev_do_read") != std::string::npos) {
       continue;
     }
-    std::string comm = Slurp(t + "/comm");
+    std::string comm = ReadWhole(t + "/comm");
     if (!comm.empty() && comm.back() == '\n') comm.pop_back();
     out += "-- task " + std::to_string(pid) + "/" + e->d_name + " (" + comm +
            ") state " + state + "\n" + stack;
@@ -64,7 +53,8 @@ std::vector<pid_t> ProcessGroup(pid_t pgid) {
   while (dirent* e = readdir(d)) {
     const pid_t pid = static_cast<pid_t>(atoi(e->d_name));
     if (pid <= 0) continue;
-    const std::string stat = Slurp("/proc/" + std::to_string(pid) + "/stat");
+    const std::string stat =
+        ReadWhole("/proc/" + std::to_string(pid) + "/stat");
     // After the command name: state, ppid, pgrp.
     const size_t paren = stat.rfind(')');
     if (paren == std::string::npos) continue;

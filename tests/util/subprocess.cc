@@ -117,6 +117,13 @@ std::string BinDir() {
   return env ? env : RANGEFS_DEFAULT_BIN_DIR;
 }
 
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
 std::string Tail(const std::string& path, int lines) {
   std::ifstream in(path);
   std::deque<std::string> last;

@@ -45,6 +45,9 @@ int FreePort();
 // The directory holding the rangefs binaries of this build.
 std::string BinDir();
 
+// The whole of a file ("" if it cannot be read).
+std::string ReadWhole(const std::string& path);
+
 // The last `lines` lines of a file, for failure messages.
 std::string Tail(const std::string& path, int lines = 30);
 
