@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "rpc/channel.h"
@@ -513,6 +514,9 @@ void LockCache::Demote(const ResourceId& res, const ByteRange& asked,
 }
 
 void LockCache::OnReconnected(uint32_t shard, uint64_t session, bool in_grace) {
+  // For the race suite: a node that replays late, after another node's
+  // request reached the restarted lockd (scenario 10).
+  if (in_grace) (void)FaultPoint("client.before_replay");
   absl::MutexLock lock(&mu_);
   if (!in_grace || session != session_id_)
     return;  // lockd kept our session: it resent what we hold.

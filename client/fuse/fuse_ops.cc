@@ -33,13 +33,13 @@ using client::Client;
 // INODE lock for: until the lock goes, which invalidates them.
 constexpr double kCoveredAttrTimeout = 3600;
 
-Client& C(fuse_req_t req) {
-  return *static_cast<Mount*>(fuse_req_userdata(req))->client;
+Mount& M(fuse_req_t req) {
+  return *static_cast<Mount*>(fuse_req_userdata(req));
 }
 
-KernelCache* KC(fuse_req_t req) {
-  return static_cast<Mount*>(fuse_req_userdata(req))->kcache;
-}
+Client& C(fuse_req_t req) { return *M(req).client; }
+
+KernelCache* KC(fuse_req_t req) { return M(req).kcache; }
 
 // The attribute timeout for attributes from the node's cache under the
 // inode's INODE lock: the INODE hooks (and the node's own changes) call
@@ -862,23 +862,83 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset,
                                     static_cast<uint64_t>(length)));
 }
 
-// Collapse and insert range (rangefs_ioctl.h): restricted ioctls, so the
-// kernel copies the argument in (its size is in the command).
+// The node's counters (RANGEFS_IOC_NODE_STATS).
+void NodeStatsIoctl(fuse_req_t req, size_t out_bufsz) {
+  if (out_bufsz < sizeof(rangefs_node_stats)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  const client::ClientStats s = C(req).Stats();
+  rangefs_node_stats out = {};
+  out.session_id = s.session_id;
+  out.stale_retries = s.stale_retries;
+  out.inval_demotes = s.inval_demotes;
+  out.lost_dirty_pages = s.lost_dirty_pages;
+  out.direct_fallbacks = s.direct_fallbacks;
+  out.sessions_lost = s.sessions_lost;
+  fuse_reply_ioctl(req, 0, &out, sizeof out);
+}
+
+// A fault rule inside the node (RANGEFS_IOC_SET_FAULT): only on a mount
+// made with fault_control=1, only from root.
+void SetFaultIoctl(fuse_req_t req, const void* in_buf, size_t in_bufsz) {
+  if (!M(req).fault_control || fuse_req_ctx(req)->uid != 0) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  rangefs_fault_spec f;
+  if (in_bufsz != sizeof f) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  memcpy(&f, in_buf, sizeof f);
+  if (memchr(f.spec, '\0', sizeof f.spec) == nullptr) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  absl::Status s = FaultRegistry::Global().SetFromSpec(f.spec);
+  if (!s.ok()) {
+    RANGEFS_LOG(WARNING) << "bad fault rule from an ioctl: " << s.message();
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  RANGEFS_LOG(INFO) << "fault rule set by an ioctl: " << f.spec;
+  fuse_reply_ioctl(req, 0, nullptr, 0);
+}
+
+// The ioctls of rangefs_ioctl.h: restricted ioctls, so the kernel copies
+// the argument in and out (its size is in the command).
 void op_ioctl(fuse_req_t req, fuse_ino_t ino, int signed_cmd, void*,
               fuse_file_info* fi, unsigned flags, const void* in_buf,
-              size_t in_bufsz, size_t) {
+              size_t in_bufsz, size_t out_bufsz) {
   const unsigned int cmd = static_cast<unsigned int>(signed_cmd);
-  uint32_t mode = 0;
-  if (cmd == RANGEFS_IOC_COLLAPSE_RANGE) {
-    mode = client::kFallocCollapseRange;
-  } else if (cmd == RANGEFS_IOC_INSERT_RANGE) {
-    mode = client::kFallocInsertRange;
-  } else {
+  if ((flags & FUSE_IOCTL_COMPAT) != 0) {
     fuse_reply_err(req, ENOTTY);
     return;
   }
-  if ((flags & FUSE_IOCTL_COMPAT) != 0 ||
-      in_bufsz != sizeof(rangefs_shift_range)) {
+  uint32_t mode = 0;
+  switch (cmd) {
+    case RANGEFS_IOC_NODE_STATS:
+      NodeStatsIoctl(req, out_bufsz);
+      return;
+    case RANGEFS_IOC_SET_FAULT:
+      SetFaultIoctl(req, in_buf, in_bufsz);
+      return;
+    case RANGEFS_IOC_COLLAPSE_RANGE:
+      mode = client::kFallocCollapseRange;
+      break;
+    case RANGEFS_IOC_INSERT_RANGE:
+      mode = client::kFallocInsertRange;
+      break;
+    default:
+      fuse_reply_err(req, ENOTTY);
+      return;
+  }
+  if ((flags & FUSE_IOCTL_DIR) != 0) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  if (in_bufsz != sizeof(rangefs_shift_range)) {
     fuse_reply_err(req, EINVAL);
     return;
   }

@@ -34,6 +34,8 @@ struct Mount {
   // (Set before the session loop, cleared by INIT if the kernel cannot.)
   std::atomic<bool> pipe_fills{true};
   unsigned max_read = 0;  // The max_read mount option (0: none).
+  // RANGEFS_IOC_SET_FAULT is served (to root): the fault_control option.
+  bool fault_control = false;
 };
 
 // The operations table (userdata: a Mount*).

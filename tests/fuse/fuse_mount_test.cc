@@ -377,6 +377,25 @@ TEST_F(FuseMountTest, CollapseAndInsertRangeThroughIoctlAndCli) {
   EXPECT_EQ(ReadFile(P(1, "shift")), data);
 }
 
+// The node's counters come through an ioctl on any file or directory;
+// fault rules only on a mount made with fault_control=1 (these mounts are
+// not), and a malformed request is refused.
+TEST_F(FuseMountTest, NodeStatsAndFaultIoctls) {
+  const int dir = open(mnt_[0].c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(dir, 0);
+  rangefs_node_stats st = {};
+  ASSERT_EQ(ioctl(dir, RANGEFS_IOC_NODE_STATS, &st), 0) << strerror(errno);
+  EXPECT_NE(st.session_id, 0u);
+  rangefs_fault_spec f = {};
+  snprintf(f.spec, sizeof f.spec, "unsafe.data.ignore_fence=0:INTERNAL");
+  EXPECT_EQ(ioctl(dir, RANGEFS_IOC_SET_FAULT, &f), -1);
+  EXPECT_EQ(errno, EPERM);
+  // Collapse and insert need a file.
+  rangefs_shift_range r{0, 4096};
+  EXPECT_EQ(ioctl(dir, RANGEFS_IOC_COLLAPSE_RANGE, &r), -1);
+  close(dir);
+}
+
 TEST_F(FuseMountTest, ExtendedAttributesRoundTrip) {
   ASSERT_TRUE(WriteFile(P(0, "x"), ""));
   ASSERT_EQ(setxattr(P(0, "x").c_str(), "user.color", "blue", 4, 0), 0);

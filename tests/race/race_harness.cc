@@ -201,6 +201,7 @@ ScriptResult RunScript(const std::vector<RaceNode*>& nodes,
         TraceLine line;
         line.node = node.name();
         line.cmd = step;
+        line.label = label;
         line.start_ns = MonotonicNs();
         if (step.rfind("barrier ", 0) == 0) {
           if (!barriers.Wait(
@@ -257,6 +258,13 @@ std::string ScriptResult::Interleaving() const {
     o << head << l.cmd << "  ->  " << reply << "\n";
   }
   return o.str();
+}
+
+const TraceLine* ScriptResult::Line(const std::string& label) const {
+  for (const TraceLine& l : trace) {
+    if (l.label == label) return &l;
+  }
+  return nullptr;
 }
 
 const Reply& ScriptResult::Get(const std::string& label) const {

@@ -67,6 +67,7 @@ class RaceNode {
 struct TraceLine {
   int64_t start_ns = 0, end_ns = 0;
   std::string node, cmd;
+  std::string label;  // Of an "@LABEL CMD" step.
   Reply reply;
 };
 
@@ -81,6 +82,8 @@ struct ScriptResult {
   std::map<std::string, Reply> labels;
   std::string Interleaving() const;  // The trace, by start time.
   const Reply& Get(const std::string& label) const;
+  // The step labelled `label`, with its start and end, or null.
+  const TraceLine* Line(const std::string& label) const;
 };
 ScriptResult RunScript(const std::vector<RaceNode*>& nodes,
                        const std::vector<std::vector<std::string>>& steps,

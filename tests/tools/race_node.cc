@@ -23,8 +23,10 @@
 //   mwatch_stop NAME                      page until stopped -> ok loads=N
 //                                         T@PAGE:HEX ... (each value a page
 //                                         showed, last time it was seen)
-//   fault SPEC                            fault rules in this process
-//                                         (RANGEFS_FAULTS syntax)
+//   fault SPEC                            fault rules in the node
+//                                         (RANGEFS_FAULTS syntax): this
+//                                         process, or through a mount its
+//                                         daemon (fault_control=1)
 //   stats                                 -> ok key=value ...
 //   stat PATH                             -> ok size=N blocks=N
 //   sleep MS | quit
@@ -52,6 +54,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "client/fuse/rangefs_ioctl.h"
 #include "client/rangefs.h"
 #include "common/cluster_config.h"
 #include "common/fault_injection.h"
@@ -139,6 +142,10 @@ class Node {
   virtual absl::Status Msync(char* addr, size_t len) = 0;
   virtual absl::Status Munmap(char* addr, size_t len) = 0;
   virtual std::string Stats() = 0;
+  // A fault rule (RANGEFS_FAULTS syntax) inside the node.
+  virtual absl::Status SetFault(const std::string& spec) {
+    return FaultRegistry::Global().SetFromSpec(spec);
+  }
   // "size=N blocks=N" (512-byte units allocated).
   virtual absl::StatusOr<std::string> Stat(const std::string& path) = 0;
 };
@@ -287,6 +294,20 @@ class MountNode : public Node {
                          uint64_t len) override {
     absl::StatusOr<int> fd = Fd(path, false);
     if (!fd.ok()) return fd.status();
+    // The kernel passes collapse and insert to no FUSE daemon: rangefs
+    // takes them as ioctls (rangefs_ioctl.h).
+    if (mode == client::kFallocCollapseRange ||
+        mode == client::kFallocInsertRange) {
+      rangefs_shift_range r = {off, len};
+      if (ioctl(*fd,
+                mode == client::kFallocCollapseRange
+                    ? RANGEFS_IOC_COLLAPSE_RANGE
+                    : RANGEFS_IOC_INSERT_RANGE,
+                &r) != 0) {
+        return Errno("ioctl (collapse or insert range)");
+      }
+      return absl::OkStatus();
+    }
     if (fallocate(*fd, static_cast<int>(mode), static_cast<off_t>(off),
                   static_cast<off_t>(len)) != 0) {
       return Errno("fallocate");
@@ -311,7 +332,39 @@ class MountNode : public Node {
     if (munmap(addr, len) != 0) return Errno("munmap");
     return absl::OkStatus();
   }
-  std::string Stats() override { return "mount=" + dir_; }
+  // The mount's node: its counters and fault rules through the ioctls of
+  // rangefs_ioctl.h on the mount's root.
+  std::string Stats() override {
+    rangefs_node_stats s = {};
+    const int fd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+    const bool ok = fd >= 0 && ioctl(fd, RANGEFS_IOC_NODE_STATS, &s) == 0;
+    if (fd >= 0) close(fd);
+    if (!ok) return "mount=" + dir_ + " stats_error=" + strerror(errno);
+    std::ostringstream o;
+    o << "stale_retries=" << s.stale_retries
+      << " inval_demotes=" << s.inval_demotes
+      << " lost_dirty_pages=" << s.lost_dirty_pages
+      << " direct_fallbacks=" << s.direct_fallbacks
+      << " sessions_lost=" << s.sessions_lost << " session=" << s.session_id
+      << " mount=" << dir_;
+    return o.str();
+  }
+  absl::Status SetFault(const std::string& spec) override {
+    rangefs_fault_spec f = {};
+    if (spec.size() >= sizeof f.spec) {
+      return MakeError(Errc::kInvalidArgument, "fault rule too long");
+    }
+    memcpy(f.spec, spec.data(), spec.size());
+    const int fd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return Errno("open " + dir_);
+    const int rc = ioctl(fd, RANGEFS_IOC_SET_FAULT, &f);
+    absl::Status s = rc == 0 ? absl::OkStatus()
+                             : Errno(
+                                   "ioctl RANGEFS_IOC_SET_FAULT (mounted "
+                                   "with fault_control=1, as root?)");
+    close(fd);
+    return s;
+  }
   absl::StatusOr<std::string> Stat(const std::string& path) override {
     struct stat st;
     if (stat((dir_ + path).c_str(), &st) != 0) return Errno("stat");
@@ -502,7 +555,7 @@ std::string Do(Node& node,
     return out;
   }
   if (cmd == "fault" && a.size() >= 2) {
-    absl::Status s = FaultRegistry::Global().SetFromSpec(a[1]);
+    absl::Status s = node.SetFault(a[1]);
     return s.ok() ? "ok" : Err(s);
   }
   if (cmd == "stats") return "ok " + node.Stats();

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include <fstream>
+#include <sstream>
 
 #include "common/process.h"
 #include "tests/util/subprocess.h"
@@ -84,6 +85,22 @@ bool AbortFuseConnection(const std::string& mount_point) {
   std::ofstream abort(conn + "/abort");
   abort << "1";
   return static_cast<bool>(abort);
+}
+
+std::vector<std::string> MountsUnder(const std::string& dir) {
+  std::vector<std::string> out;
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    std::istringstream f(line);
+    std::string id, parent, majmin, root, point;
+    f >> id >> parent >> majmin >> root >> point;
+    if (point.size() > dir.size() && point.compare(0, dir.size(), dir) == 0 &&
+        point[dir.size()] == '/') {
+      out.push_back(point);
+    }
+  }
+  return out;
 }
 
 }  // namespace rangefs::testing

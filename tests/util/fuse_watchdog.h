@@ -31,6 +31,10 @@ std::string FuseConnection(const std::string& mount_point);
 // there is no such mount.
 bool AbortFuseConnection(const std::string& mount_point);
 
+// The mount points under directory `dir` (absolute, as mountinfo shows
+// them), deepest last. Reads no file of the mounts.
+std::vector<std::string> MountsUnder(const std::string& dir);
+
 }  // namespace rangefs::testing
 
 #endif  // RANGEFS_TESTS_UTIL_FUSE_WATCHDOG_H_
