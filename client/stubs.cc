@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <thread>
 
 #include "client/bulk_client.h"
@@ -504,9 +505,29 @@ class GrpcStubs : public Stubs {
     return b->ReadToPipe(session, physical, static_cast<uint32_t>(length),
                          pipe_fd);
   }
+  // A data server out of touch with the metadata server takes no writes
+  // until it has caught up with the fences (BUSY; server/data/
+  // fence_sync.h): a moment after a start or a metadata server's restart.
+  // Writes and flushes wait for it, a few seconds at most.
+  static absl::Status RetryBusy(const std::function<absl::Status()>& call) {
+    absl::Status s;
+    for (int i = 0; i < 60; ++i) {
+      s = call();
+      if (ErrcOf(s) != Errc::kBusy) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return s;
+  }
   absl::Status WriteData(uint64_t session, uint32_t device, uint64_t physical,
                          const struct iovec* iov, int n, uint64_t length,
                          bool sync) override {
+    return RetryBusy([&] {
+      return WriteDataOnce(session, device, physical, iov, n, length, sync);
+    });
+  }
+  absl::Status WriteDataOnce(uint64_t session, uint32_t device,
+                             uint64_t physical, const struct iovec* iov, int n,
+                             uint64_t length, bool sync) {
     if (BulkChannel* b = Bulk(device, length); b != nullptr) {
       return b->Write(session, physical, iov, n, static_cast<uint32_t>(length),
                       sync);
@@ -536,9 +557,11 @@ class GrpcStubs : public Stubs {
       proto::FlushRequest req;
       req.set_session_id(session);
       proto::FlushReply rep;
-      if (absl::Status s =
-              Call(stubs[0].get(), &proto::DataService::Stub::Flush, req, &rep,
-                   "data flush");
+      proto::DataService::Stub* stub = stubs[0].get();
+      if (absl::Status s = RetryBusy([&] {
+            return Call(stub, &proto::DataService::Stub::Flush, req, &rep,
+                        "data flush");
+          });
           !s.ok()) {
         return s;
       }

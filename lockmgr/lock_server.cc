@@ -1,10 +1,18 @@
 #include "lockmgr/lock_server.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/coding.h"
 #include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -76,6 +84,20 @@ LockServer::LockServer(const LockServerOptions& options, Fencer* fencer)
     if (options_.grace_ms > 0) {
       grace_end_ns_ = NowNs() + static_cast<int64_t>(options_.grace_ms) * kMs;
     }
+    if (!options_.evicted_path.empty()) {
+      // 8 bytes (big-endian) per id; a torn last record is ignored.
+      std::ifstream in(options_.evicted_path, std::ios::binary);
+      std::string data((std::istreambuf_iterator<char>(in)),
+                       std::istreambuf_iterator<char>());
+      for (size_t i = 0; i + 8 <= data.size(); i += 8) {
+        evicted_.insert(LoadBE64(data.data() + i));
+      }
+      if (!evicted_.empty()) {
+        RANGEFS_LOG(INFO) << evicted_.size()
+                          << " evicted session ids loaded from "
+                          << options_.evicted_path;
+      }
+    }
   }
   timer_ = std::thread([this] { TimerLoop(); });
   evictor_ = std::thread([this] { EvictionLoop(); });
@@ -88,6 +110,31 @@ LockServer::~LockServer() {
   }
   timer_.join();
   evictor_.join();
+  for (Evicting& e : evicting_) e.thread.join();
+}
+
+absl::Status LockServer::PersistEvicted(uint64_t session) {
+  if (options_.evicted_path.empty()) return absl::OkStatus();
+  std::string rec;
+  PutBE64(&rec, session);
+  const int fd = open(options_.evicted_path.c_str(),
+                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return MakeError(
+        Errc::kIoError,
+        absl::StrCat("open ", options_.evicted_path, ": ", strerror(errno)));
+  }
+  const bool ok =
+      write(fd, rec.data(), rec.size()) == static_cast<ssize_t>(rec.size()) &&
+      fdatasync(fd) == 0;
+  const int err = errno;
+  close(fd);
+  if (!ok) {
+    return MakeError(
+        Errc::kIoError,
+        absl::StrCat("write ", options_.evicted_path, ": ", strerror(err)));
+  }
+  return absl::OkStatus();
 }
 
 bool LockServer::in_grace() {
@@ -389,7 +436,20 @@ void LockServer::EvictionLoop() {
       job = to_evict_.front();
       to_evict_.pop_front();
     }
-    FinishEviction(job.first, job.second);
+    for (auto it = evicting_.begin(); it != evicting_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = evicting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    evicting_.push_back({std::thread([this, job, done] {
+                           FinishEviction(job.first, job.second);
+                           done->store(true);
+                         }),
+                         done});
   }
 }
 
@@ -397,6 +457,13 @@ void LockServer::FinishEviction(uint64_t session, const std::string& reason) {
   // Fence first: once the servers refuse the session, nothing it still
   // has in flight can land, and only then may others get its locks.
   absl::Status fenced = fencer_->Fence(session, reason);
+  // Kept before anything is handed over: a restarted lockd must refuse the
+  // id too. Not kept (a full disk): logged, and the eviction goes on.
+  if (absl::Status p = fenced.ok() ? PersistEvicted(session) : fenced;
+      fenced.ok() && !p.ok()) {
+    RANGEFS_LOG(ERROR) << "evicted session " << session
+                       << " not recorded: " << p.message();
+  }
   absl::MutexLock lock(&mu_);
   if (!fenced.ok()) {
     // Only on shutdown: keep the locks (safety over availability).

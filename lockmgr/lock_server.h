@@ -11,6 +11,7 @@
 #ifndef RANGEFS_LOCKMGR_LOCK_SERVER_H_
 #define RANGEFS_LOCKMGR_LOCK_SERVER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -18,6 +19,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -58,6 +60,10 @@ struct LockServerOptions {
   uint64_t grace_ms = 0;
   // Timer resolution for leases, deadlines and the grace period.
   uint64_t tick_ms = 10;
+  // Where the evicted session ids are kept across restarts (appended and
+  // synced at each eviction; "": in memory only). An evicted id is refused
+  // for ever, also by a restarted lockd.
+  std::string evicted_path;
 };
 
 class LockServer {
@@ -148,8 +154,18 @@ class LockServer {
   std::map<std::string, uint64_t> counters_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
+  // Appends `session` to options_.evicted_path and syncs it.
+  absl::Status PersistEvicted(uint64_t session);
+
   std::thread timer_;
   std::thread evictor_;
+  // Each eviction runs on a thread of its own (one waiting for a server
+  // must not hold up the others): EvictionLoop's, joined once done.
+  struct Evicting {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Evicting> evicting_;  // EvictionLoop's thread only.
 };
 
 }  // namespace rangefs::lockmgr

@@ -4,6 +4,7 @@
 #include <deque>
 #include <thread>
 
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "rpc/channel.h"
 #include "rpc/convert.h"
@@ -152,39 +153,75 @@ absl::Status GrpcFencer::Fence(uint64_t session, const std::string& reason) {
   proto::FenceRequest req;
   req.set_session_id(session);
   req.set_reason(reason);
-  // Every server must acknowledge; an unreachable one is retried, since
-  // handing the locks over before it refuses the session would be unsafe.
-  auto until_acked = [&](const std::string& what, auto call) {
-    for (int attempt = 0; !stopping_; ++attempt) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(2));
-      ctx.set_wait_for_ready(true);
-      proto::FenceReply reply;
-      grpc::Status s = call(&ctx, &reply);
-      if (s.ok() && reply.error().code() == proto::OK) return absl::OkStatus();
-      if (attempt % 10 == 0) {
-        RANGEFS_LOG(WARNING)
-            << "fencing session " << session << " at " << what
-            << " failed, retrying: "
-            << (s.ok() ? reply.error().message() : s.error_message());
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // One attempt at `what`: true when it acknowledged the fence.
+  auto attempt = [&](const std::string& what, auto call,
+                     proto::FenceReply* reply, int tries) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(2));
+    ctx.set_wait_for_ready(true);
+    grpc::Status s = call(&ctx, reply);
+    if (s.ok() && reply->error().code() == proto::OK) return true;
+    if (tries % 10 == 0) {
+      RANGEFS_LOG(WARNING) << "fencing session " << session << " at " << what
+                           << " failed, retrying: "
+                           << (s.ok() ? reply->error().message()
+                                      : s.error_message());
     }
-    return absl::UnavailableError("shutting down");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return false;
   };
-  absl::Status s = until_acked(
-      meta_address_, [&](grpc::ClientContext* c, proto::FenceReply* r) {
-        return meta_->Fence(c, req, r);
-      });
-  if (!s.ok()) return s;
+  // The metadata server records the fence; without it nothing goes on (no
+  // node can commit or open anything without it either), so it is tried
+  // until it answers.
+  proto::FenceReply meta_reply;
+  for (int tries = 0;; ++tries) {
+    if (stopping_) return absl::UnavailableError("shutting down");
+    if (attempt(
+            meta_address_,
+            [&](grpc::ClientContext* c, proto::FenceReply* r) {
+              return meta_->Fence(c, req, r);
+            },
+            &meta_reply, tries)) {
+      break;
+    }
+  }
+  const auto recorded = std::chrono::steady_clock::now();
+  // Every data server learns the fence from the metadata server and takes
+  // no writes once a fence lease has passed without learning it
+  // (server/data/fence_sync.h). So a data server that does not answer here
+  // is waited for only until a lease and a half has passed since the
+  // fence was recorded; a metadata server without leases (0) has every
+  // data server waited for.
+  const uint64_t lease_ms = meta_reply.fence_lease_ms();
+  const auto until = recorded + std::chrono::milliseconds(lease_ms * 3 / 2);
+  std::vector<std::string> unreached;
   for (auto& target : data_) {
     proto::DataService::Stub* stub = target.second.get();
-    s = until_acked(target.first,
-                    [&](grpc::ClientContext* c, proto::FenceReply* r) {
-                      return stub->Fence(c, req, r);
-                    });
-    if (!s.ok()) return s;
+    bool acked = false;
+    for (int tries = 0; !acked; ++tries) {
+      if (stopping_) return absl::UnavailableError("shutting down");
+      if (lease_ms != 0 && std::chrono::steady_clock::now() >= until) break;
+      proto::FenceReply r;
+      acked = attempt(
+          target.first,
+          [&](grpc::ClientContext* c, proto::FenceReply* rep) {
+            return stub->Fence(c, req, rep);
+          },
+          &r, tries);
+    }
+    if (!acked) unreached.push_back(target.first);
+  }
+  if (!unreached.empty()) {
+    std::this_thread::sleep_until(until);
+    unreached_fences_ += unreached.size();
+    RANGEFS_LOG(WARNING)
+        << "session " << session << ": data server(s) "
+        << absl::StrJoin(unreached, ", ")
+        << " did not answer the fence; it is recorded at the metadata "
+           "server, from which they learn it, and they take no writes until "
+           "they have (their fence lease of "
+        << lease_ms << " ms has passed): going on";
   }
   return absl::OkStatus();
 }

@@ -50,8 +50,14 @@ class LockServiceImpl final : public proto::LockService::CallbackService {
 class GrpcFencer : public Fencer {
  public:
   explicit GrpcFencer(const ClusterConfig& config);
+  // The metadata server first (until it answers), then every data server;
+  // one that does not answer is given up on once a fence lease and a half
+  // has passed since the metadata server recorded the fence
+  // (docs/lock-manager.md, "Fencing a server lockd cannot reach").
   absl::Status Fence(uint64_t session, const std::string& reason) override;
   void Shutdown() { stopping_ = true; }
+  // Fences that went on without some data server's answer.
+  uint64_t unreached_fences() const { return unreached_fences_; }
 
  private:
   std::unique_ptr<proto::MetaService::Stub> meta_;
@@ -59,6 +65,7 @@ class GrpcFencer : public Fencer {
       data_;
   std::string meta_address_;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> unreached_fences_{0};
 };
 
 }  // namespace rangefs::lockmgr

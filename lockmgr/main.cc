@@ -29,7 +29,8 @@ ABSL_FLAG(std::string, cluster, "", "cluster configuration (file or text)");
 ABSL_FLAG(uint32_t, shard, 0, "this shard's index in the lockd list");
 ABSL_FLAG(std::string, listen, "",
           "address to serve on (default: from the cluster)");
-ABSL_FLAG(std::string, dir, "", "state directory (restart detection)");
+ABSL_FLAG(std::string, dir, "",
+          "state directory (restart detection, evicted session ids)");
 ABSL_FLAG(uint64_t, callback_timeout_ms, 10000,
           "evict a holder that does not answer a callback within this");
 ABSL_FLAG(uint64_t, grace_ms, 5000, "replay period after a restart");
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   std::string dir = absl::GetFlag(FLAGS_dir);
   if (!dir.empty()) {
     mkdir(dir.c_str(), 0755);
+    options.evicted_path = dir + "/evicted";
     std::string marker = dir + "/started";
     // A marker from an earlier run means nodes may hold locks: replay them.
     if (access(marker.c_str(), F_OK) == 0) {

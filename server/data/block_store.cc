@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <utility>
@@ -18,6 +19,13 @@
 #include "common/status.h"
 
 namespace rangefs::data {
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 namespace {
 
 absl::Status ErrnoError(Errc code, const std::string& what) {
@@ -123,6 +131,22 @@ absl::Status BlockStore::CheckFence(uint64_t session) const {
   return absl::OkStatus();
 }
 
+absl::Status BlockStore::CheckFenceLease() const {
+  if (SteadyNs() < lease_until_ns_.load(std::memory_order_acquire)) {
+    return absl::OkStatus();
+  }
+  ++lease_refusals_;
+  return MakeError(Errc::kBusy,
+                   "this data server has not reached the metadata server "
+                   "within its fence lease: it takes no writes until it has "
+                   "caught up with the fences");
+}
+
+void BlockStore::SetFenceLease(int64_t until_ns, uint64_t seq) {
+  fence_seq_.store(seq);
+  lease_until_ns_.store(until_ns, std::memory_order_release);
+}
+
 absl::StatusOr<std::string> BlockStore::Read(uint64_t session, uint64_t offset,
                                              uint64_t length) {
   if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
@@ -180,6 +204,7 @@ absl::Status BlockStore::Write(uint64_t session, uint64_t offset,
   if (absl::Status s = FaultPoint("data.write"); !s.ok()) return s;
   absl::ReaderMutexLock lock(&fence_mu_);
   if (absl::Status s = CheckFence(session); !s.ok()) return s;
+  if (absl::Status s = CheckFenceLease(); !s.ok()) return s;
   int fd = FdFor(offset, data.size(), data.data());
   uint64_t done = 0;
   while (done < data.size()) {
@@ -200,6 +225,7 @@ absl::Status BlockStore::Write(uint64_t session, uint64_t offset,
 absl::Status BlockStore::Flush(uint64_t session) {
   absl::ReaderMutexLock lock(&fence_mu_);
   if (absl::Status s = CheckFence(session); !s.ok()) return s;
+  if (absl::Status s = CheckFenceLease(); !s.ok()) return s;
   if (fdatasync(fd_) != 0) return ErrnoError(Errc::kIoError, "fdatasync");
   return absl::OkStatus();
 }
@@ -264,6 +290,9 @@ BlockStoreStats BlockStore::Stats() const {
   s.reads = reads_;
   s.writes = writes_;
   s.fenced_refusals = fenced_refusals_;
+  s.lease_refusals = lease_refusals_;
+  s.fence_lease_held = SteadyNs() < lease_until_ns_.load();
+  s.fence_seq = fence_seq_;
   absl::ReaderMutexLock lock(&fence_mu_);
   s.fenced = fenced_;
   return s;

@@ -32,6 +32,9 @@
 
 namespace rangefs::data {
 
+// CLOCK_MONOTONIC in nanoseconds: the clock of fence leases.
+int64_t SteadyNs();
+
 // Largest read or write in one call.
 inline constexpr uint64_t kMaxIo = 4ull << 20;
 
@@ -42,6 +45,10 @@ struct BlockStoreStats {
   uint64_t reads = 0;
   uint64_t writes = 0;
   uint64_t fenced_refusals = 0;
+  // Writes refused because the fence lease had run out (SetFenceLease).
+  uint64_t lease_refusals = 0;
+  bool fence_lease_held = true;  // Writes are taken (SetFenceLease).
+  uint64_t fence_seq = 0;  // The last fence learnt from the metadata server.
   std::set<uint64_t> fenced;
 };
 
@@ -80,6 +87,13 @@ class BlockStore {
   absl::Status Flush(uint64_t session);
   // Fences `session` durably; idempotent.
   absl::Status Fence(uint64_t session);
+  // Writes (and flushes) are taken only before `until_ns` (CLOCK_MONOTONIC):
+  // the end of the fence lease of the server's last completed fence sync
+  // with the metadata server (FenceSync), after which lockd may hand an
+  // evicted session's locks to others without this server's own answer.
+  // Until the first call no lease is needed (a store used alone). `seq`:
+  // the metadata server's last fence, now applied here.
+  void SetFenceLease(int64_t until_ns, uint64_t seq);
 
   uint64_t size() const { return size_; }
   bool direct_io() const { return direct_fd_ >= 0; }
@@ -92,6 +106,8 @@ class BlockStore {
   // The descriptor for a write of `length` bytes at `offset` from `buf`.
   int FdFor(uint64_t offset, uint64_t length, const void* buf) const;
   absl::Status CheckRange(uint64_t offset, uint64_t length) const;
+  // BUSY once the fence lease has run out (clients retry a while).
+  absl::Status CheckFenceLease() const;
   // Requires fence_mu_ held (shared or exclusive).
   absl::Status CheckFence(uint64_t session) const
       ABSL_SHARED_LOCKS_REQUIRED(fence_mu_);
@@ -112,6 +128,9 @@ class BlockStore {
   std::atomic<uint64_t> reads_{0};
   std::atomic<uint64_t> writes_{0};
   mutable std::atomic<uint64_t> fenced_refusals_{0};
+  mutable std::atomic<uint64_t> lease_refusals_{0};
+  std::atomic<int64_t> lease_until_ns_{INT64_MAX};  // SetFenceLease.
+  std::atomic<uint64_t> fence_seq_{0};
 };
 
 }  // namespace rangefs::data

@@ -60,6 +60,9 @@ grpc::ServerUnaryReactor* DataServiceImpl::Stats(
     reply->set_reads(s.reads);
     reply->set_writes(s.writes);
     reply->set_fenced_refusals(s.fenced_refusals);
+    reply->set_lease_refusals(s.lease_refusals);
+    reply->set_fence_lease_held(s.fence_lease_held);
+    reply->set_fence_seq(s.fence_seq);
     for (uint64_t f : s.fenced) reply->add_fenced_sessions(f);
   });
 }

@@ -20,6 +20,7 @@
 #include "server/data/block_store.h"
 #include "server/data/bulk_server.h"
 #include "server/data/data_service.h"
+#include "server/data/fence_sync.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7101", "address to serve on");
 ABSL_FLAG(std::string, dir, "", "state directory (device file, fence list)");
@@ -30,6 +31,10 @@ ABSL_FLAG(uint64_t, size, 0,
 ABSL_FLAG(int, threads, 8, "I/O threads");
 ABSL_FLAG(bool, direct_io, true,
           "aligned writes bypass the server's page cache (O_DIRECT)");
+ABSL_FLAG(std::string, meta, "",
+          "the metadata server's address (required): this server learns the "
+          "fences from it and takes writes only while it keeps up "
+          "(docs/lock-manager.md)");
 ABSL_FLAG(std::string, bulk_listen, "",
           "address to serve the bulk protocol on (block reads and writes "
           "beside gRPC; the cluster configuration's bulk=HOST:PORT)");
@@ -49,6 +54,12 @@ int main(int argc, char** argv) {
     RANGEFS_LOG(ERROR) << "--dir is required";
     return 2;
   }
+  const std::string meta = absl::GetFlag(FLAGS_meta);
+  if (meta.empty()) {
+    RANGEFS_LOG(ERROR) << "--meta is required (the metadata server's "
+                          "address: fences are learnt from it)";
+    return 2;
+  }
   auto store = data::BlockStore::Open(dir, absl::GetFlag(FLAGS_size),
                                       absl::GetFlag(FLAGS_device),
                                       absl::GetFlag(FLAGS_direct_io));
@@ -57,6 +68,7 @@ int main(int argc, char** argv) {
                        << store.status().message();
     return 1;
   }
+  data::FenceSync fence_sync(store->get(), meta);
   ThreadPool pool(absl::GetFlag(FLAGS_threads));
   std::string listen = absl::GetFlag(FLAGS_listen);
   data::DataServiceImpl service(store->get(), &pool,

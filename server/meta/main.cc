@@ -35,6 +35,12 @@ ABSL_FLAG(std::string, devices, "",
 ABSL_FLAG(int, threads, 32,
           "handler threads (concurrent requests share one synced write)");
 
+ABSL_FLAG(uint64_t, fence_lease_ms, 5000,
+          "how long a data server may take writes after it last learnt the "
+          "fences from this server; lockd waits this long (and half again) "
+          "for a data server it cannot reach before it hands an evicted "
+          "node's locks over");
+
 namespace rangefs::meta {
 namespace {
 
@@ -77,8 +83,15 @@ int Main() {
   }
   ThreadPool pool(absl::GetFlag(FLAGS_threads));
   std::string listen = absl::GetFlag(FLAGS_listen);
+  const uint64_t fence_lease_ms = absl::GetFlag(FLAGS_fence_lease_ms);
+  if (fence_lease_ms < 100 || fence_lease_ms > 600000) {
+    RANGEFS_LOG(ERROR) << "--fence_lease_ms " << fence_lease_ms
+                       << " is not in 100..600000";
+    return 2;
+  }
   MetaServiceImpl service(server->get(), &pool,
-                          absl::StrCat("rangefs-meta ", listen));
+                          absl::StrCat("rangefs-meta ", listen),
+                          fence_lease_ms);
   int port = 0;
   auto grpc_server = rpc::StartServer(listen, {&service}, &port);
   if (!grpc_server.ok()) {

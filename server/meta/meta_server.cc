@@ -261,12 +261,23 @@ absl::Status MetaServer::Load(const std::vector<DeviceInfo>& extra) {
                      return true;
                    });
   if (!s.ok()) return s;
+  // A fence's value is its sequence number (none in stores older than
+  // the numbers: those get numbers after the rest, in session order).
+  std::vector<uint64_t> unnumbered;
   s = store_->Scan(Cf::kMeta, "fence/", "fence0",
-                   [&](absl::string_view k, absl::string_view) {
+                   [&](absl::string_view k, absl::string_view v) {
                      seq_mu_.AssertHeld();
-                     if (k.size() == 14) fenced_.insert(LoadBE64(k.data() + 6));
+                     if (k.size() != 14) return true;
+                     const uint64_t session = LoadBE64(k.data() + 6);
+                     if (v.size() == 8) {
+                       fenced_[session] = LoadBE64(v.data());
+                       fence_seq_ = std::max(fence_seq_, fenced_[session]);
+                     } else {
+                       unnumbered.push_back(session);
+                     }
                      return true;
                    });
+  for (uint64_t session : unnumbered) fenced_[session] = ++fence_seq_;
   return s;
 }
 
@@ -497,8 +508,10 @@ absl::Status MetaServer::Fence(uint64_t session) {
     if (absl::Status ls = op.LockSeq(); !ls.ok()) return ls;
     seq_mu_.AssertHeld();
     if (fenced_.count(session) == 0) {
-      fenced_.insert(session);
-      op.batch().Put(Cf::kMeta, FenceKey(session), "");
+      fenced_[session] = ++fence_seq_;
+      std::string seq;
+      PutBE64(&seq, fence_seq_);
+      op.batch().Put(Cf::kMeta, FenceKey(session), seq);
     }
     if (leases_.erase(session) > 0) {
       op.batch().Delete(Cf::kMeta, LeaseKey(session));
@@ -536,7 +549,18 @@ bool MetaServer::IsFenced(uint64_t session) {
 
 std::vector<uint64_t> MetaServer::fenced_sessions() {
   absl::MutexLock lock(&seq_mu_);
-  return std::vector<uint64_t>(fenced_.begin(), fenced_.end());
+  std::vector<uint64_t> out;
+  for (const auto& [session, seq] : fenced_) out.push_back(session);
+  return out;
+}
+
+uint64_t MetaServer::FencesAfter(uint64_t after_seq,
+                                 std::vector<uint64_t>* sessions) {
+  absl::MutexLock lock(&seq_mu_);
+  for (const auto& [session, seq] : fenced_) {
+    if (seq > after_seq) sessions->push_back(session);
+  }
+  return fence_seq_;
 }
 
 std::vector<DeviceInfo> MetaServer::devices() const {

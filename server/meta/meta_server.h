@@ -238,6 +238,9 @@ class MetaServer {
   const std::string& fs_id() const { return fs_id_; }
   std::vector<DeviceInfo> devices() const;
   std::vector<uint64_t> fenced_sessions();
+  // The sessions fenced after sequence number `after_seq` into *sessions;
+  // returns the last fence's sequence number (each fence gets the next).
+  uint64_t FencesAfter(uint64_t after_seq, std::vector<uint64_t>* sessions);
   MetaCounters counters();
   MetaStore* store() { return store_.get(); }
 
@@ -320,7 +323,9 @@ class MetaServer {
   std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> leases_
       ABSL_GUARDED_BY(seq_mu_);
   uint64_t inode_count_ ABSL_GUARDED_BY(seq_mu_) = 0;
-  std::set<uint64_t> fenced_ ABSL_GUARDED_BY(seq_mu_);
+  // Fenced sessions, each with its fence's sequence number.
+  std::map<uint64_t, uint64_t> fenced_ ABSL_GUARDED_BY(seq_mu_);
+  uint64_t fence_seq_ ABSL_GUARDED_BY(seq_mu_) = 0;
   std::vector<DeviceInfo> devices_ ABSL_GUARDED_BY(seq_mu_);
   MetaCounters counters_ ABSL_GUARDED_BY(seq_mu_);
 };

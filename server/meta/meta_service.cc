@@ -401,6 +401,18 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Fence(
     proto::FenceReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
     ToProto(server_->Fence(req->session_id()), reply->mutable_error());
+    reply->set_fence_lease_ms(fence_lease_ms_);
+  });
+}
+
+grpc::ServerUnaryReactor* MetaServiceImpl::FenceList(
+    grpc::CallbackServerContext* ctx, const proto::FenceListRequest* req,
+    proto::FenceListReply* reply) {
+  return RunOnPool(pool_, ctx, [=] {
+    std::vector<uint64_t> sessions;
+    reply->set_seq(server_->FencesAfter(req->after_seq(), &sessions));
+    for (uint64_t s : sessions) reply->add_session_ids(s);
+    reply->set_fence_lease_ms(fence_lease_ms_);
   });
 }
 

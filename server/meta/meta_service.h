@@ -15,9 +15,17 @@ namespace rangefs::meta {
 
 class MetaServiceImpl final : public proto::MetaService::CallbackService {
  public:
+  // How long a data server may take writes after it last asked for the
+  // fences (FenceList; docs/lock-manager.md): the default.
+  static constexpr uint64_t kDefaultFenceLeaseMs = 5000;
+
   // `server` and `pool` must outlive the service.
-  MetaServiceImpl(MetaServer* server, ThreadPool* pool, std::string name)
-      : server_(server), pool_(pool), name_(std::move(name)) {}
+  MetaServiceImpl(MetaServer* server, ThreadPool* pool, std::string name,
+                  uint64_t fence_lease_ms = kDefaultFenceLeaseMs)
+      : server_(server),
+        pool_(pool),
+        name_(std::move(name)),
+        fence_lease_ms_(fence_lease_ms) {}
 
 #define RANGEFS_META_RPC(Method, Request, Reply)                     \
   grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* ctx, \
@@ -50,6 +58,7 @@ class MetaServiceImpl final : public proto::MetaService::CallbackService {
   RANGEFS_META_RPC(ListXattr, XattrRequest, XattrReply)
   RANGEFS_META_RPC(RemoveXattr, XattrRequest, XattrReply)
   RANGEFS_META_RPC(Fence, FenceRequest, FenceReply)
+  RANGEFS_META_RPC(FenceList, FenceListRequest, FenceListReply)
   RANGEFS_META_RPC(Fsck, FsckRequest, FsckReply)
   RANGEFS_META_RPC(Status, StatFsRequest, StatusReply)
   RANGEFS_META_RPC(Ping, PingRequest, PingReply)
@@ -65,6 +74,7 @@ class MetaServiceImpl final : public proto::MetaService::CallbackService {
   MetaServer* const server_;
   ThreadPool* const pool_;
   const std::string name_;
+  const uint64_t fence_lease_ms_;
 };
 
 }  // namespace rangefs::meta

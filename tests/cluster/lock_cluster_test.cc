@@ -184,10 +184,10 @@ class LockClusterTest : public ::testing::Test {
     EXPECT_TRUE(stub->Dump(&ctx, req, &reply).ok());
     return reply;
   }
-  // Writes one byte to data server 0 as `session`: the error code.
-  proto::ErrorCode WriteAs(uint64_t session) {
+  // Writes one byte to data server `d` as `session`: the error code.
+  proto::ErrorCode WriteAs(uint64_t session, int d = 0) {
     auto stub = proto::DataService::NewStub(
-        rpc::MakeChannel(cluster_->data_address(0)));
+        rpc::MakeChannel(cluster_->data_address(d)));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::seconds(5));
@@ -491,6 +491,34 @@ TEST_F(LockClusterTest, StoppedNodeLosesItsLocksWhenTheLeaseExpires) {
   node.Signal(SIGCONT);
   // It learns it was evicted and drops what it cached.
   EXPECT_NE(node.Expect("hook lost", 10000), "");
+  b->Unlock(*l);
+}
+
+// A data server lockd cannot reach (stopped) does not keep an evicted
+// node's locks for ever: lockd goes on once the fence lease has passed
+// since the metadata server recorded the fence, and the data server, once
+// back, has the fence before it takes a write.
+TEST_F(LockClusterTest, UnreachableDataServerDoesNotStallAnEviction) {
+  LocalClusterOptions o;
+  o.fence_lease_ms = 1000;
+  StartCluster(o);
+  NodeProcess node;
+  ASSERT_TRUE(node.Start(cluster_->config(), {"--lease_ms=600", "--name=gone"},
+                         cluster_->dir() + "/gone.log"));
+  node.Send("lock x inval 12 0 4096 ex");
+  ASSERT_EQ(node.Expect("ok x"), "ok x");
+  cluster_->SignalData(1, SIGSTOP);
+  node.Signal(SIGKILL);
+  RecordingHooks hb;
+  auto b = Node("b", &hb);
+  auto l = b->Lock(Inval(12), {0, kPage}, LockMode::kEx, 1, false, 20000);
+  std::string why;
+  cluster_->SignalData(1, SIGCONT);
+  ASSERT_TRUE(l.ok()) << l.status() << cluster_->LogTail("lockd0");
+  EXPECT_EQ(WriteAs(node.session(), 0), proto::FENCED);
+  ASSERT_TRUE(cluster_->WaitDataWrites(1, &why)) << why;
+  EXPECT_EQ(WriteAs(node.session(), 1), proto::FENCED);
+  EXPECT_GE(Dump().counters().at("evictions"), 1u);
   b->Unlock(*l);
 }
 

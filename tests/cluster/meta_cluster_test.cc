@@ -31,6 +31,7 @@ using testing::Tail;
 
 constexpr uint64_t kSession = 11;
 constexpr uint64_t kDeviceSize = 64 << 20;
+constexpr uint64_t kFenceLeaseMs = 1000;
 constexpr uint64_t kRoot = 1;
 
 std::unique_ptr<grpc::ClientContext> Ctx(int ms = 5000) {
@@ -43,16 +44,31 @@ std::unique_ptr<grpc::ClientContext> Ctx(int ms = 5000) {
 class MetaClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    meta_port_ = FreePort();
     for (int d = 0; d < 2; ++d) {
       data_port_[d] = FreePort();
       StartData(d);
     }
-    meta_port_ = FreePort();
     StartMeta();
     for (int d = 0; d < 2; ++d) {
       data_[d] = proto::DataService::NewStub(
           rpc::MakeChannel("127.0.0.1:" + std::to_string(data_port_[d])));
+      ASSERT_TRUE(WaitForLease(d, true));
     }
+  }
+
+  // Until data server `d` takes writes (`held`) or not: 20 s at most.
+  bool WaitForLease(int d, bool held) {
+    for (int i = 0; i < 1000; ++i) {
+      proto::DataStatsRequest req;
+      proto::DataStatsReply reply;
+      if (data_[d]->Stats(Ctx().get(), req, &reply).ok() &&
+          reply.fence_lease_held() == held) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
   }
 
   void StartData(int d) {
@@ -60,7 +76,8 @@ class MetaClusterTest : public ::testing::Test {
     ASSERT_TRUE(data_proc_[d].Start(
         {BinDir() + "/server/rangefs-data", "--listen",
          "127.0.0.1:" + std::to_string(data_port_[d]), "--dir", dir_.Sub(name),
-         "--size", std::to_string(kDeviceSize)},
+         "--size", std::to_string(kDeviceSize), "--meta",
+         "127.0.0.1:" + std::to_string(meta_port_)},
         dir_.Sub(name + ".log")));
   }
 
@@ -74,7 +91,8 @@ class MetaClusterTest : public ::testing::Test {
     ASSERT_TRUE(meta_proc_.Start(
         {BinDir() + "/server/rangefs-meta", "--listen",
          "127.0.0.1:" + std::to_string(meta_port_), "--dir", dir_.Sub("meta"),
-         "--fs_id", "clustertest", "--devices", devices},
+         "--fs_id", "clustertest", "--devices", devices, "--fence_lease_ms",
+         std::to_string(kFenceLeaseMs)},
         dir_.Sub("meta.log")));
     meta_ = proto::MetaService::NewStub(
         rpc::MakeChannel("127.0.0.1:" + std::to_string(meta_port_)));
@@ -346,6 +364,53 @@ TEST_F(MetaClusterTest, FencedSessionIsRefusedByDataAndMetaServers) {
   ctx->set_wait_for_ready(true);
   ASSERT_TRUE(data_[0]->Write(ctx.get(), w, &wr).ok());
   EXPECT_EQ(wr.error().code(), proto::FENCED);
+}
+
+// A fence recorded only at the metadata server (lockd could not reach the
+// data server) reaches the data server through its fence sync.
+TEST_F(MetaClusterTest, DataServersLearnFencesFromTheMetadataServer) {
+  proto::FenceRequest f;
+  f.set_session_id(kSession + 7);
+  proto::FenceReply fr;
+  ASSERT_TRUE(meta_->Fence(Ctx().get(), f, &fr).ok());
+  EXPECT_EQ(fr.fence_lease_ms(), kFenceLeaseMs);
+  proto::WriteRequest w;
+  w.set_session_id(kSession + 7);
+  w.set_offset(0);
+  w.set_data("late");
+  proto::WriteReply wr;
+  for (int d = 0; d < 2; ++d) {
+    bool refused = false;
+    for (int i = 0; i < 200 && !refused; ++i) {
+      ASSERT_TRUE(data_[d]->Write(Ctx().get(), w, &wr).ok());
+      refused = wr.error().code() == proto::FENCED;
+      if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_TRUE(refused) << "data server " << d << " never learnt the fence";
+  }
+}
+
+// A data server that cannot reach the metadata server for its fence lease
+// takes no writes (it might be missing a fence), and takes them again once
+// it has caught up.
+TEST_F(MetaClusterTest,
+       DataServerOutOfTouchWithTheMetadataServerTakesNoWrites) {
+  proto::WriteRequest w;
+  w.set_session_id(kSession);
+  w.set_offset(0);
+  w.set_data(std::string(4096, 'w'));
+  proto::WriteReply wr;
+  ASSERT_TRUE(data_[0]->Write(Ctx().get(), w, &wr).ok());
+  ASSERT_EQ(wr.error().code(), proto::OK);
+  meta_proc_.Signal(SIGSTOP);
+  const bool ran_out = WaitForLease(0, false);
+  ASSERT_TRUE(data_[0]->Write(Ctx().get(), w, &wr).ok());
+  meta_proc_.Signal(SIGCONT);
+  ASSERT_TRUE(ran_out);
+  EXPECT_EQ(wr.error().code(), proto::BUSY) << wr.error().message();
+  ASSERT_TRUE(WaitForLease(0, true));
+  ASSERT_TRUE(data_[0]->Write(Ctx().get(), w, &wr).ok());
+  EXPECT_EQ(wr.error().code(), proto::OK);
 }
 
 TEST_F(MetaClusterTest, KillNineOfMetaLosesNothingAcknowledged) {

@@ -3,7 +3,11 @@
 // only handed over after the fence is acknowledged.
 #include "lockmgr/lock_server.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -67,15 +71,28 @@ class FakeSink : public SessionSink {
 class FakeFencer : public Fencer {
  public:
   absl::Status Fence(uint64_t session, const std::string&) override {
-    absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(
-        +[](bool* h) { return !*h; }, &hold_));
+    mu_.Lock();
+    while (hold_ || held_.count(session) != 0) {
+      mu_.Unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      mu_.Lock();
+    }
     fenced_.push_back(session);
+    mu_.Unlock();
     return absl::OkStatus();
   }
+  // Every fence (or only that of `session`) waits while held.
   void Hold(bool h) {
     absl::MutexLock l(&mu_);
     hold_ = h;
+  }
+  void HoldSession(uint64_t session, bool h) {
+    absl::MutexLock l(&mu_);
+    if (h) {
+      held_.insert(session);
+    } else {
+      held_.erase(session);
+    }
   }
   std::vector<uint64_t> fenced() {
     absl::MutexLock l(&mu_);
@@ -84,8 +101,9 @@ class FakeFencer : public Fencer {
 
  private:
   absl::Mutex mu_;
-  bool hold_ = false;
-  std::vector<uint64_t> fenced_;
+  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<uint64_t> held_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> fenced_ ABSL_GUARDED_BY(mu_);
 };
 
 proto::NodeMessage Acquire(uint64_t session, uint64_t request,
@@ -199,6 +217,56 @@ TEST_F(LockServerTest, UnansweredCallbackEvictsAfterFencing) {
   proto::Hello h;
   h.set_session_id(1);
   EXPECT_FALSE(server_->Attach(h, &again));
+}
+
+// An eviction whose fence waits (a server lockd cannot reach) holds up no
+// other eviction: each has its own thread.
+TEST_F(LockServerTest, AFenceThatWaitsHoldsUpNoOtherEviction) {
+  Start();
+  Open(1, &a_, /*lease_ms=*/200);
+  fencer_.HoldSession(1, true);
+  // Session 1 falls silent first: its eviction starts and waits.
+  for (int i = 0; i < 100 && server_->Counters()["evictions"] == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(server_->Counters()["evictions"], 1u);
+  Open(2, &b_, /*lease_ms=*/200);
+  EXPECT_TRUE(b_.WaitFor(
+      [](const proto::ServerMessage& m) { return m.has_evicted(); }));
+  EXPECT_EQ(fencer_.fenced(), std::vector<uint64_t>{2});
+  EXPECT_FALSE(a_.closed());
+  fencer_.HoldSession(1, false);
+  EXPECT_TRUE(a_.WaitFor(
+      [](const proto::ServerMessage& m) { return m.has_evicted(); }));
+}
+
+// Evicted ids are kept in options.evicted_path: a restarted lockd refuses
+// them too.
+TEST_F(LockServerTest, EvictedSessionIdsSurviveARestart) {
+  char tmpl[] = "/tmp/rangefs-evicted.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  LockServerOptions o;
+  o.evicted_path = std::string(tmpl) + "/evicted";
+  Start(o);
+  Open(1, &a_, /*lease_ms=*/200);
+  Open(2, &b_);
+  ASSERT_TRUE(a_.WaitFor(
+      [](const proto::ServerMessage& m) { return m.has_evicted(); }));
+  server_.reset();
+  Start(o);  // A restart.
+  FakeSink again;
+  proto::Hello h;
+  h.set_session_id(1);
+  h.set_lease_ms(60000);
+  EXPECT_FALSE(server_->Attach(h, &again));
+  EXPECT_TRUE(again.WaitFor(
+      [](const proto::ServerMessage& m) { return m.has_evicted(); }));
+  FakeSink other;
+  h.set_session_id(2);
+  EXPECT_TRUE(server_->Attach(h, &other));  // Not evicted: welcome.
+  server_.reset();
+  unlink(o.evicted_path.c_str());
+  rmdir(tmpl);
 }
 
 TEST_F(LockServerTest, SilentNodeIsEvictedWhenItsLeaseExpires) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "proto/data.grpc.pb.h"
 #include "proto/lock.grpc.pb.h"
@@ -141,19 +142,24 @@ void LocalCluster::StopAll() {
 bool LocalCluster::StartOnce(std::string* why) {
   std::string devices;
   for (int i = 0; i < options_.data_servers; ++i) {
-    std::string name = "data" + std::to_string(i);
-    data_[i]->Start(
-        {BinDir() + "/server/rangefs-data", "--listen", data_address(i),
-         "--bulk_listen", bulk_address(i), "--dir", dir_.Sub(name), "--size",
-         std::to_string(options_.device_size)},
-        dir_.Sub(name + ".log"));
+    StartData(i);
     devices += (i ? "," : "") + std::to_string(i) + "=" + data_address(i) +
                ":" + std::to_string(options_.device_size);
   }
-  meta_.Start(
-      {BinDir() + "/server/rangefs-meta", "--listen", meta_address(), "--dir",
-       dir_.Sub("meta"), "--fs_id", "test", "--devices", devices},
-      dir_.Sub("meta.log"));
+  std::vector<std::string> meta_args = {BinDir() + "/server/rangefs-meta",
+                                        "--listen",
+                                        meta_address(),
+                                        "--dir",
+                                        dir_.Sub("meta"),
+                                        "--fs_id",
+                                        "test",
+                                        "--devices",
+                                        devices};
+  if (options_.fence_lease_ms != 0) {
+    meta_args.push_back("--fence_lease_ms");
+    meta_args.push_back(std::to_string(options_.fence_lease_ms));
+  }
+  meta_.Start(meta_args, dir_.Sub("meta.log"));
   for (int i = 0; i < options_.lockd_shards; ++i) StartLockd(i);
   for (int i = 0; i < options_.data_servers; ++i) {
     auto stub = proto::DataService::NewStub(rpc::MakeChannel(data_address(i)));
@@ -170,7 +176,44 @@ bool LocalCluster::StartOnce(std::string* why) {
   for (int i = 0; i < options_.lockd_shards; ++i) {
     if (!WaitLockd(i, why)) return false;
   }
+  for (int i = 0; i < options_.data_servers; ++i) {
+    if (!WaitDataWrites(i, why)) return false;
+  }
   return true;
+}
+
+void LocalCluster::StartData(int i) {
+  std::string name = "data" + std::to_string(i);
+  data_[i]->Start(
+      {BinDir() + "/server/rangefs-data", "--listen", data_address(i),
+       "--bulk_listen", bulk_address(i), "--dir", dir_.Sub(name), "--size",
+       std::to_string(options_.device_size), "--meta", meta_address()},
+      dir_.Sub(name + ".log"));
+}
+
+void LocalCluster::StopData(int i, int sig) { data_[i]->Stop(sig); }
+
+void LocalCluster::SignalData(int i, int sig) { data_[i]->Signal(sig); }
+
+bool LocalCluster::WaitDataWrites(int i, std::string* why) {
+  auto stub = proto::DataService::NewStub(rpc::MakeChannel(data_address(i)));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(500));
+    ctx.set_wait_for_ready(true);
+    proto::DataStatsRequest req;
+    proto::DataStatsReply reply;
+    if (stub->Stats(&ctx, req, &reply).ok() && reply.fence_lease_held()) {
+      return true;
+    }
+    if (!data_[i]->running()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  *why = "data server " + std::to_string(i) +
+         " does not take writes: " + LogTail("data" + std::to_string(i));
+  return false;
 }
 
 std::vector<std::string> LocalCluster::Fsck() const {

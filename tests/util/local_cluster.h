@@ -20,6 +20,8 @@ struct LocalClusterOptions {
   uint64_t device_size = 256ull << 20;
   uint64_t callback_timeout_ms = 10000;
   uint64_t grace_ms = 1000;
+  // The metadata server's --fence_lease_ms (0: its default).
+  uint64_t fence_lease_ms = 0;
 };
 
 class LocalCluster {
@@ -37,6 +39,13 @@ class LocalCluster {
   const std::string& dir() const { return dir_.path(); }
 
   void StartLockd(int shard);
+  // Data server `i`: start it (on its address, with its data), stop it
+  // with `sig`, and wait until it takes writes (it has learnt the fences
+  // from the metadata server: docs/lock-manager.md).
+  void StartData(int i);
+  void StopData(int i, int sig);
+  void SignalData(int i, int sig);  // Without waiting (SIGSTOP, SIGCONT).
+  bool WaitDataWrites(int i, std::string* why);
   // Sends `sig` to lockd shard `shard` and waits for it to exit.
   void StopLockd(int shard, int sig);
   bool WaitLockd(int shard, std::string* why);
