@@ -661,6 +661,17 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fi->flock_release) C(req).ReleaseLocks(ino, fi->lock_owner, true);
+  std::set<uint64_t> owners;
+  {
+    Mount& m = M(req);
+    absl::MutexLock lock(&m.owners_mu);
+    auto it = m.lock_owners.find(fi->fh);
+    if (it != m.lock_owners.end()) {
+      owners = std::move(it->second);
+      m.lock_owners.erase(it);
+    }
+  }
+  for (uint64_t owner : owners) C(req).ReleaseLocks(ino, owner, false);
   UndoCaching(req, fi->fh);
   (void)C(req).Close(fi->fh);
   fuse_reply_err(req, 0);
@@ -1047,6 +1058,11 @@ void op_setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
   if (lock->l_start < 0 || lock->l_len < 0) {
     fuse_reply_err(req, EINVAL);
     return;
+  }
+  if (lock->l_type != F_UNLCK) {
+    Mount& m = M(req);
+    absl::MutexLock l(&m.owners_mu);
+    m.lock_owners[fi->fh].insert(fi->lock_owner);
   }
   SetLock(req, ino, fi->lock_owner, static_cast<uint64_t>(lock->l_start),
           LockEnd(*lock), TypeOf(lock->l_type), sleep != 0, false);

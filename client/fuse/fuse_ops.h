@@ -6,7 +6,7 @@
 // node gave it under its INVAL locks, dropped on every callback) unless the
 // mount has kernel_cache=0 or runs single-threaded, in which case files
 // are opened with direct I/O (FOPEN_DIRECT_IO) and every read and write
-// reaches the node. O_DIRECT opens are always direct. docs/fuse.md.
+// reaches the node. docs/fuse.md.
 #ifndef RANGEFS_CLIENT_FUSE_FUSE_OPS_H_
 #define RANGEFS_CLIENT_FUSE_FUSE_OPS_H_
 
@@ -14,6 +14,12 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <cstdint>
+#include <map>
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 #include "client/fuse/kernel_cache.h"
 #include "client/rangefs.h"
@@ -36,6 +42,13 @@ struct Mount {
   unsigned max_read = 0;  // The max_read mount option (0: none).
   // RANGEFS_IOC_SET_FAULT is served (to root): the fault_control option.
   bool fault_control = false;
+  // The lock owners that took fcntl locks through each open file (by
+  // handle): at its release, the last close of the open file description,
+  // they are released. An open file description lock's owner is the
+  // description itself, and the kernel sends nothing else for it at the
+  // last close; a process's POSIX locks went at its close's FLUSH already.
+  absl::Mutex owners_mu;
+  std::map<uint64_t, std::set<uint64_t>> lock_owners ABSL_GUARDED_BY(owners_mu);
 };
 
 // The operations table (userdata: a Mount*).

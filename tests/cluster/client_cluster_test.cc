@@ -588,6 +588,34 @@ TEST_F(ClientClusterTest, DelayedCommitAfterTheExtentsChangedIsStaleAndRedone) {
 // commit: the committed blocks stayed UNWRITTEN (or a hole) in the node's
 // map, and once their pages had left the node's cache they read as zeros
 // (rangefs-fsx through a mount, 8 KiB of zeros at seed 3).
+// Every data server is down for five seconds, half the callback
+// timeout, while another node needs a range this node has dirty: the
+// write-back of the callback waits for them and the data is kept, not
+// dropped after a few quick tries.
+TEST_F(ClientClusterTest, DirtyDataSurvivesDataServersDownForLessThanTheLease) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  ASSERT_TRUE(a && b);
+  uint64_t fa = MustOpen(*a, "/down", O_RDWR | O_CREAT);
+  const std::string data(64 << 10, 'd');
+  MustWrite(*a, fa, data, 0);  // Dirty at a; no fsync.
+  uint64_t fb = MustOpen(*b, "/down", O_RDWR);
+  for (int i = 0; i < 2; ++i) cluster_->StopData(i, SIGKILL);
+  std::string got(data.size(), '\0');
+  absl::StatusOr<size_t> n;
+  std::thread reader([&] { n = b->Read(fb, got.data(), got.size(), 0); });
+  // (Servers start from this thread: a child dies with the thread that
+  // forked it, PR_SET_PDEATHSIG.)
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  for (int i = 0; i < 2; ++i) cluster_->StartData(i);
+  reader.join();
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, data.size());
+  EXPECT_TRUE(got == data) << "b did not read a's data";
+  EXPECT_EQ(a->Stats().lost_dirty_pages, 0u);
+}
+
 TEST_F(ClientClusterTest, AMapAskedBeforeTheNodesOwnCommitIsNotKept) {
   StartCluster();
   auto a = Node("a");

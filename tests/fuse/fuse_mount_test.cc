@@ -762,6 +762,61 @@ TEST_F(FuseMountTest, RecordLocksConflictAcrossMounts) {
   close(fb);
 }
 
+// Open file description locks (F_OFD_*): owned by the open file, not the
+// process. They conflict across mounts, between two descriptions of one
+// process, and go at the last close of their description (not at the close
+// of another descriptor of the file, as POSIX locks do).
+TEST_F(FuseMountTest, OpenFileDescriptionLocksAcrossMounts) {
+  ASSERT_TRUE(WriteFile(P(0, "ofd"), std::string(100, 'o')));
+  int fa = open(P(0, "ofd").c_str(), O_RDWR);
+  int fa2 = open(P(0, "ofd").c_str(), O_RDWR);
+  int fb = open(P(1, "ofd").c_str(), O_RDWR);
+  ASSERT_GE(fa, 0);
+  ASSERT_GE(fa2, 0);
+  ASSERT_GE(fb, 0);
+  struct flock l = {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  l.l_start = 10;
+  l.l_len = 20;
+  ASSERT_EQ(fcntl(fa, F_OFD_SETLK, &l), 0) << strerror(errno);
+  struct flock t = l;
+  t.l_type = F_RDLCK;
+  t.l_start = 15;
+  t.l_len = 1;
+  // Another mount, and another description in this process: refused.
+  EXPECT_EQ(fcntl(fb, F_OFD_SETLK, &t), -1);
+  EXPECT_TRUE(errno == EAGAIN || errno == EACCES) << strerror(errno);
+  EXPECT_EQ(fcntl(fa2, F_OFD_SETLK, &t), -1);
+  EXPECT_TRUE(errno == EAGAIN || errno == EACCES) << strerror(errno);
+  struct flock g = t;
+  ASSERT_EQ(fcntl(fb, F_OFD_GETLK, &g), 0) << strerror(errno);
+  EXPECT_EQ(g.l_type, F_WRLCK);
+  EXPECT_EQ(g.l_start, 10);
+  EXPECT_EQ(g.l_len, 20);
+  EXPECT_EQ(g.l_pid, -1);  // An OFD lock has no process.
+  // Closing another descriptor of the file keeps the lock (POSIX locks
+  // would go).
+  close(fa2);
+  EXPECT_EQ(fcntl(fb, F_OFD_SETLK, &t), -1);
+  // A blocking wait on the other mount ends when the holder's description
+  // is closed.
+  pid_t child = fork();
+  if (child == 0) {
+    close(fa);  // The holder's description is the parent's alone.
+    struct flock w = t;
+    alarm(20);
+    _exit(fcntl(fb, F_OFD_SETLKW, &w) == 0 ? 0 : 1);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int status = 0;
+  EXPECT_EQ(waitpid(child, &status, WNOHANG), 0) << "the wait did not wait";
+  close(fa);
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  close(fb);
+}
+
 void OnAlarm(int) {}
 
 TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
