@@ -12,7 +12,7 @@ packages=(
   librocksdb-dev
   libfuse3-dev fuse3
   libgtest-dev libgmock-dev libbenchmark-dev
-  iproute2 procps psmisc
+  iproute2 iptables procps psmisc
   python3
 )
 # The compose test and image build need these; install them only on request

@@ -50,6 +50,8 @@ class RaceNode {
   void Kill();           // SIGKILL, by PID.
   void Signal(int sig);  // SIGSTOP / SIGCONT: cut the node off and back.
   void Quit();  // "quit", then waits for the exit (SIGKILL if it hangs).
+  // Start() runs the node in this network namespace (testing::NetLab).
+  void set_netns(const std::string& path) { proc_.set_netns(path); }
   const std::string& name() const { return name_; }
   pid_t pid() const { return proc_.pid(); }
   const std::string& log() const { return log_; }

@@ -43,6 +43,7 @@
 #include "tests/race/race_harness.h"
 #include "tests/util/fuse_watchdog.h"
 #include "tests/util/local_cluster.h"
+#include "tests/util/netlab.h"
 #include "tests/util/subprocess.h"
 
 namespace rangefs::race {
@@ -128,6 +129,7 @@ class RaceTest : public ::testing::Test {
       dir_ = tmpl;
       return;
     }
+    if (lab_ != nullptr) o.lab = lab_.get();
     cluster_ = std::make_unique<testing::LocalCluster>(o);
     std::string why;
     ASSERT_TRUE(cluster_->Start(&why)) << why;
@@ -155,6 +157,7 @@ class RaceTest : public ::testing::Test {
       const std::string mnt = MountNode(name, mount_opts);
       started = !mnt.empty() && n->Start(name, cluster_->config(), log, mnt);
     } else {
+      n->set_netns(NodeNetns(name));
       started = n->Start(name, cluster_->config(), log, "", args);
     }
     if (!started) {
@@ -164,6 +167,28 @@ class RaceTest : public ::testing::Test {
     }
     nodes_.push_back(std::move(n));
     return nodes_.back().get();
+  }
+  // The N scenarios: every server and node in a network namespace of its
+  // own (testing::NetLab), so that a partition is a real one.
+  void StartLab() {
+    if (compose()) GTEST_SKIP() << "the lab is made here, not in compose";
+    if (std::string why = testing::NetLab::Unavailable(); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
+    lab_ = std::make_unique<testing::NetLab>();
+    std::string why;
+    ASSERT_TRUE(lab_->Init(&why)) << why;
+  }
+  // The lab host of node `name` (its first letter: a, b, c), made on
+  // first use; its namespace's path ("" without a lab).
+  std::string NodeNetns(const std::string& name) {
+    if (lab_ == nullptr) return "";
+    const std::string host = name.substr(0, 1);
+    std::string why;
+    if (lab_->AddHost(host, &why).empty()) {
+      ADD_FAILURE() << "lab host " << host << ": " << why;
+    }
+    return lab_->NetnsPath(host);
   }
   // A cluster and nodes a and b.
   void StartTwo(RaceNode** a, RaceNode** b,
@@ -224,6 +249,7 @@ class RaceTest : public ::testing::Test {
     const std::string mnt = dir_ + "/mnt_" + name;
     mkdir(mnt.c_str(), 0755);
     auto d = std::make_unique<testing::Subprocess>();
+    d->set_netns(NodeNetns(name));
     const std::string log = dir_ + "/fuse_" + name + ".log";
     if (!d->Start(
             {testing::BinDir() + "/client/rangefs-fuse", conf, mnt, "-f", "-o",
@@ -298,6 +324,17 @@ class RaceTest : public ::testing::Test {
     proto::DumpReply rep;
     if (!stub->Dump(&ctx, req, &rep).ok()) return -1;
     return rep.locks_size();
+  }
+
+  // lockd's count of evictions (-1 if it does not answer).
+  int64_t Evictions() {
+    auto stub = proto::LockService::NewStub(rpc::MakeChannel(lockd_address_));
+    grpc::ClientContext ctx;
+    proto::DumpRequest req;
+    proto::DumpReply rep;
+    if (!stub->Dump(&ctx, req, &rep).ok()) return -1;
+    auto it = rep.counters().find("evictions");
+    return it == rep.counters().end() ? 0 : static_cast<int64_t>(it->second);
   }
 
   // Reads [0, len) on `n`: the bytes, or a failure text.
@@ -420,6 +457,8 @@ class RaceTest : public ::testing::Test {
   void RunS7(const std::string& scenario);
   void RunS9(const std::string& scenario);
   void RunS10(const std::string& scenario);
+  void RunN1(const std::string& scenario);
+  void RunN2(const std::string& scenario);
   void RunStress(const std::string& scenario);
   // Why nodes cannot be FUSE mounts here, or "": with compose (the mounts
   // are started here) or without /dev/fuse.
@@ -441,6 +480,9 @@ class RaceTest : public ::testing::Test {
     run(a, b);
   }
 
+  // The N scenarios' network; declared first, destroyed after every
+  // process in its namespaces.
+  std::unique_ptr<testing::NetLab> lab_;
   std::unique_ptr<testing::LocalCluster> cluster_;  // Null with compose.
   // Nodes added from then on are FUSE mounts (MountNode), driven through
   // system calls by rangefs-racenode --mount.
@@ -1070,6 +1112,105 @@ void RaceTest::RunS10(const std::string& scenario) {
   });
 }
 
+// ---- a real network (testing::NetLab): every server and node in a
+// network namespace of its own on one bridge; a cut drops packets without
+// a word, as a partition does, and connections stay open across it.
+
+// N1: scenario 9 with a partition instead of a stopped process. B, between
+// MapWrite and its data write with INVAL EX and dirty pages, is cut off
+// from every other host: unlike a stopped node it runs on, and its data
+// write waits in its TCP retransmissions. A needs the range: lockd evicts
+// and fences B; A reads its own bytes. When the network heals, B's fsync
+// must fail and its late write, delivered now, must never land.
+TEST_F(RaceTest, N1_PartitionedNodeIsFencedAndItsLateWriteNeverLands) {
+  RunN1("N1_PartitionedNodeIsFencedAndItsLateWriteNeverLands");
+}
+
+// N1 on FUSE mounts: B's daemon is cut off while the process on B's mount
+// waits in fsync(2).
+TEST_F(RaceTest,
+       FN1_PartitionedNodeIsFencedAndItsLateWriteNeverLandsThroughMounts) {
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
+  through_mounts_ = true;
+  RunN1("FN1_PartitionedNodeIsFencedAndItsLateWriteNeverLandsThroughMounts");
+}
+
+void RaceTest::RunN1(const std::string& scenario) {
+  StartLab();
+  if (lab_ == nullptr) return;
+  testing::LocalClusterOptions co;
+  co.callback_timeout_ms = 1500;
+  StartCluster(co);
+  RaceNode* a = AddNode("a");
+  ASSERT_NE(a, nullptr);
+  const uint64_t len = 16 * kPage;
+  Repeat(scenario, [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "n1");
+    RaceNode* b = SyncedFileAndNewNode(a, f, len, seed, &o, {"--lease_ms=1500"},
+                                       "lease_ms=1500");
+    if (b == nullptr) return o;
+    CutOffDuringWriteBack(
+        a, b, f, len, seed, 1500, [&] { lab_->Isolate("b"); },
+        [&] { lab_->Rejoin("b"); }, &o);
+    DropNode(b);
+    return o;
+  });
+}
+
+// N2: lockd is unreachable from B for less than the lease (and a
+// callback timeout): B holds INVAL EX with dirty pages and goes on writing
+// under its cached locks meanwhile. Nothing may be evicted, nothing lost:
+// once the network heals, A reads B's last bytes and B's locks still work.
+TEST_F(RaceTest, N2_LockdUnreachableForLessThanTheLeaseEvictsNothing) {
+  RunN2("N2_LockdUnreachableForLessThanTheLeaseEvictsNothing");
+}
+
+TEST_F(RaceTest,
+       FN2_LockdUnreachableForLessThanTheLeaseEvictsNothingThroughMounts) {
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
+  through_mounts_ = true;
+  RunN2("FN2_LockdUnreachableForLessThanTheLeaseEvictsNothingThroughMounts");
+}
+
+void RaceTest::RunN2(const std::string& scenario) {
+  StartLab();
+  if (lab_ == nullptr) return;
+  constexpr int kLeaseMs = 3000;
+  testing::LocalClusterOptions co;
+  co.callback_timeout_ms = kLeaseMs;
+  StartCluster(co);
+  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
+  RaceNode* a = AddNode("a", {"--" + lease}, lease);
+  RaceNode* b = AddNode("b", {"--" + lease}, lease);
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 4 * kPage;
+  Repeat(scenario, [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "n2");
+    const int64_t evictions = Evictions();
+    b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+    // Cut for 30% to 60% of the lease; B writes under its cached lock.
+    lab_->Cut("b", "lockd0");
+    Reply w = b->Call(absl::StrCat("write ", f, " 0 ", len, " C"));
+    usleep(static_cast<useconds_t>(kLeaseMs * (300 + (seed % 4) * 100)));
+    lab_->Heal("b", "lockd0");
+    if (!w.ok) o.failure = "B's write during the cut failed: " + w.text;
+    std::string got = ReadAll(*a, f, len, &o.failure);
+    if (o.failure.empty() && got != Fill('C', len)) {
+      o.failure = "A read " + Runs(0, got) + " instead of B's last write";
+    }
+    Reply again = b->Call(absl::StrCat("write ", f, " 0 ", len, " D"));
+    if (o.failure.empty() && !again.ok) {
+      o.failure = "B's write after the cut failed: " + again.text;
+    }
+    if (o.failure.empty() && Evictions() != evictions) {
+      o.failure = "lockd evicted a node cut off for less than its lease";
+    }
+    return o;
+  });
+}
+
 // ---- compose only (RANGEFS_RACE_COMPOSE): nodes in containers.
 
 // C1: S9 across containers, the cut made by the network: B (container
@@ -1230,3 +1371,20 @@ void RaceTest::RunStress(const std::string& scenario) {
 
 }  // namespace
 }  // namespace rangefs::race
+
+int main(int argc, char** argv) {
+  // Every scenario runs in a network namespace of this process's own (its
+  // servers on its loopback), so that the N scenarios can put a bridge
+  // there without touching the machine's network. Before any thread: they
+  // keep the namespace they start in. With compose the containers are
+  // reached through the machine's network, so the process stays there.
+  if (rangefs::race::ComposeProject() == nullptr && geteuid() == 0) {
+    std::string why;
+    if (!rangefs::testing::NetLab::EnterPrivateNetwork(&why)) {
+      fprintf(stderr, "race_test: %s; the N scenarios are skipped\n",
+              why.c_str());
+    }
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

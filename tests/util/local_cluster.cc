@@ -11,6 +11,7 @@
 #include "proto/lock.grpc.pb.h"
 #include "proto/meta.grpc.pb.h"
 #include "rpc/channel.h"
+#include "tests/util/netlab.h"
 
 namespace rangefs::testing {
 namespace {
@@ -44,21 +45,45 @@ LocalCluster::LocalCluster(const LocalClusterOptions& options)
   for (int i = 0; i < options_.lockd_shards; ++i) {
     lockd_.push_back(std::make_unique<Subprocess>());
   }
+  if (NetLab* lab = options_.lab) {
+    std::vector<std::string> hosts = {"meta"};
+    for (int i = 0; i < options_.data_servers; ++i) {
+      hosts.push_back("data" + std::to_string(i));
+    }
+    for (int i = 0; i < options_.lockd_shards; ++i) {
+      hosts.push_back("lockd" + std::to_string(i));
+    }
+    for (const std::string& h : hosts) {
+      if (lab->AddHost(h, &lab_error_).empty()) break;
+    }
+  }
   PickPorts();
+}
+
+std::string LocalCluster::Address(const std::string& name, int port) const {
+  const std::string host =
+      options_.lab != nullptr ? options_.lab->Address(name) : "127.0.0.1";
+  return host + ":" + std::to_string(port);
+}
+
+void LocalCluster::Place(Subprocess* proc, const std::string& name) const {
+  if (options_.lab != nullptr) proc->set_netns(options_.lab->NetnsPath(name));
 }
 
 void LocalCluster::PickPorts() {
   data_ports_.clear();
   bulk_ports_.clear();
   lockd_ports_.clear();
+  // In a lab every server has an address of its own: fixed ports.
+  const bool lab = options_.lab != nullptr;
   for (int i = 0; i < options_.data_servers; ++i) {
-    data_ports_.push_back(FreePort());
-    bulk_ports_.push_back(FreePort());
+    data_ports_.push_back(lab ? 7000 : FreePort());
+    bulk_ports_.push_back(lab ? 7100 : FreePort());
   }
   for (int i = 0; i < options_.lockd_shards; ++i) {
-    lockd_ports_.push_back(FreePort());
+    lockd_ports_.push_back(lab ? 7201 : FreePort());
   }
-  meta_port_ = FreePort();
+  meta_port_ = lab ? 7001 : FreePort();
   config_ = "fs_id test\n";
   for (int i = 0; i < options_.lockd_shards; ++i) {
     config_ += "lockd " + lockd_address(i) + "\n";
@@ -74,16 +99,16 @@ void LocalCluster::PickPorts() {
 LocalCluster::~LocalCluster() = default;
 
 std::string LocalCluster::data_address(int i) const {
-  return "127.0.0.1:" + std::to_string(data_ports_[i]);
+  return Address("data" + std::to_string(i), data_ports_[i]);
 }
 std::string LocalCluster::bulk_address(int i) const {
-  return "127.0.0.1:" + std::to_string(bulk_ports_[i]);
+  return Address("data" + std::to_string(i), bulk_ports_[i]);
 }
 std::string LocalCluster::lockd_address(int i) const {
-  return "127.0.0.1:" + std::to_string(lockd_ports_[i]);
+  return Address("lockd" + std::to_string(i), lockd_ports_[i]);
 }
 std::string LocalCluster::meta_address() const {
-  return "127.0.0.1:" + std::to_string(meta_port_);
+  return Address("meta", meta_port_);
 }
 
 std::string LocalCluster::LogTail(const std::string& name) const {
@@ -92,6 +117,7 @@ std::string LocalCluster::LogTail(const std::string& name) const {
 
 void LocalCluster::StartLockd(int shard) {
   std::string name = "lockd" + std::to_string(shard);
+  Place(lockd_[shard].get(), name);
   lockd_[shard]->Start(
       {BinDir() + "/lockmgr/rangefs-lockd", "--cluster", config_, "--shard",
        std::to_string(shard), "--dir", dir_.Sub(name), "--callback_timeout_ms",
@@ -111,6 +137,10 @@ bool LocalCluster::WaitLockd(int shard, std::string* why) {
 }
 
 bool LocalCluster::Start(std::string* why) {
+  if (!lab_error_.empty()) {
+    *why = "network lab: " + lab_error_;
+    return false;
+  }
   for (int attempt = 1;; ++attempt) {
     if (StartOnce(why)) return true;
     if (attempt == 5 || why->find("cannot listen") == std::string::npos) {
@@ -159,6 +189,7 @@ bool LocalCluster::StartOnce(std::string* why) {
     meta_args.push_back("--fence_lease_ms");
     meta_args.push_back(std::to_string(options_.fence_lease_ms));
   }
+  Place(&meta_, "meta");
   meta_.Start(meta_args, dir_.Sub("meta.log"));
   for (int i = 0; i < options_.lockd_shards; ++i) StartLockd(i);
   for (int i = 0; i < options_.data_servers; ++i) {
@@ -184,6 +215,7 @@ bool LocalCluster::StartOnce(std::string* why) {
 
 void LocalCluster::StartData(int i) {
   std::string name = "data" + std::to_string(i);
+  Place(data_[i].get(), name);
   data_[i]->Start(
       {BinDir() + "/server/rangefs-data", "--listen", data_address(i),
        "--bulk_listen", bulk_address(i), "--dir", dir_.Sub(name), "--size",

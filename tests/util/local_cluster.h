@@ -14,6 +14,8 @@
 
 namespace rangefs::testing {
 
+class NetLab;
+
 struct LocalClusterOptions {
   int data_servers = 2;
   int lockd_shards = 1;
@@ -22,6 +24,9 @@ struct LocalClusterOptions {
   uint64_t grace_ms = 1000;
   // The metadata server's --fence_lease_ms (0: its default).
   uint64_t fence_lease_ms = 0;
+  // Each server in a host of its own in `lab` (named meta, lockdI,
+  // dataI), on that host's address, instead of on loopback.
+  NetLab* lab = nullptr;
 };
 
 class LocalCluster {
@@ -60,12 +65,16 @@ class LocalCluster {
 
  private:
   void PickPorts();
+  // The address of server host `name`, and its process placed there.
+  std::string Address(const std::string& name, int port) const;
+  void Place(Subprocess* proc, const std::string& name) const;
   bool StartOnce(std::string* why);
   void StopAll();
 
   LocalClusterOptions options_;
   TempDir dir_;
   std::string config_;
+  std::string lab_error_;  // Hosts the lab could not make.
   std::vector<int> data_ports_, bulk_ports_, lockd_ports_;
   int meta_port_ = 0;
   std::vector<std::unique_ptr<Subprocess>> data_, lockd_;

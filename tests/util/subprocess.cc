@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -36,13 +37,22 @@ bool Subprocess::StartPiped(const std::vector<std::string>& argv,
       (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0)) {
     return false;
   }
+  int netns = -1;
+  if (!netns_.empty() &&
+      (netns = open(netns_.c_str(), O_RDONLY | O_CLOEXEC)) < 0) {
+    return false;
+  }
   std::vector<char*> args;
   for (const std::string& a : argv)
     args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = fork();
-  if (pid < 0) return false;
+  if (pid < 0) {
+    if (netns >= 0) close(netns);
+    return false;
+  }
   if (pid == 0) {
+    if (netns >= 0 && setns(netns, CLONE_NEWNET) != 0) _exit(126);
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
@@ -66,6 +76,7 @@ bool Subprocess::StartPiped(const std::vector<std::string>& argv,
     execv(args[0], args.data());
     _exit(127);
   }
+  if (netns >= 0) close(netns);
   pid_ = pid;
   if (to_child != nullptr) {
     close(in[0]);

@@ -34,9 +34,13 @@ class Subprocess {
   void Signal(int sig);
   bool running();
   pid_t pid() const { return pid_; }
+  // Starts the process in the network namespace at `path`
+  // (/run/netns/NAME, testing::NetLab) instead of this one.
+  void set_netns(const std::string& path) { netns_ = path; }
 
  private:
   pid_t pid_ = -1;
+  std::string netns_;
 };
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
