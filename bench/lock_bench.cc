@@ -97,6 +97,8 @@ class RawNode : public LockClientListener {
   }
   void OnReconnected(uint32_t, uint64_t, bool) override {}
   void OnEvicted(uint32_t, uint64_t, const std::string&) override {}
+  // Raw locks, no cache to give back: a lapse only slows the run.
+  void OnLeaseLapsed(uint32_t, uint64_t) override {}
   uint64_t session() const { return session_; }
 
  private:

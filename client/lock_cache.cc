@@ -164,6 +164,15 @@ absl::Status LockCache::EnsureCovered(const ResourceId& res,
     if (stopping_) return MakeError(Errc::kUnavailable, "lock cache stopped");
     Resource& r = resources_[res];
     if (Covers(r, range, mode)) {
+      if (!clients_.empty() && !ClientFor(res)->trusted()) {
+        // The lease lapsed: wait until lockd answers again, or until the
+        // lapse's release has taken the coverage (then ask lockd).
+        NapLocked(&mu_, &stopping_, absl::Milliseconds(10));
+        if (absl::Now() > deadline) {
+          return MakeError(Errc::kTimedOut, "lock manager unreachable");
+        }
+        continue;
+      }
       if (!asked) ++stats_.local_hits;
       return absl::OkStatus();
     }
@@ -303,7 +312,7 @@ absl::StatusOr<LocalLock> LockCache::Lock(const ResourceId& res,
                        "timed out waiting for a local lock");
     }
     Resource& r = resources_[res];
-    if (Covers(r, range, mode)) {
+    if (Covers(r, range, mode) && ClientFor(res)->trusted()) {
       ++r.holders;
       r.used_ns = NowNs();
       return LocalLock{res, range, mode, task};
@@ -616,6 +625,32 @@ void LockCache::LoseSession(const std::string& reason) {
   recovering_ = false;
 }
 
+void LockCache::OnLeaseLapsed(uint32_t shard, uint64_t session) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || recovering_ || session != session_id_) return;
+  for (auto& [res, r] : resources_) {
+    if (r.cover.empty() || ShardOf(res.ino, static_cast<uint8_t>(res.kind),
+                                   clients_.size()) != shard) {
+      continue;
+    }
+    ++stats_.lapse_releases;
+    GiveBackLocked(res);
+  }
+}
+
+void LockCache::GiveBackLocked(const ResourceId& res) {
+  resources_[res].demoting++;  // Keep it from being picked twice.
+  workers_->Submit([this, res] {
+    Demote(res, ByteRange{0, kInfinity}, LockMode::kUn, 0);
+    absl::MutexLock l(&mu_);
+    auto it = resources_.find(res);
+    if (it != resources_.end() && --it->second.demoting == 0 &&
+        it->second.cover.empty() && it->second.holders == 0) {
+      resources_.erase(it);
+    }
+  });
+}
+
 void LockCache::Janitor() {
   const absl::Duration period = absl::Milliseconds(
       std::clamp<uint64_t>(options_.idle_release_ms / 4, 10, 1000));
@@ -641,16 +676,7 @@ void LockCache::Janitor() {
     }
     for (const auto& [used, res] : idle) {
       ++stats_.idle_releases;
-      resources_[res].demoting++;  // Keep it from being picked twice.
-      workers_->Submit([this, res = res] {
-        Demote(res, ByteRange{0, kInfinity}, LockMode::kUn, 0);
-        absl::MutexLock l(&mu_);
-        auto it = resources_.find(res);
-        if (it != resources_.end() && --it->second.demoting == 0 &&
-            it->second.cover.empty() && it->second.holders == 0) {
-          resources_.erase(it);
-        }
-      });
+      GiveBackLocked(res);
     }
   }
 }

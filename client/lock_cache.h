@@ -23,6 +23,12 @@
 // cached copies), drops its coverage, and sends the release or downgrade
 // of exactly the called-back range.
 //
+// A cached lock is used only while the session's lease is known to run
+// (LockClient::trusted): when lockd has not answered for most of a lease
+// (a partition, a stalled lockd), tasks wait, and every cached lock of
+// that shard is given back through the hooks, so the node stops serving
+// cached data before lockd can hand the locks to another node.
+//
 // If lockd evicts the node, every cached lock is gone: the hooks' Lost()
 // runs for everything cached (dirty data is reported lost, never written
 // later), pending requests fail with FENCED, and the cache opens a new
@@ -107,6 +113,7 @@ struct LockCacheStats {
   uint64_t callbacks = 0;
   uint64_t demotes = 0;
   uint64_t idle_releases = 0;
+  uint64_t lapse_releases = 0;  // Given back when the lease lapsed.
   uint64_t replays = 0;
   uint64_t sessions_lost = 0;
   uint64_t cached_resources = 0;
@@ -196,6 +203,10 @@ class LockCache : public LockClientListener {
   void OnReconnected(uint32_t shard, uint64_t session, bool in_grace) override;
   void OnEvicted(uint32_t shard, uint64_t session,
                  const std::string& reason) override;
+  // Every cached lock of the shard goes back, as on an idle release (the
+  // hooks write dirty data back and drop cached copies), and no task uses
+  // a cached lock of the shard until lockd answers again.
+  void OnLeaseLapsed(uint32_t shard, uint64_t session) override;
 
  private:
   struct Piece {
@@ -253,6 +264,8 @@ class LockCache : public LockClientListener {
               absl::Time deadline = absl::InfiniteFuture());
   void LoseSession(const std::string& reason);
   void Janitor();
+  // Gives the node's whole lock on `res` back on a worker thread.
+  void GiveBackLocked(const ResourceId& res) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OpenSessions(uint64_t session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClusterConfig config_;

@@ -4,6 +4,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/fault_injection.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "rpc/channel.h"
@@ -13,6 +14,12 @@ namespace rangefs::client {
 namespace {
 // How long a finished stream reactor is kept before it is freed.
 constexpr absl::Duration kStreamGrace = absl::Milliseconds(200);
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 }  // namespace
 
 // One Session stream. Deletes itself after OnDone, having told the client
@@ -134,7 +141,15 @@ void LockClient::Connect() {
   h->set_node_name(options_.node_name);
   h->set_lease_ms(options_.lease_ms);
   h->set_resume(ever_welcomed_);
+  hello_sent_ns_ = SteadyNs();
   stream_->Send(hello);
+}
+
+bool LockClient::trusted() const {
+  // The race suite's switch: cached locks used however long lockd is
+  // silent (scenario N3 then serves stale data).
+  if (UnsafeSwitch("unsafe.client.ignore_lease")) return true;
+  return SteadyNs() < trusted_until_ns_.load(std::memory_order_acquire);
 }
 
 absl::Status LockClient::Start(uint64_t timeout_ms) {
@@ -167,7 +182,21 @@ void LockClient::Incoming(Stream* s, const proto::ServerMessage& m) {
   {
     absl::MutexLock lock(&mu_);
     if (s != stream_) return;  // A stream being replaced.
-    if (m.has_welcome()) welcomed_ = true;
+    if (m.has_welcome()) {
+      welcomed_ = true;
+      // The lease lockd grants (it clamps what the node asked for).
+      trust_ns_ = static_cast<int64_t>(m.welcome().lease_ms()) * 750000;
+      Renew(hello_sent_ns_);
+    }
+    if (m.has_heartbeat_ack()) {
+      // A timer heartbeat's answer: the lease runs from when it was sent.
+      const uint64_t seq = m.heartbeat_ack().sequence();
+      while (seq >> 63 == 0 && !beats_.empty() &&
+             beats_.front().first <= seq) {
+        if (beats_.front().first == seq) Renew(beats_.front().second);
+        beats_.pop_front();
+      }
+    }
     if (m.has_welcome() || m.has_evicted() || m.has_error() ||
         !ever_welcomed_) {
       inbox_.push_back(m);
@@ -181,6 +210,13 @@ void LockClient::Incoming(Stream* s, const proto::ServerMessage& m) {
   // barrier heartbeats (top bit set, sent by the listener) go through.
   if (!m.has_heartbeat_ack() || (m.heartbeat_ack().sequence() >> 63) != 0) {
     listener_->OnMessage(options_.shard, options_.session_id, m);
+  }
+}
+
+void LockClient::Renew(int64_t sent_ns) {
+  const int64_t until = sent_ns + trust_ns_;
+  if (until > trusted_until_ns_.load(std::memory_order_relaxed)) {
+    trusted_until_ns_.store(until, std::memory_order_release);
   }
 }
 
@@ -271,11 +307,28 @@ void LockClient::EventLoop() {
     if (now >= next_heartbeat) {
       if (stream_ != nullptr && welcomed_) {
         proto::NodeMessage hb;
-        hb.mutable_heartbeat()->set_sequence(
-            static_cast<uint64_t>(absl::ToUnixMillis(now)));
+        const uint64_t seq = ++beat_seq_;
+        hb.mutable_heartbeat()->set_sequence(seq);
+        if (beats_.size() >= 64) beats_.pop_front();
+        beats_.emplace_back(seq, SteadyNs());
         stream_->Send(hb);
       }
       next_heartbeat = now + heartbeat;
+    }
+    // No answer for 3/4 of a lease: the locks are not known to be ours.
+    const bool lapsed = ever_welcomed_ && !evicted_ && !trusted();
+    if (lapsed && !lapsed_) {
+      lapsed_ = true;
+      RANGEFS_LOG(WARNING) << "no answer from lockd " << options_.address
+                           << " for most of the lease: cached locks are "
+                              "given back until it answers";
+      mu_.Unlock();
+      listener_->OnLeaseLapsed(options_.shard, options_.session_id);
+      mu_.Lock();
+      if (stopping_) return;
+    } else if (!lapsed && lapsed_) {
+      lapsed_ = false;
+      RANGEFS_LOG(INFO) << "lockd " << options_.address << " answers again";
     }
   }
 }

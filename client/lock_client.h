@@ -9,6 +9,7 @@
 #ifndef RANGEFS_CLIENT_LOCK_CLIENT_H_
 #define RANGEFS_CLIENT_LOCK_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -40,6 +41,10 @@ class LockClientListener {
   // lockd evicted the session: every lock of it is gone.
   virtual void OnEvicted(uint32_t shard, uint64_t session,
                          const std::string& reason) = 0;
+  // The session's locks can no longer be trusted (LockClient::trusted):
+  // lockd has not answered for most of a lease. Called once per lapse, on
+  // the client's event thread.
+  virtual void OnLeaseLapsed(uint32_t shard, uint64_t session) = 0;
 };
 
 struct LockClientOptions {
@@ -68,6 +73,13 @@ class LockClient {
 
   uint32_t shard() const { return options_.shard; }
   bool connected();
+  // Whether the session's locks are still its own for certain: lockd
+  // answered a heartbeat (or the Hello) sent less than 3/4 of the lease
+  // ago. lockd hands an evicted session's locks to others no earlier than
+  // a lease after the last message it answered, so a node that uses its
+  // cached locks only while trusted() never serves data another node may
+  // have changed meanwhile, however the network fails.
+  bool trusted() const;
   uint64_t lease_ms() const { return options_.lease_ms; }
 
  private:
@@ -77,6 +89,9 @@ class LockClient {
   // Called from stream reactions.
   void Incoming(Stream* s, const proto::ServerMessage& m);
   void StreamDone(Stream* s);  // The stream takes no more messages.
+  // lockd answered a message sent at `sent_ns`: trust until 3/4 of a
+  // lease after it.
+  void Renew(int64_t sent_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OnDone ran: the stream is freed after a grace period (lock_client.cc).
   void Bury(Stream* s);
   void FreeBuried(absl::Time older_than);
@@ -95,6 +110,15 @@ class LockClient {
   absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int live_streams_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<proto::ServerMessage> inbox_ ABSL_GUARDED_BY(mu_);
+  // The lease: when the last Hello and the recent timer heartbeats
+  // (sequence, steady ns) were sent, and until when (steady ns) the
+  // session's locks are trusted.
+  int64_t hello_sent_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::pair<uint64_t, int64_t>> beats_ ABSL_GUARDED_BY(mu_);
+  uint64_t beat_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t trust_ns_ ABSL_GUARDED_BY(mu_) = 0;  // 3/4 of the lease.
+  std::atomic<int64_t> trusted_until_ns_{0};
+  bool lapsed_ ABSL_GUARDED_BY(mu_) = false;
   // Finished streams and when they finished, oldest first.
   std::deque<std::pair<absl::Time, Stream*>> graveyard_ ABSL_GUARDED_BY(mu_);
   std::thread events_;

@@ -454,6 +454,20 @@ void LockServer::EvictionLoop() {
 }
 
 void LockServer::FinishEviction(uint64_t session, const std::string& reason) {
+  // The node trusts its cached locks until 3/4 of a lease after it sent
+  // the last message lockd answered (client/lock_client.h); lockd answers
+  // nothing of an evicting session, so a lease after the last message it
+  // heard, the node has stopped serving from its cache however the
+  // network failed. Only then may others get its locks.
+  int64_t trusted_until_ns = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(session);
+    if (it != sessions_.end()) {
+      trusted_until_ns =
+          it->second.last_heard_ns + static_cast<int64_t>(it->second.lease_ns);
+    }
+  }
   // Fence first: once the servers refuse the session, nothing it still
   // has in flight can land, and only then may others get its locks.
   absl::Status fenced = fencer_->Fence(session, reason);
@@ -465,6 +479,13 @@ void LockServer::FinishEviction(uint64_t session, const std::string& reason) {
                        << " not recorded: " << p.message();
   }
   absl::MutexLock lock(&mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_;
+  };
+  if (const int64_t wait = trusted_until_ns - NowNs(); wait > 0) {
+    mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Nanoseconds(wait));
+  }
+  if (stopping_) return;
   if (!fenced.ok()) {
     // Only on shutdown: keep the locks (safety over availability).
     RANGEFS_LOG(ERROR) << "could not fence session " << session << ": "

@@ -932,7 +932,11 @@ TEST_F(ClientClusterTest, AppendsFromTwoNodesNeverOverlap) {
 
 TEST_F(ClientClusterTest, EvictedNodeReportsEioUntilReopenedAndWritesNothing) {
   StartCluster();
-  auto a = Node("a");
+  // lockd hands an evicted node's locks over, and tells it, a lease after
+  // it last heard from it: a short one here.
+  ClientOptions short_lease;
+  short_lease.lease_ms = 2000;
+  auto a = Node("a", short_lease);
   auto b = Node("b");
   uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
   MustWrite(*a, fa, Fill('1', kPage), 0);
@@ -941,7 +945,7 @@ TEST_F(ClientClusterTest, EvictedNodeReportsEioUntilReopenedAndWritesNothing) {
   uint64_t old_session = a->session_id();
   EXPECT_EQ(Evict(old_session).error().code(), proto::OK);
   // A learns it lost its session; its dirty page is gone, never written.
-  for (int i = 0; i < 200 && a->Stats().sessions_lost == 0; ++i) {
+  for (int i = 0; i < 500 && a->Stats().sessions_lost == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_GT(a->Stats().sessions_lost, 0u);
@@ -966,7 +970,9 @@ TEST_F(ClientClusterTest, EvictedNodeReportsEioUntilReopenedAndWritesNothing) {
 // handles report EIO.
 TEST_F(ClientClusterTest, CreatesQueuedAtAnEvictionFailAndLeaveNothing) {
   StartCluster();
-  auto a = Node("a");
+  ClientOptions short_lease;  // Evictions complete a lease on.
+  short_lease.lease_ms = 2000;
+  auto a = Node("a", short_lease);
   auto b = Node("b");
   ASSERT_TRUE(CreatesGoAhead(*a));
   // Known absent, so neither create asks the server (which would wait
@@ -999,7 +1005,9 @@ TEST_F(ClientClusterTest, CreatesQueuedAtAnEvictionFailAndLeaveNothing) {
 
 TEST_F(ClientClusterTest, WriteDelayedPastAnEvictionNeverLands) {
   StartCluster();
-  auto a = Node("a");
+  ClientOptions short_lease;  // Evictions complete a lease on.
+  short_lease.lease_ms = 2000;
+  auto a = Node("a", short_lease);
   auto b = Node("b");
   uint64_t fa = MustOpen(*a, "/f", O_RDWR | O_CREAT);
   MustWrite(*a, fa, Fill('O', 4 * kPage), 0);

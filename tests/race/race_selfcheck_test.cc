@@ -87,6 +87,10 @@ const Row kRows[] = {
      "unsafe.data.ignore_fence"},
     {"FN1_PartitionedNodeIsFencedAndItsLateWriteNeverLandsThroughMounts",
      "unsafe.data.ignore_fence"},
+    {"N3_NodeCutOffFromLockdStopsServingItsCache",
+     "unsafe.client.ignore_lease"},
+    {"FN3_NodeCutOffFromLockdStopsServingItsCacheThroughMounts",
+     "unsafe.client.ignore_lease"},
 };
 
 uint64_t EnvOr(const char* name, uint64_t dflt) {

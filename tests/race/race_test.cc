@@ -459,6 +459,7 @@ class RaceTest : public ::testing::Test {
   void RunS10(const std::string& scenario);
   void RunN1(const std::string& scenario);
   void RunN2(const std::string& scenario);
+  void RunN3(const std::string& scenario);
   void RunStress(const std::string& scenario);
   // Why nodes cannot be FUSE mounts here, or "": with compose (the mounts
   // are started here) or without /dev/fuse.
@@ -1207,6 +1208,66 @@ void RaceTest::RunN2(const std::string& scenario) {
     if (o.failure.empty() && Evictions() != evictions) {
       o.failure = "lockd evicted a node cut off for less than its lease";
     }
+    return o;
+  });
+}
+
+// N3: B is cut off from lockd, not from the servers that hold the data,
+// with the file's pages cached. A writes the file: lockd's callback to B
+// goes unanswered, lockd evicts B and grants A. A's write completes. B,
+// still cut off, must not serve its cached bytes as the file's any more:
+// its lease has run out, so it can no longer know that its locks are
+// valid. It reads A's bytes or fails.
+TEST_F(RaceTest, N3_NodeCutOffFromLockdStopsServingItsCache) {
+  RunN3("N3_NodeCutOffFromLockdStopsServingItsCache");
+}
+
+TEST_F(RaceTest, FN3_NodeCutOffFromLockdStopsServingItsCacheThroughMounts) {
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
+  through_mounts_ = true;
+  RunN3("FN3_NodeCutOffFromLockdStopsServingItsCacheThroughMounts");
+}
+
+void RaceTest::RunN3(const std::string& scenario) {
+  StartLab();
+  if (lab_ == nullptr) return;
+  constexpr int kLeaseMs = 1500;
+  testing::LocalClusterOptions co;
+  co.callback_timeout_ms = kLeaseMs;
+  StartCluster(co);
+  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
+  RaceNode* a = AddNode("a", {"--" + lease}, lease);
+  ASSERT_NE(a, nullptr);
+  const uint64_t len = 4 * kPage;
+  Repeat(scenario, [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "n3");
+    RaceNode* b =
+        SyncedFileAndNewNode(a, f, len, seed, &o, {"--" + lease}, lease);
+    if (b == nullptr) return o;
+    std::string cached = ReadAll(*b, f, len, &o.failure);
+    if (o.failure.empty() && cached != Fill('o', len)) {
+      o.failure = "B read " + Runs(0, cached) + " before the cut";
+    }
+    lab_->Cut("b", "lockd0");
+    usleep(static_cast<useconds_t>((seed % 3) * 200000));
+    Reply w = a->Call(absl::StrCat("write ", f, " 0 ", len, " A"), 60000);
+    if (o.failure.empty() && !w.ok) o.failure = "A's write: " + w.text;
+    a->Call("fsync " + f);
+    // B's read waits for lockd while the cut lasts (or fails): it is let
+    // go by the heal. What it returns must not be its old cache.
+    Reply r;
+    std::thread reader(
+        [&] { r = b->Call(absl::StrCat("read ", f, " 0 ", len), 60000); });
+    usleep(static_cast<useconds_t>(500000 + (seed % 3) * 250000));
+    lab_->Heal("b", "lockd0");
+    reader.join();
+    if (o.failure.empty() && r.ok && FromRuns(0, r.text) != Fill('A', len)) {
+      o.failure = "B, cut off from lockd, read " + r.text +
+                  " after A's write had completed, instead of A's bytes or "
+                  "an error";
+    }
+    DropNode(b);
     return o;
   });
 }

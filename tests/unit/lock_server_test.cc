@@ -195,7 +195,7 @@ TEST_F(LockServerTest, AnsweredCallbackIsNotHeldAgainstALaterLock) {
 
 TEST_F(LockServerTest, UnansweredCallbackEvictsAfterFencing) {
   Start();
-  Open(1, &a_);
+  Open(1, &a_, /*lease_ms=*/1000);
   Open(2, &b_);
   server_->Handle(1, Acquire(1, 10, proto::EX, 0, 100));
   ASSERT_TRUE(a_.GrantFor(10));
@@ -217,6 +217,34 @@ TEST_F(LockServerTest, UnansweredCallbackEvictsAfterFencing) {
   proto::Hello h;
   h.set_session_id(1);
   EXPECT_FALSE(server_->Attach(h, &again));
+}
+
+// A node trusts its cached locks until most of a lease after the last
+// message lockd answered (client/lock_client.h); lockd answers nothing of a
+// session it evicts. So the locks of a holder evicted for an unanswered
+// callback go to others only a lease after lockd last heard from it, even
+// when the fence is quick: a node cut off from lockd but not from the data
+// servers must have stopped serving its cache first (race scenario N3).
+TEST_F(LockServerTest, EvictedLocksWaitALeaseAfterTheHolderWasLastHeard) {
+  Start();
+  Open(1, &a_, /*lease_ms=*/1500);
+  Open(2, &b_);
+  server_->Handle(1, Acquire(1, 10, proto::EX, 0, 100));
+  ASSERT_TRUE(a_.GrantFor(10));
+  server_->Handle(2, Acquire(2, 20, proto::EX, 0, 100));
+  // A keeps sending heartbeats but never answers the callback: evicted
+  // past the callback timeout (300 ms), its heartbeats no longer answered.
+  for (int i = 0; i < 6; ++i) {
+    proto::NodeMessage hb;
+    hb.mutable_heartbeat()->set_sequence(i + 1);
+    server_->Handle(1, hb);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(server_->Counters()["evictions"], 1u);
+  // Fenced at once, yet not handed over within the lease.
+  EXPECT_FALSE(b_.GrantFor(20, 700));
+  EXPECT_TRUE(b_.GrantFor(20));
+  EXPECT_EQ(fencer_.fenced(), std::vector<uint64_t>{1});
 }
 
 // An eviction whose fence waits (a server lockd cannot reach) holds up no

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,8 +19,12 @@
 namespace rangefs::testing {
 namespace {
 
-constexpr char kBridge[] = "rfsbr0";
 constexpr char kSubnet[] = "10.201.0.";
+
+// Labs made by this process so far: a lab's names are its own, as the
+// kernel frees a namespace (and the veth in it) only some time after its
+// last process is gone.
+std::atomic<int> labs{0};
 
 // The program `name` from the system directories ("" if absent): tests
 // run with whatever PATH their runner has.
@@ -145,12 +150,14 @@ bool NetLab::Init(std::string* why) {
     return false;
   }
   RemoveOrphans();
-  prefix_ = "rfs" + std::to_string(getpid()) + "-";
-  if (!Run({"ip", "link", "add", kBridge, "type", "bridge"}, why) ||
+  lab_ = std::to_string(labs++);
+  prefix_ = "rfs" + std::to_string(getpid()) + "-" + lab_ + "-";
+  bridge_ = "rfsbr" + lab_;
+  if (!Run({"ip", "link", "add", bridge_, "type", "bridge"}, why) ||
       !Run({"ip", "addr", "add", std::string(kSubnet) + "254/24", "dev",
-            kBridge},
+            bridge_},
            why) ||
-      !Run({"ip", "link", "set", kBridge, "up"}, why)) {
+      !Run({"ip", "link", "set", bridge_, "up"}, why)) {
     return false;
   }
   ready_ = true;
@@ -162,7 +169,7 @@ NetLab::~NetLab() {
   for (const auto& [name, h] : hosts_) {
     Run({"ip", "netns", "del", h.netns}, &ignored);
   }
-  if (ready_) Run({"ip", "link", "del", kBridge}, &ignored);
+  if (ready_) Run({"ip", "link", "del", bridge_}, &ignored);
 }
 
 std::string NetLab::AddHost(const std::string& name, std::string* why) {
@@ -177,15 +184,14 @@ std::string NetLab::AddHost(const std::string& name, std::string* why) {
   h.netns = prefix_ + name;
   h.address = kSubnet + std::to_string(h.index);
   // The bridge's end of the pair: at most 15 characters.
-  const std::string port = "rv" + std::to_string(getpid() % 100000) + "." +
-                           std::to_string(h.index);
+  const std::string port = "rv" + lab_ + "." + std::to_string(h.index);
   if (!Run({"ip", "netns", "add", h.netns}, why)) return "";
   hosts_[name] = h;  // The destructor removes it from here on.
   const std::string path = "/run/netns/" + h.netns;
   if (!Run({"ip", "link", "add", port, "type", "veth", "peer", "name", "eth0",
             "netns", h.netns},
            why) ||
-      !Run({"ip", "link", "set", port, "master", kBridge, "up"}, why) ||
+      !Run({"ip", "link", "set", port, "master", bridge_, "up"}, why) ||
       !Run({"ip", "-n", h.netns, "addr", "add", h.address + "/24", "dev",
             "eth0"},
            why) ||

@@ -69,7 +69,9 @@ class NetLab {
   static void RemoveOrphans();
 
   bool ready_ = false;
-  std::string prefix_;  // rfs<pid>-
+  std::string lab_;     // This process's count of labs before this one.
+  std::string prefix_;  // Of its namespaces: rfs<pid>-<lab>-
+  std::string bridge_;
   std::map<std::string, Host> hosts_;
   std::map<std::string, double> lossy_;
 };
