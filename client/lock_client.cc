@@ -191,8 +191,7 @@ void LockClient::Incoming(Stream* s, const proto::ServerMessage& m) {
     if (m.has_heartbeat_ack()) {
       // A timer heartbeat's answer: the lease runs from when it was sent.
       const uint64_t seq = m.heartbeat_ack().sequence();
-      while (seq >> 63 == 0 && !beats_.empty() &&
-             beats_.front().first <= seq) {
+      while (seq >> 63 == 0 && !beats_.empty() && beats_.front().first <= seq) {
         if (beats_.front().first == seq) Renew(beats_.front().second);
         beats_.pop_front();
       }

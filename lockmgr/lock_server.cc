@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -98,6 +100,12 @@ LockServer::LockServer(const LockServerOptions& options, Fencer* fencer)
                           << options_.evicted_path;
       }
     }
+    // The race suite's switch: a restarted lockd that forgets the
+    // sessions it had (scenario N4 then lets an evicted node write).
+    forget_sessions_ = UnsafeSwitch("unsafe.lockd.forget_sessions");
+    if (!options_.sessions_path.empty() && !forget_sessions_) {
+      RestoreSessions();
+    }
   }
   timer_ = std::thread([this] { TimerLoop(); });
   evictor_ = std::thread([this] { EvictionLoop(); });
@@ -135,6 +143,87 @@ absl::Status LockServer::PersistEvicted(uint64_t session) {
         absl::StrCat("write ", options_.evicted_path, ": ", strerror(err)));
   }
   return absl::OkStatus();
+}
+
+namespace {
+constexpr size_t kSessionRecord = 17;  // id, lease_ms (BE64), open (1/0).
+}  // namespace
+
+absl::Status LockServer::PersistSession(uint64_t session, uint64_t lease_ms,
+                                        bool open_record, bool sync) {
+  std::string rec;
+  PutBE64(&rec, session);
+  PutBE64(&rec, lease_ms);
+  rec.push_back(open_record ? 1 : 0);
+  const int fd = open(options_.sessions_path.c_str(),
+                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return MakeError(
+        Errc::kIoError,
+        absl::StrCat("open ", options_.sessions_path, ": ", strerror(errno)));
+  }
+  const bool ok =
+      write(fd, rec.data(), rec.size()) == static_cast<ssize_t>(rec.size()) &&
+      (!sync || fdatasync(fd) == 0);
+  const int err = errno;
+  close(fd);
+  if (!ok) {
+    return MakeError(
+        Errc::kIoError,
+        absl::StrCat("write ", options_.sessions_path, ": ", strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+void LockServer::RestoreSessions() {
+  std::ifstream in(options_.sessions_path, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  std::map<uint64_t, uint64_t> open_sessions;  // id -> lease_ms
+  // A torn last record is ignored: its Welcome was never sent.
+  for (size_t i = 0; i + kSessionRecord <= data.size(); i += kSessionRecord) {
+    const uint64_t id = LoadBE64(data.data() + i);
+    if (data[i + 16] != 0) {
+      open_sessions[id] = LoadBE64(data.data() + i + 8);
+    } else {
+      open_sessions.erase(id);
+    }
+  }
+  std::string live;
+  const int64_t now = NowNs();
+  for (const auto& [id, lease_ms] : open_sessions) {
+    if (evicted_.count(id) != 0) continue;
+    Session& s = sessions_[id];
+    s.id = id;
+    s.node = "(from before the restart)";
+    s.lease_ns = std::clamp<uint64_t>(lease_ms, options_.min_lease_ms,
+                                      options_.max_lease_ms) *
+                 kMs;
+    s.last_heard_ns = now;
+    s.restored = true;
+    PutBE64(&live, id);
+    PutBE64(&live, lease_ms);
+    live.push_back(1);
+  }
+  // Compacted: only the sessions still open.
+  const std::string tmp = options_.sessions_path + ".tmp";
+  const int fd =
+      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0 ||
+      write(fd, live.data(), live.size()) !=
+          static_cast<ssize_t>(live.size()) ||
+      fdatasync(fd) != 0 ||
+      rename(tmp.c_str(), options_.sessions_path.c_str())) {
+    RANGEFS_LOG(ERROR) << "could not rewrite " << options_.sessions_path << ": "
+                       << strerror(errno);
+  }
+  if (fd >= 0) close(fd);
+  if (!live.empty()) {
+    RANGEFS_LOG(INFO) << live.size() / kSessionRecord
+                      << " sessions open before the restart: each must come "
+                         "back within its lease or is evicted";
+    if (grace_end_ns_ == 0) grace_end_ns_ = now;
+  }
 }
 
 bool LockServer::in_grace() {
@@ -178,12 +267,38 @@ bool LockServer::Attach(const proto::Hello& hello, SessionSink* sink) {
     return false;
   }
   bool known = sessions_.count(id) != 0;
+  const bool recorded = !options_.sessions_path.empty() && !forget_sessions_;
+  uint64_t lease = std::clamp<uint64_t>(hello.lease_ms(), options_.min_lease_ms,
+                                        options_.max_lease_ms);
+  if (!known && hello.resume() && recorded) {
+    // The node holds locks in a session this lockd has no record of (it
+    // was evicted and closed, or lockd lost it): never let it go on.
+    reply.mutable_evicted()->set_session_id(id);
+    reply.mutable_evicted()->set_reason("lockd has no record of the session");
+    sink->Send(reply);
+    sink->Close();
+    ++counters_["sessions_refused"];
+    return false;
+  }
+  if (!known && recorded) {
+    if (absl::Status p = PersistSession(id, lease, /*open_record=*/true,
+                                        /*sync=*/true);
+        !p.ok()) {
+      RANGEFS_LOG(ERROR) << "session " << id << " not opened: " << p.message();
+      ToProto(p, reply.mutable_error());
+      sink->Send(reply);
+      sink->Close();
+      return false;
+    }
+  }
   Session& s = sessions_[id];
+  if (s.restored) {
+    s.restored = false;
+    RANGEFS_LOG(INFO) << "session " << id << " is back after the restart";
+  }
   if (known && s.sink != nullptr && s.sink != sink) s.sink->Close();
   s.id = id;
   s.node = hello.node_name().substr(0, 256);
-  uint64_t lease = std::clamp<uint64_t>(hello.lease_ms(), options_.min_lease_ms,
-                                        options_.max_lease_ms);
   s.lease_ns = lease * kMs;
   s.last_heard_ns = NowNs();
   s.sink = sink;
@@ -250,6 +365,9 @@ void LockServer::Handle(uint64_t session, const proto::NodeMessage& m) {
       if (s.sink) s.sink->Close();
       sessions_.erase(session);
       ++counters_["sessions_closed"];
+      if (!options_.sessions_path.empty()) {
+        (void)PersistSession(session, 0, /*open_record=*/false, false);
+      }
       break;
     }
     default:
@@ -479,9 +597,8 @@ void LockServer::FinishEviction(uint64_t session, const std::string& reason) {
                        << " not recorded: " << p.message();
   }
   absl::MutexLock lock(&mu_);
-  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_;
-  };
+  auto stopping = [this]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
   if (const int64_t wait = trusted_until_ns - NowNs(); wait > 0) {
     mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Nanoseconds(wait));
   }
@@ -493,6 +610,9 @@ void LockServer::FinishEviction(uint64_t session, const std::string& reason) {
     return;
   }
   evicted_.insert(session);
+  if (!options_.sessions_path.empty()) {
+    (void)PersistSession(session, 0, /*open_record=*/false, false);
+  }
   ForgetRequests(session);
   Effects e = table_.DropSession(session);
   auto it = sessions_.find(session);
@@ -527,13 +647,21 @@ void LockServer::TimerLoop() {
 void LockServer::Tick() {
   int64_t now = NowNs();
   if (grace_end_ns_ != 0 && now >= grace_end_ns_) {
-    grace_end_ns_ = 0;
-    RANGEFS_LOG(INFO) << "grace period over";
+    // Not while a session open before the restart may still hold locks:
+    // it comes back and replays, or is evicted (fenced) first.
+    bool waiting = false;
+    for (const auto& [id, s] : sessions_) waiting |= s.restored;
+    if (!waiting) {
+      grace_end_ns_ = 0;
+      RANGEFS_LOG(INFO) << "grace period over";
+    }
   }
   for (auto& [id, s] : sessions_) {
     if (!s.evicting &&
         now - s.last_heard_ns > static_cast<int64_t>(s.lease_ns)) {
-      StartEviction(id, "lease expired");
+      StartEviction(id, s.restored ? "not back within its lease after the "
+                                     "restart"
+                                   : "lease expired");
     }
   }
   for (auto it = callbacks_.begin(); it != callbacks_.end();) {

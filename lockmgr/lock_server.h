@@ -64,6 +64,14 @@ struct LockServerOptions {
   // synced at each eviction; "": in memory only). An evicted id is refused
   // for ever, also by a restarted lockd.
   std::string evicted_path;
+  // Where the sessions lockd has welcomed are kept (an open record synced
+  // before the Welcome, a close record at a goodbye or an eviction; "": in
+  // memory only). A restarted lockd takes the sessions still open as its
+  // own: each must come back and replay within its lease or is evicted
+  // (fenced) like any other, the grace period lasts until every one has,
+  // and a node resuming a session lockd has no record of is refused as
+  // evicted (it may believe it holds locks nobody else knows of).
+  std::string sessions_path;
 };
 
 class LockServer {
@@ -99,6 +107,8 @@ class LockServer {
     int64_t last_heard_ns = 0;
     SessionSink* sink = nullptr;
     bool evicting = false;
+    // Open when lockd last stopped, not back since (sessions_path).
+    bool restored = false;
   };
   struct Waiting {  // A queued request.
     uint64_t session = 0;
@@ -138,6 +148,7 @@ class LockServer {
   void EvictionLoop();
 
   const LockServerOptions options_;
+  bool forget_sessions_ = false;  // unsafe.lockd.forget_sessions
   Fencer* const fencer_;
   RangeLockTable table_;
 
@@ -156,6 +167,12 @@ class LockServer {
 
   // Appends `session` to options_.evicted_path and syncs it.
   absl::Status PersistEvicted(uint64_t session);
+  // Appends a session record (sessions_path), synced with `sync`.
+  absl::Status PersistSession(uint64_t session, uint64_t lease_ms, bool open,
+                              bool sync);
+  // Loads sessions_path: the sessions open at the last stop become
+  // restored sessions, and the file is rewritten with only those.
+  void RestoreSessions() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::thread timer_;
   std::thread evictor_;

@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
   if (!dir.empty()) {
     mkdir(dir.c_str(), 0755);
     options.evicted_path = dir + "/evicted";
+    options.sessions_path = dir + "/sessions";
     std::string marker = dir + "/started";
     // A marker from an earlier run means nodes may hold locks: replay them.
     if (access(marker.c_str(), F_OK) == 0) {

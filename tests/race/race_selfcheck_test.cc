@@ -91,6 +91,10 @@ const Row kRows[] = {
      "unsafe.client.ignore_lease"},
     {"FN3_NodeCutOffFromLockdStopsServingItsCacheThroughMounts",
      "unsafe.client.ignore_lease"},
+    {"N4_LockdKilledAroundTheEvictionOfACutOffNode",
+     "unsafe.lockd.forget_sessions"},
+    {"FN4_LockdKilledAroundTheEvictionOfACutOffNodeThroughMounts",
+     "unsafe.lockd.forget_sessions"},
 };
 
 uint64_t EnvOr(const char* name, uint64_t dflt) {

@@ -460,6 +460,7 @@ class RaceTest : public ::testing::Test {
   void RunN1(const std::string& scenario);
   void RunN2(const std::string& scenario);
   void RunN3(const std::string& scenario);
+  void RunN4(const std::string& scenario);
   void RunStress(const std::string& scenario);
   // Why nodes cannot be FUSE mounts here, or "": with compose (the mounts
   // are started here) or without /dev/fuse.
@@ -1266,6 +1267,77 @@ void RaceTest::RunN3(const std::string& scenario) {
       o.failure = "B, cut off from lockd, read " + r.text +
                   " after A's write had completed, instead of A's bytes or "
                   "an error";
+    }
+    DropNode(b);
+    return o;
+  });
+}
+
+// N4: lockd is killed (-9) and restarted around an eviction. B, between
+// MapWrite and its data write with INVAL EX and dirty pages, is cut off;
+// A needs the range. lockd dies before it has started evicting B, or while
+// that eviction waits for a data server it cannot reach, and comes back.
+// A must still read its own bytes, and when the network heals B's fsync
+// must fail and its late write never land: the restarted lockd must not
+// hand B's range over while B may still write (it knows B's session from
+// its records, and evicts it when B does not come back in its lease).
+TEST_F(RaceTest, N4_LockdKilledAroundTheEvictionOfACutOffNode) {
+  RunN4("N4_LockdKilledAroundTheEvictionOfACutOffNode");
+}
+
+TEST_F(RaceTest, FN4_LockdKilledAroundTheEvictionOfACutOffNodeThroughMounts) {
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
+  through_mounts_ = true;
+  RunN4("FN4_LockdKilledAroundTheEvictionOfACutOffNodeThroughMounts");
+}
+
+void RaceTest::RunN4(const std::string& scenario) {
+  StartLab();
+  if (lab_ == nullptr) return;
+  testing::LocalClusterOptions co;
+  co.callback_timeout_ms = 1500;
+  co.fence_lease_ms = 2000;
+  StartCluster(co);
+  RaceNode* a = AddNode("a");
+  ASSERT_NE(a, nullptr);
+  const uint64_t len = 16 * kPage;
+  Repeat(scenario, [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "n4");
+    RaceNode* b = SyncedFileAndNewNode(a, f, len, seed, &o, {"--lease_ms=1500"},
+                                       "lease_ms=1500");
+    if (b == nullptr) return o;
+    b->Call("fault client.after_mapwrite=2500::1");
+    b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+    Reply synced;
+    std::thread syncer([&] { synced = b->Call("fsync " + f, 120000); });
+    usleep(static_cast<useconds_t>(200000 + (seed % 5) * 150000));
+    // B is cut off; lockd cannot reach data server 1 either, so B's
+    // eviction waits there (up to 1.5 fence leases) and lockd dies in it.
+    lab_->Isolate("b");
+    lab_->Cut("lockd0", "data1");
+    std::string got;
+    std::thread reader([&] { got = ReadAll(*a, f, len, &o.failure); });
+    // A's callback times out 1.5 s on, and B's eviction then waits for
+    // data server 1 for up to 3 s: lockd dies before it (seeds 1, 2 mod
+    // 4: the restarted lockd must evict B itself) or in it.
+    usleep(static_cast<useconds_t>(500000 + ((seed + 3) % 4) * 600000));
+    // Here, not on a thread: a server dies with the thread that started it.
+    cluster_->StopLockd(0, SIGKILL);
+    cluster_->StartLockd(0);
+    lab_->Heal("lockd0", "data1");
+    reader.join();
+    if (o.failure.empty() && got != Fill('o', len)) {
+      o.failure = "A read B's uncommitted data: " + Runs(0, got);
+    }
+    lab_->Rejoin("b");
+    syncer.join();
+    if (o.failure.empty() && synced.ok) {
+      o.failure = "B's fsync succeeded after B was evicted";
+    }
+    Reply direct = a->Call(absl::StrCat("read ", f, " 0 ", len, " direct"));
+    if (o.failure.empty() && FromRuns(0, direct.text) != Fill('o', len)) {
+      o.failure = "B's late write landed: " + direct.text;
     }
     DropNode(b);
     return o;

@@ -297,6 +297,57 @@ TEST_F(LockServerTest, EvictedSessionIdsSurviveARestart) {
   rmdir(tmpl);
 }
 
+// The sessions open when lockd stopped are kept (options.sessions_path):
+// a restarted lockd waits for each to come back and replay, or evicts it
+// (fencing it) when its lease runs out, before it grants anything else;
+// and a node resuming a session it has no record of is refused.
+TEST_F(LockServerTest, SessionsOpenAtARestartComeBackOrAreFencedFirst) {
+  char tmpl[] = "/tmp/rangefs-sessions.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  LockServerOptions o;
+  o.evicted_path = std::string(tmpl) + "/evicted";
+  o.sessions_path = std::string(tmpl) + "/sessions";
+  Start(o);
+  Open(1, &a_, /*lease_ms=*/600);
+  Open(2, &b_);
+  server_->Handle(1, Acquire(1, 10, proto::EX, 0, 100));
+  ASSERT_TRUE(a_.GrantFor(10));
+  server_.reset();  // lockd dies; A is cut off and never comes back.
+  o.grace_ms = 100;
+  Start(o);
+  FakeSink b2;
+  proto::Hello h;
+  h.set_session_id(2);
+  h.set_lease_ms(60000);
+  h.set_resume(true);
+  ASSERT_TRUE(server_->Attach(h, &b2));  // Known: welcome, replay.
+  server_->Handle(2, Acquire(2, 20, proto::EX, 0, 100));
+  // Past the 100 ms grace, but A's session may still hold [0, 100): B
+  // waits (GRACE) until A is fenced, a lease after the restart.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(server_->in_grace());
+  EXPECT_TRUE(fencer_.fenced().empty());
+  for (int i = 0; i < 300 && server_->in_grace(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(server_->in_grace());
+  EXPECT_EQ(fencer_.fenced(), std::vector<uint64_t>{1});
+  server_->Handle(2, Acquire(2, 21, proto::EX, 0, 100));
+  EXPECT_TRUE(b2.GrantFor(21));
+  // A comes back after all: refused, as is a session never recorded.
+  for (uint64_t id : {1, 3}) {
+    FakeSink late;
+    h.set_session_id(id);
+    EXPECT_FALSE(server_->Attach(h, &late)) << id;
+    EXPECT_TRUE(late.WaitFor(
+        [](const proto::ServerMessage& m) { return m.has_evicted(); }));
+  }
+  server_.reset();
+  unlink(o.evicted_path.c_str());
+  unlink(o.sessions_path.c_str());
+  rmdir(tmpl);
+}
+
 TEST_F(LockServerTest, SilentNodeIsEvictedWhenItsLeaseExpires) {
   Start();
   Open(1, &a_, /*lease_ms=*/200);
