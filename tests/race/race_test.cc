@@ -461,6 +461,7 @@ class RaceTest : public ::testing::Test {
   void RunN2(const std::string& scenario);
   void RunN3(const std::string& scenario);
   void RunN4(const std::string& scenario);
+  void RunN6(const std::string& scenario);
   void RunStress(const std::string& scenario);
   // Why nodes cannot be FUSE mounts here, or "": with compose (the mounts
   // are started here) or without /dev/fuse.
@@ -1340,6 +1341,63 @@ void RaceTest::RunN4(const std::string& scenario) {
       o.failure = "B's late write landed: " + direct.text;
     }
     DropNode(b);
+    return o;
+  });
+}
+
+// N6: the data servers are unreachable from B for less than the lease
+// while B must write its dirty pages back: B holds INVAL EX over bytes it
+// wrote and did not sync, A reads them (a callback to B), and B is cut
+// off from both data servers (not from lockd) for 0.4 to 1.6 s. B's
+// write-back must wait for them, not drop the data: A reads B's bytes.
+TEST_F(RaceTest, N6_DataServersUnreachableForLessThanTheLeaseLoseNothing) {
+  RunN6("N6_DataServersUnreachableForLessThanTheLeaseLoseNothing");
+}
+
+TEST_F(RaceTest,
+       FN6_DataServersUnreachableForLessThanTheLeaseLoseNothingThroughMounts) {
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
+  through_mounts_ = true;
+  RunN6(
+      "FN6_DataServersUnreachableForLessThanTheLeaseLoseNothingThroughMounts");
+}
+
+void RaceTest::RunN6(const std::string& scenario) {
+  StartLab();
+  if (lab_ == nullptr) return;
+  constexpr int kLeaseMs = 3000;
+  StartCluster();
+  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
+  RaceNode* a = AddNode("a", {"--" + lease}, lease);
+  RaceNode* b = AddNode("b", {"--" + lease}, lease);
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 16 * kPage;
+  Repeat(scenario, [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "n6");
+    a->Call(absl::StrCat("write ", f, " 0 ", len, " o"));
+    a->Call("fsync " + f);
+    Reply w = b->Call(absl::StrCat("write ", f, " 0 ", len, " B"));
+    if (!w.ok) {
+      o.failure = "B's write: " + w.text;
+      return o;
+    }
+    const int64_t evictions = Evictions();
+    lab_->Cut("b", "data0");
+    lab_->Cut("b", "data1");
+    std::string got;
+    std::thread reader([&] { got = ReadAll(*a, f, len, &o.failure); });
+    usleep(static_cast<useconds_t>(400000 + (seed % 4) * 400000));
+    lab_->Heal("b", "data0");
+    lab_->Heal("b", "data1");
+    reader.join();
+    if (o.failure.empty() && got != Fill('B', len)) {
+      o.failure = "A read " + Runs(0, got) + " instead of B's write";
+    }
+    if (o.failure.empty() && Evictions() != evictions) {
+      o.failure = "lockd evicted a node whose data servers were away "
+                  "for less than its lease";
+    }
     return o;
   });
 }
