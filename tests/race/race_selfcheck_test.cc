@@ -87,8 +87,6 @@ const Row kRows[] = {
      "unsafe.data.ignore_fence"},
     {"FN1_PartitionedNodeIsFencedAndItsLateWriteNeverLandsThroughMounts",
      "unsafe.data.ignore_fence"},
-    {"N3_NodeCutOffFromLockdStopsServingItsCache",
-     "unsafe.client.ignore_lease"},
     {"FN3_NodeCutOffFromLockdStopsServingItsCacheThroughMounts",
      "unsafe.client.ignore_lease"},
     {"N4_LockdKilledAroundTheEvictionOfACutOffNode",
