@@ -378,6 +378,9 @@ class RaceTest : public ::testing::Test {
            std::chrono::steady_clock::now() - start < budget) {
       Outcome o = iteration(seed);
       ++iterations;
+      if (o.failure.empty() && lab_ != nullptr && !lab_->error().empty()) {
+        o.failure = "network lab: " + lab_->error();
+      }
       if (!o.failure.empty()) {
         std::ostringstream logs;
         if (o.script.hung && !daemons_.empty()) logs << FreeHungMounts();

@@ -219,6 +219,7 @@ void NetLab::Rule(const std::string& name, const std::vector<std::string>& rule,
   std::string out;
   if (!RunIn(argv, NetnsPath(name), &out)) {
     fprintf(stderr, "netlab: %s\n", out.c_str());
+    if (error_.empty()) error_ = out;
   }
 }
 

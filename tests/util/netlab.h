@@ -54,6 +54,9 @@ class NetLab {
   // A share `p` (0 to 1) of the packets to and from `name` is dropped;
   // 0 ends it.
   void Lossy(const std::string& name, double p);
+  // The first fault rule that could not be set or removed ("" if none): a
+  // scenario whose cut did not happen proves nothing.
+  const std::string& error() const { return error_; }
 
  private:
   struct Host {
@@ -74,6 +77,7 @@ class NetLab {
   std::string bridge_;
   std::map<std::string, Host> hosts_;
   std::map<std::string, double> lossy_;
+  std::string error_;
 };
 
 }  // namespace rangefs::testing
