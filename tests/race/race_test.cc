@@ -1398,8 +1398,9 @@ void RaceTest::RunN6(const std::string& scenario) {
       o.failure = "A read " + Runs(0, got) + " instead of B's write";
     }
     if (o.failure.empty() && Evictions() != evictions) {
-      o.failure = "lockd evicted a node whose data servers were away "
-                  "for less than its lease";
+      o.failure =
+          "lockd evicted a node whose data servers were away "
+          "for less than its lease";
     }
     return o;
   });
