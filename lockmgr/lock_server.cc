@@ -121,46 +121,18 @@ LockServer::~LockServer() {
   for (Evicting& e : evicting_) e.thread.join();
 }
 
-absl::Status LockServer::PersistEvicted(uint64_t session) {
-  if (options_.evicted_path.empty()) return absl::OkStatus();
-  std::string rec;
-  PutBE64(&rec, session);
-  const int fd = open(options_.evicted_path.c_str(),
-                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return MakeError(
-        Errc::kIoError,
-        absl::StrCat("open ", options_.evicted_path, ": ", strerror(errno)));
-  }
-  const bool ok =
-      write(fd, rec.data(), rec.size()) == static_cast<ssize_t>(rec.size()) &&
-      fdatasync(fd) == 0;
-  const int err = errno;
-  close(fd);
-  if (!ok) {
-    return MakeError(
-        Errc::kIoError,
-        absl::StrCat("write ", options_.evicted_path, ": ", strerror(err)));
-  }
-  return absl::OkStatus();
-}
-
 namespace {
-constexpr size_t kSessionRecord = 17;  // id, lease_ms (BE64), open (1/0).
-}  // namespace
 
-absl::Status LockServer::PersistSession(uint64_t session, uint64_t lease_ms,
-                                        bool open_record, bool sync) {
-  std::string rec;
-  PutBE64(&rec, session);
-  PutBE64(&rec, lease_ms);
-  rec.push_back(open_record ? 1 : 0);
-  const int fd = open(options_.sessions_path.c_str(),
-                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+constexpr size_t kSessionRecord = 17;  // id, lease_ms (BE64), open (1/0).
+
+// Appends `rec` to the file at `path`, synced with `sync`.
+absl::Status AppendRecord(const std::string& path, const std::string& rec,
+                          bool sync) {
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return MakeError(
-        Errc::kIoError,
-        absl::StrCat("open ", options_.sessions_path, ": ", strerror(errno)));
+    return MakeError(Errc::kIoError,
+                     absl::StrCat("open ", path, ": ", strerror(errno)));
   }
   const bool ok =
       write(fd, rec.data(), rec.size()) == static_cast<ssize_t>(rec.size()) &&
@@ -168,11 +140,28 @@ absl::Status LockServer::PersistSession(uint64_t session, uint64_t lease_ms,
   const int err = errno;
   close(fd);
   if (!ok) {
-    return MakeError(
-        Errc::kIoError,
-        absl::StrCat("write ", options_.sessions_path, ": ", strerror(err)));
+    return MakeError(Errc::kIoError,
+                     absl::StrCat("write ", path, ": ", strerror(err)));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LockServer::PersistEvicted(uint64_t session) {
+  if (options_.evicted_path.empty()) return absl::OkStatus();
+  std::string rec;
+  PutBE64(&rec, session);
+  return AppendRecord(options_.evicted_path, rec, /*sync=*/true);
+}
+
+absl::Status LockServer::PersistSession(uint64_t session, uint64_t lease_ms,
+                                        bool open_record, bool sync) {
+  std::string rec;
+  PutBE64(&rec, session);
+  PutBE64(&rec, lease_ms);
+  rec.push_back(open_record ? 1 : 0);
+  return AppendRecord(options_.sessions_path, rec, sync);
 }
 
 void LockServer::RestoreSessions() {
