@@ -6,7 +6,10 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <random>
+#include <set>
 #include <thread>
+#include <type_traits>
 
 #include "client/bulk_client.h"
 #include "common/fault_injection.h"
@@ -53,6 +56,20 @@ void ToProto(const Creds& c, proto::Creds* out) {
   for (uint32_t g : c.groups) out->add_groups(g);
 }
 
+// Requests that name their call (CallId in proto/meta.proto).
+template <typename R, typename = void>
+struct Named : std::false_type {};
+template <typename R>
+struct Named<R, std::void_t<decltype(std::declval<R&>().mutable_call())>>
+    : std::true_type {};
+
+uint64_t RandomClientId() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{rd()} << 32) | rd();
+  return id;
+}
+
 absl::Status Transport(const grpc::Status& s, const char* what) {
   return MakeError(Errc::kUnavailable,
                    std::string(what) + ": " + s.error_message());
@@ -89,6 +106,7 @@ class GrpcStubs : public Stubs {
  public:
   GrpcStubs(const ClusterConfig& config, uint64_t timeout_ms)
       : timeout_ms_(timeout_ms),
+        client_id_(RandomClientId()),
         meta_(proto::MetaService::NewStub(rpc::MakeChannel(config.meta))) {
     // Several connections per data server: one HTTP/2 connection carries
     // one large message at a time, and writeback and fills keep a few in
@@ -602,15 +620,57 @@ class GrpcStubs : public Stubs {
     return rpc::FromProto(rep->error());
   }
   // A metadata call: after the creates queued before it (CreateLater),
-  // unless `ordered` is false (the call cannot depend on them).
+  // unless `ordered` is false (the call cannot depend on them). A call
+  // whose connection broke (the server died or restarted under it) is sent
+  // again until the deadline: a change under the same name (CallId), which
+  // the server applies once, and any other call as it is, since it
+  // changes nothing.
   template <typename Req, typename Rep>
   absl::Status Call(grpc::Status (proto::MetaService::Stub::*method)(
                         grpc::ClientContext*, const Req&, Rep*),
-                    const Req& req, Rep* rep, const char* what,
-                    bool ordered = true) {
+                    Req& req, Rep* rep, const char* what, bool ordered = true) {
     if (ordered) AwaitQueuedCreates();
-    meta_calls_.fetch_add(1, std::memory_order_relaxed);
-    return Call(meta_.get(), method, req, rep, what);
+    uint64_t seq = 0;
+    if constexpr (Named<Req>::value) seq = BeginCall(req.mutable_call());
+    const auto deadline = std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(timeout_ms_);
+    absl::Status status;
+    for (;;) {
+      grpc::ClientContext ctx;
+      ctx.set_wait_for_ready(true);
+      ctx.set_deadline(deadline);
+      meta_calls_.fetch_add(1, std::memory_order_relaxed);
+      grpc::Status s = (meta_.get()->*method)(&ctx, req, rep);
+      if (s.ok()) {
+        status = rpc::FromProto(rep->error());
+        break;
+      }
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE ||
+          std::chrono::system_clock::now() + kRetryPause >= deadline) {
+        status = Transport(s, what);
+        break;
+      }
+      rep->Clear();
+      std::this_thread::sleep_for(kRetryPause);
+    }
+    if (seq != 0) EndCall(seq);
+    return status;
+  }
+
+  // Names a change: the next number of this client, and the lowest one
+  // still waiting for its answer.
+  uint64_t BeginCall(proto::CallId* id) {
+    absl::MutexLock lock(&calls_mu_);
+    const uint64_t seq = next_seq_++;
+    waiting_.insert(seq);
+    id->set_client(client_id_);
+    id->set_seq(seq);
+    id->set_acked(*waiting_.begin());
+    return seq;
+  }
+  void EndCall(uint64_t seq) {
+    absl::MutexLock lock(&calls_mu_);
+    waiting_.erase(seq);
   }
 
   void AwaitQueuedCreates() {
@@ -655,12 +715,19 @@ class GrpcStubs : public Stubs {
         c->mutable_time()->set_sec(q.file.time.sec);
         c->mutable_time()->set_nsec(q.file.time.nsec);
       }
+      // Each create is a change of its own: a retry of the batch applies
+      // the ones already applied once.
+      std::vector<uint64_t> seqs;
+      for (proto::CreateRequest& c : *req.mutable_creates()) {
+        seqs.push_back(BeginCall(c.mutable_call()));
+      }
       proto::CreateBatchReply rep;
       absl::Status s = FaultPoint("client.before_create_sent");
       if (s.ok()) {
         s = Call(&proto::MetaService::Stub::CreateBatch, req, &rep, "create",
                  /*ordered=*/false);
       }
+      for (uint64_t seq : seqs) EndCall(seq);
       if (s.ok() && rep.replies_size() != static_cast<int>(batch.size())) {
         s = MakeError(Errc::kIoError,
                       "the metadata server answered " +
@@ -706,7 +773,12 @@ class GrpcStubs : public Stubs {
                          ", which the cluster configuration does not list");
   }
 
+  static constexpr std::chrono::milliseconds kRetryPause{20};
   const uint64_t timeout_ms_;
+  const uint64_t client_id_;  // CallId.client: this process's name.
+  absl::Mutex calls_mu_;
+  uint64_t next_seq_ ABSL_GUARDED_BY(calls_mu_) = 1;
+  std::set<uint64_t> waiting_ ABSL_GUARDED_BY(calls_mu_);
   std::unique_ptr<proto::MetaService::Stub> meta_;
   std::map<uint32_t, std::vector<std::unique_ptr<proto::DataService::Stub>>>
       data_;

@@ -185,6 +185,7 @@ absl::StatusOr<MapResult> MetaServer::MapWriteRanges(
     return MakeError(Errc::kInvalidArgument,
                      "mapped ranges must lie within 1 GiB of each other");
   }
+  if (MapResult kept; Replayed(&kept)) return kept;
   if (absl::Status s = CheckSession(session); !s.ok()) return s;
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
@@ -214,15 +215,17 @@ absl::StatusOr<MapResult> MetaServer::MapWriteRanges(
     }
     if (out.mappings.size() == kMaxMappings || b < blocks[k].end) break;
   }
-  if (allocated_any) {
-    r->extent_gen = gen;
-    set->WriteTo(ino, &op.batch());
-    op.PutInode(*r);
-    if (absl::Status s = op.Commit(); !s.ok()) return s;
+  if (!allocated_any) {
+    out.cookie = r->extent_gen;
+    out.size = r->size;
+    return out;
   }
+  r->extent_gen = gen;
+  set->WriteTo(ino, &op.batch());
+  op.PutInode(*r);
   out.cookie = r->extent_gen;
   out.size = r->size;
-  return out;
+  return op.Commit(std::move(out));
 }
 
 absl::StatusOr<Attr> MetaServer::CommitWrite(
@@ -253,6 +256,7 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
   if (new_size > kMaxFileSize) {
     return MakeError(Errc::kFileTooBig, "size past the maximum");
   }
+  if (Attr kept; Replayed(&kept)) return kept;
   if (absl::Status s = CheckSession(session); !s.ok()) return s;
   // xfs/559-style: hold a commit while the extents change under it.
   if (absl::Status s = FaultPoint("meta.commit.apply"); !s.ok()) return s;
@@ -294,8 +298,7 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
     r->ctime = mtime.sec != 0 ? mtime : Now();
   }
   op.PutInode(*r);
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
-  return AttrOf(*r);
+  return op.Commit(AttrOf(*r));
 }
 
 absl::Status MetaServer::Truncate(Op& op, InodeRecord& r, uint64_t new_size) {
@@ -347,6 +350,7 @@ absl::StatusOr<Attr> MetaServer::Fallocate(uint64_t session, uint64_t ino,
   }
   absl::StatusOr<ByteRange> range = FileRange(offset, length);
   if (!range.ok()) return range.status();
+  if (Attr kept; Replayed(&kept)) return kept;
   if (absl::Status s = CheckSession(session); !s.ok()) return s;
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
@@ -378,7 +382,7 @@ absl::StatusOr<Attr> MetaServer::Fallocate(uint64_t session, uint64_t ino,
     r->ctime = now;
     if (mode != 0 && mode != kFallocKeepSize) r->mtime = now;
     op.PutInode(*r);
-    if (absl::Status cs = op.Commit(); !cs.ok()) return cs;
+    return op.Commit(AttrOf(*r));
   }
   return AttrOf(*r);
 }

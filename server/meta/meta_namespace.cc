@@ -53,6 +53,7 @@ absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
   if (a.valid & ~511u) {
     return MakeError(Errc::kInvalidArgument, "unknown setattr fields");
   }
+  if (Attr kept; Replayed(&kept)) return kept;
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
@@ -77,8 +78,7 @@ absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
   }
   r->ctime = (a.valid & kSetCtime) ? a.ctime : now;
   op.PutInode(*r);
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
-  return AttrOf(*r);
+  return op.Commit(AttrOf(*r));
 }
 
 absl::StatusOr<Attr> MetaServer::MakeNode(
@@ -92,6 +92,7 @@ absl::StatusOr<Attr> MetaServer::MakeNode(
       type != S_IFBLK) {
     return MakeError(Errc::kInvalidArgument, "unknown file type");
   }
+  if (EntryResult kept; Replayed(&kept)) return EntryAnswer(kept, parent_attr);
   Op op(this, session, {parent});
   absl::StatusOr<InodeRecord> p = ReadDir(parent);
   if (!p.ok()) return p.status();
@@ -158,9 +159,8 @@ absl::StatusOr<Attr> MetaServer::MakeNode(
   ++p->size;
   p->mtime = p->ctime = r.ctime;
   op.PutInode(*p);
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
-  if (parent_attr != nullptr) *parent_attr = AttrOf(*p);
-  return AttrOf(r);
+  return EntryAnswer(op.Commit(EntryResult{AttrOf(r), AttrOf(*p)}),
+                     parent_attr);
 }
 
 absl::StatusOr<Attr> MetaServer::Create(uint64_t session, uint64_t parent,
@@ -213,6 +213,7 @@ absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,
                                       const std::string& new_name,
                                       Attr* parent_attr) {
   if (absl::Status s = ValidateName(new_name); !s.ok()) return s;
+  if (EntryResult kept; Replayed(&kept)) return EntryAnswer(kept, parent_attr);
   Op op(this, session, {ino, new_parent});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
@@ -237,9 +238,8 @@ absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,
   p->mtime = p->ctime = now;
   op.PutInode(*r);
   op.PutInode(*p);
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
-  if (parent_attr != nullptr) *parent_attr = AttrOf(*p);
-  return AttrOf(*r);
+  return EntryAnswer(op.Commit(EntryResult{AttrOf(*r), AttrOf(*p)}),
+                     parent_attr);
 }
 
 absl::StatusOr<std::unique_ptr<MetaServer::Op>> MetaServer::LockEntry(
@@ -268,6 +268,7 @@ absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
                                                 const std::string& name,
                                                 bool keep_if_open) {
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  if (UnlinkResult kept; Replayed(&kept)) return kept;
   uint64_t ino = 0;
   absl::StatusOr<std::unique_ptr<Op>> locked =
       LockEntry(session, parent, name, &ino);
@@ -291,9 +292,8 @@ absl::StatusOr<UnlinkResult> MetaServer::Unlink(uint64_t session,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
   result.parent = AttrOf(*p);
-  return result;
+  return op.Commit(result);
 }
 
 absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
@@ -301,6 +301,7 @@ absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
                                                const std::string& name) {
   if (name == "..") return MakeError(Errc::kNotEmpty, "rmdir ..");
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
+  if (UnlinkResult kept; Replayed(&kept)) return kept;
   uint64_t ino = 0;
   absl::StatusOr<std::unique_ptr<Op>> locked =
       LockEntry(session, parent, name, &ino);
@@ -329,9 +330,8 @@ absl::StatusOr<UnlinkResult> MetaServer::Rmdir(uint64_t session,
   if (absl::Status s = DropLink(op, *r, false, &result.orphaned); !s.ok()) {
     return s;
   }
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
   result.parent = AttrOf(*p);
-  return result;
+  return op.Commit(result);
 }
 
 absl::Status MetaServer::CheckNotAncestor(uint64_t ino, uint64_t dir) {
@@ -356,6 +356,7 @@ absl::StatusOr<UnlinkResult> MetaServer::Rename(
   if ((flags & ~3u) != 0 || flags == 3) {
     return MakeError(Errc::kInvalidArgument, "bad rename flags");
   }
+  if (UnlinkResult kept; Replayed(&kept)) return kept;
   const bool exchange = flags & kRenameExchange;
   // Cross-directory renames are serialised (Linux's s_vfs_rename_mutex),
   // so the ancestry check cannot race with another rename.
@@ -481,8 +482,7 @@ absl::StatusOr<UnlinkResult> MetaServer::Rename(
     recs[old_parent].mtime = recs[old_parent].ctime = now;
     recs[new_parent].mtime = recs[new_parent].ctime = now;
     for (const auto& [ino, r] : recs) op.PutInode(r);
-    if (absl::Status st = op.Commit(); !st.ok()) return st;
-    return result;
+    return op.Commit(result);
   }
 }
 

@@ -128,6 +128,7 @@ absl::StatusOr<std::unique_ptr<MetaServer>> MetaServer::Open(
       new MetaServer(std::move(*store), **stored_id));
   if (absl::Status s = server->Load(devices); !s.ok()) return s;
   if (absl::Status s = server->FreeUnusedOrphans(); !s.ok()) return s;
+  if (absl::Status s = server->LoadReplies(); !s.ok()) return s;
   return server;
 }
 
@@ -309,6 +310,104 @@ absl::Status MetaServer::FreeUnusedOrphans() {
   return absl::OkStatus();
 }
 
+// ------------------------------------------------------- exactly-once calls
+
+namespace {
+thread_local const MetaServer::Call* tl_call = nullptr;
+}  // namespace
+
+MetaServer::Call::Call(MetaServer* server, const CallId& id)
+    : server_(server), id_(id), outer_(tl_call) {
+  if (id_.client != 0) {
+    // Another attempt of this call may still be running (its node lost
+    // the connection, not the server): its outcome decides this one's.
+    struct Attempt {
+      MetaServer* server;
+      std::pair<uint64_t, uint64_t> key;
+      bool Over() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return server->running_.count(key) == 0;
+      }
+    } attempt{server_, {id_.client, id_.seq}};
+    const auto& key = attempt.key;
+    absl::MutexLock lock(&server_->calls_mu_);
+    server_->calls_mu_.Await(absl::Condition(&attempt, &Attempt::Over));
+    server_->running_.insert(key);
+    auto it = server_->kept_.find(id_.client);
+    if (it != server_->kept_.end()) {
+      for (uint64_t seq : it->second) {
+        if (seq >= id_.acked || seq >= id_.seq) break;
+        trim_.push_back(seq);
+      }
+    }
+  }
+  tl_call = this;
+}
+
+MetaServer::Call::~Call() {
+  tl_call = outer_;
+  if (id_.client != 0) {
+    absl::MutexLock lock(&server_->calls_mu_);
+    server_->running_.erase(std::make_pair(id_.client, id_.seq));
+  }
+}
+
+const MetaServer::Call* MetaServer::CurrentCall() const {
+  const Call* c = tl_call;
+  return c != nullptr && c->server_ == this && c->id_.client != 0 ? c : nullptr;
+}
+
+const MetaServer::Call* MetaServer::KeepIn(Batch* batch,
+                                           const std::string& value) {
+  const Call* call = CurrentCall();
+  if (call == nullptr) return nullptr;
+  batch->Put(Cf::kReplies, ReplyKey(call->id_.client, call->id_.seq), value);
+  for (uint64_t seq : call->trim_) {
+    batch->Delete(Cf::kReplies, ReplyKey(call->id_.client, seq));
+  }
+  return call;
+}
+
+void MetaServer::Kept(const Call& call) {
+  absl::MutexLock lock(&calls_mu_);
+  std::set<uint64_t>& seqs = kept_[call.id_.client];
+  for (uint64_t seq : call.trim_) seqs.erase(seq);
+  seqs.insert(call.id_.seq);
+}
+
+size_t MetaServer::kept_replies() {
+  absl::MutexLock lock(&calls_mu_);
+  size_t n = 0;
+  for (const auto& [client, seqs] : kept_) n += seqs.size();
+  return n;
+}
+
+absl::Status MetaServer::LoadReplies() {
+  const int64_t oldest = Now().sec - kKeepRepliesSec;
+  std::map<uint64_t, std::set<uint64_t>> kept;
+  Batch expired;
+  absl::Status s = store_->Scan(
+      Cf::kReplies, "", "", [&](absl::string_view k, absl::string_view v) {
+        Timespec when;
+        if (k.size() != 16 || !KeptAt(v, &when) || when.sec < oldest) {
+          expired.Delete(Cf::kReplies, k);
+        } else {
+          kept[LoadBE64(k.data())].insert(LoadBE64(k.data() + 8));
+        }
+        return true;
+      });
+  if (!s.ok()) return s;
+  if (expired.count() != 0) {
+    RANGEFS_LOG(INFO) << "dropping " << expired.count()
+                      << " kept replies older than " << kKeepRepliesSec << " s";
+    if (absl::Status cs = store_->Commit(std::move(expired)); !cs.ok()) {
+      return cs;
+    }
+  }
+  absl::MutexLock lock(&calls_mu_);
+  kept_ = std::move(kept);
+  return absl::OkStatus();
+}
+
 // ------------------------------------------------------------------ helpers
 
 absl::Status MetaServer::CheckSession(uint64_t session) {
@@ -443,6 +542,7 @@ absl::StatusOr<Attr> MetaServer::Open(uint64_t session, uint64_t ino) {
   if (session == 0) {
     return MakeError(Errc::kInvalidArgument, "open needs a session id");
   }
+  if (Attr kept; Replayed(&kept)) return kept;
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
@@ -454,11 +554,11 @@ absl::StatusOr<Attr> MetaServer::Open(uint64_t session, uint64_t ino) {
   std::string nv;
   PutBE64(&nv, count + 1);
   op.batch().Put(Cf::kHandles, HandleKey(ino, session), nv);
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
-  return AttrOf(*r);
+  return op.Commit(AttrOf(*r));
 }
 
 absl::Status MetaServer::Close(uint64_t session, uint64_t ino) {
+  if (Done kept; Replayed(&kept)) return absl::OkStatus();
   // A fenced session's handles are being dropped; closing is not refused.
   Op op(this, 0, {ino});
   absl::StatusOr<std::optional<std::string>> v =
@@ -474,7 +574,7 @@ absl::Status MetaServer::Close(uint64_t session, uint64_t ino) {
     std::string nv;
     PutBE64(&nv, count - 1);
     op.batch().Put(Cf::kHandles, HandleKey(ino, session), nv);
-    return op.Commit();
+    return op.Commit(Done{}).status();
   }
   op.batch().Delete(Cf::kHandles, HandleKey(ino, session));
   // The last handle anywhere on an orphan frees it.
@@ -496,7 +596,7 @@ absl::Status MetaServer::Close(uint64_t session, uint64_t ino) {
       if (absl::Status fs = FreeInode(op, *r); !fs.ok()) return fs;
     }
   }
-  return op.Commit();
+  return op.Commit(Done{}).status();
 }
 
 absl::Status MetaServer::Fence(uint64_t session) {
@@ -569,8 +669,14 @@ std::vector<DeviceInfo> MetaServer::devices() const {
 }
 
 MetaCounters MetaServer::counters() {
-  absl::MutexLock lock(&seq_mu_);
-  return counters_;
+  MetaCounters c;
+  {
+    absl::MutexLock lock(&seq_mu_);
+    c = counters_;
+  }
+  absl::MutexLock lock(&calls_mu_);
+  c.replayed = replayed_;
+  return c;
 }
 
 absl::StatusOr<StatFs> MetaServer::GetStatFs() {
@@ -633,6 +739,7 @@ absl::Status MetaServer::SetXattr(uint64_t session, uint64_t ino,
   if (flags & ~3u || flags == 3) {
     return MakeError(Errc::kInvalidArgument, "bad setxattr flags");
   }
+  if (Done kept; Replayed(&kept)) return absl::OkStatus();
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
@@ -669,7 +776,7 @@ absl::Status MetaServer::SetXattr(uint64_t session, uint64_t ino,
   op.batch().Put(Cf::kXattrs, XattrKey(ino, name), value);
   r->ctime = Now();
   op.PutInode(*r);
-  return op.Commit();
+  return op.Commit(Done{}).status();
 }
 
 absl::StatusOr<std::vector<std::string>> MetaServer::ListXattr(uint64_t ino) {
@@ -690,6 +797,7 @@ absl::StatusOr<std::vector<std::string>> MetaServer::ListXattr(uint64_t ino) {
 absl::Status MetaServer::RemoveXattr(uint64_t session, uint64_t ino,
                                      const std::string& name) {
   if (absl::Status s = ValidateXattrName(name); !s.ok()) return s;
+  if (Done kept; Replayed(&kept)) return absl::OkStatus();
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
@@ -700,7 +808,7 @@ absl::Status MetaServer::RemoveXattr(uint64_t session, uint64_t ino,
   op.batch().Delete(Cf::kXattrs, XattrKey(ino, name));
   r->ctime = Now();
   op.PutInode(*r);
-  return op.Commit();
+  return op.Commit(Done{}).status();
 }
 
 absl::Status MetaServer::Sync() { return store_->Sync(); }
@@ -711,6 +819,7 @@ absl::StatusOr<uint64_t> MetaServer::ReserveInodes(uint64_t session,
     return MakeError(Errc::kInvalidArgument,
                      "reserve 1 to 4096 inode numbers for a session");
   }
+  if (uint64_t kept; Replayed(&kept)) return kept;
   Op op(this, session, {});
   if (absl::Status s = op.LockSeq(); !s.ok()) return s;
   seq_mu_.AssertHeld();
@@ -728,8 +837,7 @@ absl::StatusOr<uint64_t> MetaServer::ReserveInodes(uint64_t session,
   r.emplace_back(first, first + count);
   op.batch().Put(Cf::kMeta, LeaseKey(session), EncodeLease(r));
   op.batch().RequireSync();
-  if (absl::Status s = op.Commit(); !s.ok()) return s;
-  return first;
+  return op.Commit(first);
 }
 
 absl::Status MetaServer::UseLeased(Op& op, uint64_t session, uint64_t ino) {

@@ -122,11 +122,21 @@ struct FsckReport {
   uint64_t free_bytes = 0;
 };
 
+// A change a node asks for, named so that a retry applies it once: the
+// node's id (random, one per process), the call's number (increasing per
+// node), and the lowest number the node still waits for an answer to.
+struct CallId {
+  uint64_t client = 0;  // 0: unnamed; every attempt applies.
+  uint64_t seq = 0;
+  uint64_t acked = 0;  // Answers kept for numbers below it can go.
+};
+
 struct MetaCounters {
   uint64_t stale_commits = 0;
   uint64_t fenced_refusals = 0;
   uint64_t commits = 0;
   uint64_t allocations = 0;
+  uint64_t replayed = 0;  // Retries answered with a kept reply.
 };
 
 class MetaServer {
@@ -142,6 +152,33 @@ class MetaServer {
   ~MetaServer();
   MetaServer(const MetaServer&) = delete;
   MetaServer& operator=(const MetaServer&) = delete;
+
+  // Exactly-once changes (docs/metadata-server.md, "Retries"). While a
+  // Call lives on a thread, a change that thread makes on this server is
+  // kept with its answer, in the change's own batch; the same call again
+  // (a retry: the node lost the answer to a reset connection or to a
+  // restart of this server) gets the kept answer and changes nothing. A
+  // Call first waits for an attempt of the same call still running. A call
+  // that changed nothing keeps nothing: its retry runs again. The answers
+  // of a node are dropped as its `acked` passes them, and any answer older
+  // than kKeepRepliesSec when the server starts.
+  class Call {
+   public:
+    Call(MetaServer* server, const CallId& id);
+    ~Call();
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+
+   private:
+    friend class MetaServer;
+    MetaServer* const server_;
+    const CallId id_;
+    std::vector<uint64_t> trim_;  // Kept answers of the node to drop.
+    const Call* outer_;           // The thread's Call before this one.
+  };
+  static constexpr int64_t kKeepRepliesSec = 3600;
+  // Answers kept now.
+  size_t kept_replies();
 
   // Namespace. `session` identifies the caller for fencing.
   absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);
@@ -252,6 +289,19 @@ class MetaServer {
   absl::Status Format(const std::vector<DeviceInfo>& devices);
   absl::Status Load(const std::vector<DeviceInfo>& extra);
   absl::Status FreeUnusedOrphans();
+  absl::Status LoadReplies();
+
+  // The thread's Call on this server, or null.
+  const Call* CurrentCall() const;
+  // A retry of the thread's Call that was applied before: its kept answer
+  // into *out. False when there is none (or no Call).
+  template <typename T>
+  bool Replayed(T* out);
+  // Adds the thread's Call's kept answer `value` and the deletion of the
+  // answers it trims to `batch`; returns the Call, or null.
+  const Call* KeepIn(Batch* batch, const std::string& value);
+  // After the batch of KeepIn(call) is written.
+  void Kept(const Call& call);
 
   absl::Status CheckSession(uint64_t session);
   absl::StatusOr<InodeRecord> ReadInode(uint64_t ino,
@@ -328,6 +378,14 @@ class MetaServer {
   uint64_t fence_seq_ ABSL_GUARDED_BY(seq_mu_) = 0;
   std::vector<DeviceInfo> devices_ ABSL_GUARDED_BY(seq_mu_);
   MetaCounters counters_ ABSL_GUARDED_BY(seq_mu_);
+
+  // Exactly-once changes (Call). Lock order: after seq_mu_ or alone.
+  absl::Mutex calls_mu_;
+  // Calls running now: client, seq.
+  std::set<std::pair<uint64_t, uint64_t>> running_ ABSL_GUARDED_BY(calls_mu_);
+  // The answers kept on disk: client -> seqs.
+  std::map<uint64_t, std::set<uint64_t>> kept_ ABSL_GUARDED_BY(calls_mu_);
+  uint64_t replayed_ ABSL_GUARDED_BY(calls_mu_) = 0;
 };
 
 }  // namespace rangefs::meta

@@ -6,8 +6,11 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "common/fault_injection.h"
+#include "common/log.h"
 #include "server/meta/extent_set.h"
 #include "server/meta/meta_server.h"
+#include "server/meta/replies.h"
 
 namespace rangefs::meta {
 
@@ -45,6 +48,17 @@ class MetaServer::Op {
   // LockSeq() if not yet held, adds the allocator's free-map changes,
   // submits, and waits until the batch is durable.
   absl::Status Commit() ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  // Commit() of a change that answers `result`, which the thread's Call
+  // (MetaServer::Call) keeps in the same batch.
+  template <typename T>
+  absl::StatusOr<T> Commit(T result) {
+    const Call* call = server_->KeepIn(&batch_, EncodeKept(Now(), result));
+    if (absl::Status s = Commit(); !s.ok()) return s;
+    if (call != nullptr) server_->Kept(*call);
+    // Stored, not yet answered: where a crash makes the node send it again.
+    (void)FaultPoint("meta.change.answer");
+    return result;
+  }
 
  private:
   MetaServer* server_;
@@ -53,6 +67,40 @@ class MetaServer::Op {
   bool seq_held_ = false;
   Batch batch_;
 };
+
+template <typename T>
+bool MetaServer::Replayed(T* out) {
+  if (UnsafeSwitch("unsafe.meta.forget_replies")) return false;
+  const Call* call = CurrentCall();
+  if (call == nullptr) return false;
+  {
+    absl::MutexLock lock(&calls_mu_);
+    auto it = kept_.find(call->id_.client);
+    if (it == kept_.end() || it->second.count(call->id_.seq) == 0) return false;
+  }
+  absl::StatusOr<std::optional<std::string>> v =
+      store_->Get(Cf::kReplies, ReplyKey(call->id_.client, call->id_.seq));
+  if (!v.ok() || !*v) return false;
+  if (!DecodeKept(**v, out)) {
+    RANGEFS_LOG(ERROR) << "kept reply of call " << call->id_.client << "/"
+                       << call->id_.seq << " does not match its change";
+    return false;
+  }
+  RANGEFS_LOG(INFO) << "call " << call->id_.client << "/" << call->id_.seq
+                    << " sent again: answered with its kept reply";
+  absl::MutexLock lock(&calls_mu_);
+  ++replayed_;
+  return true;
+}
+
+// An entry change's answer: the entry, and its directory's attributes into
+// *parent_attr (when not null).
+inline absl::StatusOr<Attr> EntryAnswer(const absl::StatusOr<EntryResult>& e,
+                                        Attr* parent_attr) {
+  if (!e.ok()) return e.status();
+  if (parent_attr != nullptr) *parent_attr = e->second;
+  return e->first;
+}
 
 // Name checks shared by namespace operations.
 absl::Status ValidateName(const std::string& name);

@@ -75,6 +75,10 @@ void FillMap(const absl::StatusOr<MapResult>& m, proto::MapReply* reply) {
 
 Creds CredsOf(const proto::Creds& c) { return Creds{c.uid(), c.gid()}; }
 
+CallId CallOf(const proto::CallId& c) {
+  return CallId{c.client(), c.seq(), c.acked()};
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* MetaServiceImpl::Lookup(
@@ -96,6 +100,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::SetAttr(
     grpc::CallbackServerContext* ctx, const proto::SetAttrRequest* req,
     proto::AttrReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     SetAttrArgs a;
     a.valid = req->valid();
     a.mode = req->mode();
@@ -111,6 +116,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::SetAttr(
 
 void MetaServiceImpl::ApplyCreate(const proto::CreateRequest& req,
                                   proto::EntryReply* reply) {
+  MetaServer::Call call(server_, CallOf(req.call()));
   Attr parent;
   ChosenInode chosen{req.ino(), TimeOf(req.time())};
   AnswerEntry(
@@ -149,6 +155,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Mkdir(
     grpc::CallbackServerContext* ctx, const proto::MkdirRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     Attr parent;
     AnswerEntry(server_->Mkdir(req->session_id(), req->parent(), req->name(),
                                req->mode(), CredsOf(req->creds()), req->umask(),
@@ -161,6 +168,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Symlink(
     grpc::CallbackServerContext* ctx, const proto::SymlinkRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     Attr parent;
     AnswerEntry(server_->Symlink(req->session_id(), req->parent(), req->name(),
                                  req->target(), CredsOf(req->creds()), &parent),
@@ -172,6 +180,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Link(
     grpc::CallbackServerContext* ctx, const proto::LinkRequest* req,
     proto::EntryReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     Attr parent;
     AnswerEntry(server_->Link(req->session_id(), req->ino(), req->new_parent(),
                               req->new_name(), &parent),
@@ -183,6 +192,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Unlink(
     grpc::CallbackServerContext* ctx, const proto::UnlinkRequest* req,
     proto::UnlinkReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     auto r = server_->Unlink(req->session_id(), req->parent(), req->name(),
                              req->keep_if_open());
     if (!r.ok()) return ToProto(r.status(), reply->mutable_error());
@@ -196,6 +206,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Rmdir(
     grpc::CallbackServerContext* ctx, const proto::RmdirRequest* req,
     proto::UnlinkReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     auto r = server_->Rmdir(req->session_id(), req->parent(), req->name());
     if (!r.ok()) return ToProto(r.status(), reply->mutable_error());
     reply->set_ino(r->ino);
@@ -207,6 +218,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Rename(
     grpc::CallbackServerContext* ctx, const proto::RenameRequest* req,
     proto::RenameReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     auto r =
         server_->Rename(req->session_id(), req->old_parent(), req->old_name(),
                         req->new_parent(), req->new_name(), req->flags());
@@ -271,6 +283,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::ReserveInodes(
     grpc::CallbackServerContext* ctx, const proto::ReserveInodesRequest* req,
     proto::ReserveInodesReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     auto r = server_->ReserveInodes(req->session_id(), req->count());
     if (!r.ok()) return ToProto(r.status(), reply->mutable_error());
     reply->set_first(*r);
@@ -296,6 +309,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::MapWrite(
     grpc::CallbackServerContext* ctx, const proto::MapRequest* req,
     proto::MapReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     std::vector<std::pair<uint64_t, uint64_t>> ranges = {
         {req->offset(), req->length()}};
     for (const proto::Range& r : req->more()) {
@@ -311,6 +325,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::CommitWrite(
     grpc::CallbackServerContext* ctx, const proto::CommitWriteRequest* req,
     proto::CommitWriteReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     std::vector<ByteRange> ranges;
     for (const proto::Range& r : req->ranges()) {
       ranges.push_back(rpc::FromProto(r));
@@ -328,6 +343,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Fallocate(
     grpc::CallbackServerContext* ctx, const proto::FallocateRequest* req,
     proto::AttrReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     Answer(server_->Fallocate(req->session_id(), req->ino(), req->mode(),
                               req->offset(), req->length()),
            reply);
@@ -348,6 +364,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Open(
     grpc::CallbackServerContext* ctx, const proto::OpenRequest* req,
     proto::AttrReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     if (req->close()) {
       ToProto(server_->Close(req->session_id(), req->ino()),
               reply->mutable_error());
@@ -371,6 +388,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::SetXattr(
     grpc::CallbackServerContext* ctx, const proto::XattrRequest* req,
     proto::XattrReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     ToProto(server_->SetXattr(req->session_id(), req->ino(), req->name(),
                               req->value(), req->flags()),
             reply->mutable_error());
@@ -391,6 +409,7 @@ grpc::ServerUnaryReactor* MetaServiceImpl::RemoveXattr(
     grpc::CallbackServerContext* ctx, const proto::XattrRequest* req,
     proto::XattrReply* reply) {
   return RunOnPool(pool_, ctx, [=] {
+    MetaServer::Call call(server_, CallOf(req->call()));
     ToProto(server_->RemoveXattr(req->session_id(), req->ino(), req->name()),
             reply->mutable_error());
   });
@@ -450,6 +469,8 @@ grpc::ServerUnaryReactor* MetaServiceImpl::Status(
     m["fenced_refusals"] = c.fenced_refusals;
     m["commits"] = c.commits;
     m["allocations"] = c.allocations;
+    m["replayed"] = c.replayed;
+    m["kept_replies"] = server_->kept_replies();
     m["sync_writes"] = server_->store()->sync_writes();
   });
 }

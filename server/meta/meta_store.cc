@@ -15,8 +15,9 @@
 namespace rangefs::meta {
 namespace {
 
-const char* const kCfNames[] = {"inodes", "dentries", "extents", "free",
-                                "meta",   "orphans",  "xattrs",  "handles"};
+const char* const kCfNames[] = {"inodes", "dentries", "extents",
+                                "free",   "meta",     "orphans",
+                                "xattrs", "handles",  "replies"};
 static_assert(sizeof(kCfNames) / sizeof(kCfNames[0]) ==
               static_cast<size_t>(Cf::kCount));
 

@@ -1,6 +1,6 @@
 // MetaStore: the metadata server's RocksDB database, and the only class that
 // touches it. Column families: inodes, dentries, extents, free, meta,
-// orphans, xattrs, handles (records.h describes their keys).
+// orphans, xattrs, handles, replies (records.h describes their keys).
 //
 // Writes go through an ordered group commit: Submit() queues a batch (cheap,
 // never blocks on I/O, so callers may hold their sequencing mutex: batches
@@ -46,6 +46,7 @@ enum class Cf : int {
   kOrphans,
   kXattrs,
   kHandles,
+  kReplies,
   kCount,
 };
 

@@ -196,6 +196,13 @@ std::string FenceKey(uint64_t session) {
   return k;
 }
 
+std::string ReplyKey(uint64_t client, uint64_t seq) {
+  std::string k;
+  PutBE64(&k, client);
+  PutBE64(&k, seq);
+  return k;
+}
+
 std::string LeaseKey(uint64_t session) {
   std::string k = "lease/";
   PutBE64(&k, session);

@@ -11,6 +11,7 @@
 //   orphans   ino                       -> "" (nlink 0, still open somewhere)
 //   xattrs    ino | name                -> value
 //   handles   ino | session             -> open count
+//   replies   client | seq              -> what a change answered (replies.h)
 #ifndef RANGEFS_SERVER_META_RECORDS_H_
 #define RANGEFS_SERVER_META_RECORDS_H_
 
@@ -123,6 +124,7 @@ std::string XattrPrefix(uint64_t ino);
 std::string XattrKey(uint64_t ino, absl::string_view name);
 std::string HandleKey(uint64_t ino, uint64_t session);
 std::string FenceKey(uint64_t session);
+std::string ReplyKey(uint64_t client, uint64_t seq);
 // Inode numbers leased to a session (MetaServer::ReserveInodes): the key,
 // and the value, pairs of big-endian [next, end).
 std::string LeaseKey(uint64_t session);

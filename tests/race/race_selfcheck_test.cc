@@ -93,6 +93,9 @@ const Row kRows[] = {
      "unsafe.lockd.forget_sessions"},
     {"FN4_LockdKilledAroundTheEvictionOfACutOffNodeThroughMounts",
      "unsafe.lockd.forget_sessions"},
+    {"N5_MetadataServerKilledUnderLoad", "unsafe.meta.forget_replies"},
+    {"FN5_MetadataServerKilledUnderLoadThroughMounts",
+     "unsafe.meta.forget_replies"},
 };
 
 uint64_t EnvOr(const char* name, uint64_t dflt) {

@@ -8,6 +8,7 @@
 //   write PATH OFF LEN BYTE [direct]      -> ok N t=MONOTONIC_NS
 //   read PATH OFF LEN [direct]            -> ok RUNS
 //   truncate PATH SIZE | fsync PATH
+//   rename PATH NEWPATH                   (root-level paths)
 //   fallocate PATH MODE OFF LEN   (alloc alloc_keep punch zero zero_keep
 //                                  collapse insert)
 //   mmap NAME PATH OFF LEN [private] [direct]
@@ -135,6 +136,9 @@ class Node {
                                       char* buf, size_t len, bool direct) = 0;
   virtual absl::Status Truncate(const std::string& path, uint64_t size) = 0;
   virtual absl::Status Fsync(const std::string& path) = 0;
+  // Renames a file of the root directory; open handles of `from` go.
+  virtual absl::Status Rename(const std::string& from,
+                              const std::string& to) = 0;
   virtual absl::Status Fallocate(const std::string& path, uint32_t mode,
                                  uint64_t off, uint64_t len) = 0;
   virtual absl::StatusOr<char*> Mmap(const std::string& path, uint64_t off,
@@ -192,6 +196,20 @@ class LibNode : public Node {
     absl::StatusOr<uint64_t> fh = Fh(path, false);
     if (!fh.ok()) return fh.status();
     return c_->Fsync(*fh, false);
+  }
+  absl::Status Rename(const std::string& from, const std::string& to) override {
+    for (auto* m : {&direct_, &buffered_}) {
+      auto it = m->find(from);
+      if (it != m->end()) {
+        (void)c_->Close(it->second);
+        m->erase(it);
+      }
+    }
+    if (from.size() < 2 || to.size() < 2 || from[0] != '/' || to[0] != '/') {
+      return absl::InvalidArgumentError("rename: root-level paths only");
+    }
+    return c_->Rename(client::kRootIno, from.substr(1), client::kRootIno,
+                      to.substr(1));
   }
   absl::Status Fallocate(const std::string& path, uint32_t mode, uint64_t off,
                          uint64_t len) override {
@@ -281,6 +299,19 @@ class MountNode : public Node {
     if (!fd.ok()) return fd.status();
     if (ftruncate(*fd, static_cast<off_t>(size)) != 0) {
       return Errno("ftruncate");
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Rename(const std::string& from, const std::string& to) override {
+    for (bool direct : {false, true}) {
+      auto it = fds_.find(std::make_pair(from, direct));
+      if (it != fds_.end()) {
+        close(it->second);
+        fds_.erase(it);
+      }
+    }
+    if (rename((dir_ + from).c_str(), (dir_ + to).c_str()) != 0) {
+      return Errno("rename");
     }
     return absl::OkStatus();
   }
@@ -474,6 +505,10 @@ std::string Do(Node& node,
   }
   if (cmd == "truncate" && a.size() >= 3) {
     absl::Status s = node.Truncate(a[1], num(2));
+    return s.ok() ? "ok" : Err(s);
+  }
+  if (cmd == "rename" && a.size() >= 3) {
+    absl::Status s = node.Rename(a[1], a[2]);
     return s.ok() ? "ok" : Err(s);
   }
   if (cmd == "fsync" && a.size() >= 2) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "proto/data.grpc.pb.h"
 #include "proto/lock.grpc.pb.h"
 #include "proto/meta.grpc.pb.h"
@@ -176,21 +177,8 @@ bool LocalCluster::StartOnce(std::string* why) {
     devices += (i ? "," : "") + std::to_string(i) + "=" + data_address(i) +
                ":" + std::to_string(options_.device_size);
   }
-  std::vector<std::string> meta_args = {BinDir() + "/server/rangefs-meta",
-                                        "--listen",
-                                        meta_address(),
-                                        "--dir",
-                                        dir_.Sub("meta"),
-                                        "--fs_id",
-                                        "test",
-                                        "--devices",
-                                        devices};
-  if (options_.fence_lease_ms != 0) {
-    meta_args.push_back("--fence_lease_ms");
-    meta_args.push_back(std::to_string(options_.fence_lease_ms));
-  }
-  Place(&meta_, "meta");
-  meta_.Start(meta_args, dir_.Sub("meta.log"));
+  devices_ = devices;
+  StartMeta();
   for (int i = 0; i < options_.lockd_shards; ++i) StartLockd(i);
   for (int i = 0; i < options_.data_servers; ++i) {
     auto stub = proto::DataService::NewStub(rpc::MakeChannel(data_address(i)));
@@ -199,11 +187,7 @@ bool LocalCluster::StartOnce(std::string* why) {
       return false;
     }
   }
-  auto meta = proto::MetaService::NewStub(rpc::MakeChannel(meta_address()));
-  if (!WaitReady(meta.get(), &meta_)) {
-    *why = LogTail("meta");
-    return false;
-  }
+  if (!WaitMeta(why)) return false;
   for (int i = 0; i < options_.lockd_shards; ++i) {
     if (!WaitLockd(i, why)) return false;
   }
@@ -211,6 +195,40 @@ bool LocalCluster::StartOnce(std::string* why) {
     if (!WaitDataWrites(i, why)) return false;
   }
   return true;
+}
+
+void LocalCluster::StartMeta(const std::string& faults) {
+  std::vector<std::string> meta_args = {BinDir() + "/server/rangefs-meta",
+                                        "--listen",
+                                        meta_address(),
+                                        "--dir",
+                                        dir_.Sub("meta"),
+                                        "--fs_id",
+                                        "test",
+                                        "--devices",
+                                        devices_};
+  if (options_.fence_lease_ms != 0) {
+    meta_args.push_back("--fence_lease_ms");
+    meta_args.push_back(std::to_string(options_.fence_lease_ms));
+  }
+  std::vector<std::string> env;
+  if (!faults.empty()) {
+    const char* base = getenv("RANGEFS_FAULTS");
+    env.push_back(absl::StrCat(
+        "RANGEFS_FAULTS=", base != nullptr && *base != 0 ? base : "",
+        base != nullptr && *base != 0 ? "," : "", faults));
+  }
+  Place(&meta_, "meta");
+  meta_.Start(meta_args, dir_.Sub("meta.log"), env);
+}
+
+void LocalCluster::StopMeta(int sig) { meta_.Stop(sig); }
+
+bool LocalCluster::WaitMeta(std::string* why) {
+  auto meta = proto::MetaService::NewStub(rpc::MakeChannel(meta_address()));
+  if (WaitReady(meta.get(), &meta_)) return true;
+  *why = LogTail("meta");
+  return false;
 }
 
 void LocalCluster::StartData(int i) {

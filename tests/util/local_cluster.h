@@ -44,6 +44,12 @@ class LocalCluster {
   const std::string& dir() const { return dir_.path(); }
 
   void StartLockd(int shard);
+  // The metadata server: start it (on its address, with its data; with
+  // the fault rules `faults` added to RANGEFS_FAULTS), stop it with `sig`,
+  // and wait until it answers.
+  void StartMeta(const std::string& faults = "");
+  void StopMeta(int sig);
+  bool WaitMeta(std::string* why);
   // Data server `i`: start it (on its address, with its data), stop it
   // with `sig`, and wait until it takes writes (it has learnt the fences
   // from the metadata server: docs/lock-manager.md).
@@ -74,6 +80,7 @@ class LocalCluster {
   LocalClusterOptions options_;
   TempDir dir_;
   std::string config_;
+  std::string devices_;    // The metadata server's --devices.
   std::string lab_error_;  // Hosts the lab could not make.
   std::vector<int> data_ports_, bulk_ports_, lockd_ports_;
   int meta_port_ = 0;
