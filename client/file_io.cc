@@ -256,14 +256,22 @@ absl::StatusOr<size_t> Client::Impl::Read(const Handle& h, char* buf,
     // holds it under INVAL EX, like this node's own dirty pages.
     const LockMode inval_mode =
         fill != nullptr && fill->exclusive ? LockMode::kEx : mode;
-    if (absl::Status s =
-            held.Take(kInval, in.ino, PageCover(pos, want + ra), inval_mode);
+    const ByteRange inval_range = PageCover(pos, want + ra);
+    // Pieces held SH become DF: the cache above may hold pages of them,
+    // which DF does not let anyone keep (another node's direct write would
+    // not call them back).
+    const bool sh_to_df =
+        direct && !locks_.Covered(ResourceId{in.ino, kInval}, inval_range, kDf);
+    if (absl::Status s = held.Take(kInval, in.ino, inval_range, inval_mode);
         !s.ok()) {
       return s;
     }
     if (direct) {
       // INVAL DF keeps every node's cache of the range empty, this one's
-      // included: write back and drop what we have.
+      // included (pieces this node holds EX stay EX): drop what the cache
+      // above had under SH (its dirty pages, under EX, come down into ours
+      // first), then write back and drop what we have.
+      if (sh_to_df) InvalidateAbove(in.ino, inval_range);
       absl::MutexLock lock(&in.wb_mu);
       if (absl::Status s = WritebackLocked(in, {pos, pos + want}); !s.ok()) {
         return s;

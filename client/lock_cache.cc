@@ -109,6 +109,29 @@ bool LockCache::Covers(const Resource& r, const ByteRange& range,
   return pos >= range.end;
 }
 
+ByteRange LockCache::FirstUncovered(const Resource& r, const ByteRange& range,
+                                    LockMode mode) {
+  uint64_t pos = range.start;
+  auto it = r.cover.upper_bound(pos);
+  if (it != r.cover.begin()) --it;
+  while (it != r.cover.end() && it->second.end <= pos) ++it;
+  // Past the pieces that cover `mode` from range.start on, without a gap.
+  while (pos < range.end && it != r.cover.end() && it->first <= pos &&
+         CoversMode(it->second.mode, mode)) {
+    pos = it->second.end;
+    ++it;
+  }
+  if (pos >= range.end) return {range.end, range.end};
+  // Then up to the next piece that does (pieces are disjoint: it starts
+  // past `pos`).
+  for (; it != r.cover.end() && it->first < range.end; ++it) {
+    if (it->first > pos && CoversMode(it->second.mode, mode)) {
+      return {pos, it->first};
+    }
+  }
+  return {pos, range.end};
+}
+
 void LockCache::ReduceCover(Resource& r, const ByteRange& range,
                             LockMode keep) {
   std::map<uint64_t, Piece> out;
@@ -192,14 +215,20 @@ absl::Status LockCache::EnsureCovered(const ResourceId& res,
     }
     bool mine = id == 0;
     if (mine) {
+      // Only what the node's locks do not cover yet: a request over a piece
+      // it holds in a stronger mode would convert that piece down (EX to
+      // DF) without the callback hooks, leaving caches above with pages
+      // the node no longer holds the lock for. The rest is asked for in
+      // later rounds.
+      const ByteRange want = FirstUncovered(r, range, mode);
       bool convert = false;
       for (const auto& [start, p] : r.cover) {
-        convert |= ByteRange{start, p.end}.Overlaps(range);
+        convert |= ByteRange{start, p.end}.Overlaps(want);
       }
       id = next_request_++;
       Pending& p = pending_[id];
       p.resource = res;
-      p.range = range;
+      p.range = want;
       p.mode = mode;
       p.try_only = try_only;
       proto::NodeMessage m;
@@ -208,8 +237,8 @@ absl::Status LockCache::EnsureCovered(const ResourceId& res,
       *a->mutable_resource() = ToProto(res);
       a->mutable_owner()->set_session_id(session_id_);
       a->set_mode(static_cast<proto::LockMode>(mode));
-      a->mutable_range()->set_start(range.start);
-      a->mutable_range()->set_end(range.end);
+      a->mutable_range()->set_start(want.start);
+      a->mutable_range()->set_end(want.end);
       a->set_convert(convert);
       a->set_exact(convert);
       a->set_try_only(try_only);

@@ -235,6 +235,10 @@ class LockCache : public LockClientListener {
   static bool Covers(const Resource& r, const ByteRange& range, LockMode mode);
   void SetCover(Resource& r, const ByteRange& range, LockMode mode)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first run of `range` (from its first position on) that the node's
+  // locks do not cover in `mode`; empty at range.end when all is covered.
+  static ByteRange FirstUncovered(const Resource& r, const ByteRange& range,
+                                  LockMode mode);
   void ReduceCover(Resource& r, const ByteRange& range, LockMode keep)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   LockClient* ClientFor(const ResourceId& res)

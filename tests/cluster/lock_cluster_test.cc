@@ -341,6 +341,32 @@ TEST_F(LockClusterTest, UncontendedLockExpandsAndShrinksOnConflict) {
   b->Unlock(*m);
 }
 
+// A node that holds EX over part of a range and asks for DF over all of
+// it asks only for the part it lacks: a request over the whole would
+// convert its EX down to DF without any callback hook, and whatever it
+// (or a cache above it) keeps under that EX would lose its lock unseen
+// (a mount's msync failed with EIO: docs/fuse.md, "Kernel write-back").
+TEST_F(LockClusterTest, ADirectLockNeverConvertsTheNodesOwnExDown) {
+  StartCluster();
+  RecordingHooks ha, hb;
+  auto a = Node("a", &ha);
+  auto b = Node("b", &hb);
+  // b holds DF over page 2; a then gets EX over pages 0-1 (no further).
+  auto d = b->Lock(Inval(11), {2 * kPage, 3 * kPage}, LockMode::kDf, 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto e = a->Lock(Inval(11), {0, 2 * kPage}, LockMode::kEx, 1, false, 10000);
+  ASSERT_TRUE(e.ok()) << e.status();
+  a->Unlock(*e);
+  auto df = a->Lock(Inval(11), {0, 3 * kPage}, LockMode::kDf, 2, false, 10000);
+  ASSERT_TRUE(df.ok()) << df.status();
+  EXPECT_TRUE(a->Covered(Inval(11), {0, 2 * kPage}, LockMode::kEx))
+      << "the node's EX over pages 0-1 became DF";
+  EXPECT_TRUE(a->Covered(Inval(11), {0, 3 * kPage}, LockMode::kDf));
+  EXPECT_TRUE(ha.demotes().empty());
+  a->Unlock(*df);
+  b->Unlock(*d);
+}
+
 TEST_F(LockClusterTest, TryLockFailsWithoutCallingTheHolderBack) {
   StartCluster();
   RecordingHooks ha, hb;

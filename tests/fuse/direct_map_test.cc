@@ -404,5 +404,45 @@ TEST_F(FuseDirectMapMountTest, DirectReadsFaultingWhileAnotherMountWrites) {
   EXPECT_EQ(ReadFile(P(1, "f")).substr(kPage), last);
 }
 
+// An O_DIRECT read leaves its mount no pages the node no longer holds a
+// lock for caching: pages its kernel had read under SH are dropped, so a
+// later O_DIRECT write on the other mount (DF, which needs no callback
+// from a DF holder) is seen by a buffered read.
+TEST_F(FuseDirectMapMountTest, ODirectReadDropsPagesItsMountCachedToRead) {
+  ASSERT_TRUE(testing::WriteFile(P(1, "f"), Page('a') + Page('a')));
+  Message m;
+  testing::Guarded g = RunGuarded(
+      [&] {
+        if (ReadFile(P(0, "f")) != Page('a') + Page('a')) {
+          return m.Fail("buffered read on mount 0");
+        }
+        void* buf = nullptr;
+        if (posix_memalign(&buf, kPage, 2 * kPage) != 0) {
+          return m.Fail("memalign");
+        }
+        int dio = open(P(0, "f").c_str(), O_RDONLY | O_DIRECT);
+        if (dio < 0) return m.Fail("open O_DIRECT");
+        if (pread(dio, buf, 2 * kPage, 0) != 2 * kPage) {
+          return m.Fail("O_DIRECT pread on mount 0");
+        }
+        close(dio);
+        int wio = open(P(1, "f").c_str(), O_WRONLY | O_DIRECT);
+        if (wio < 0) return m.Fail("open O_DIRECT on mount 1");
+        memset(buf, 'n', 2 * kPage);
+        if (pwrite(wio, buf, 2 * kPage, 0) != 2 * kPage) {
+          return m.Fail("O_DIRECT pwrite on mount 1");
+        }
+        close(wio);
+        free(buf);
+        if (ReadFile(P(0, "f")) != Page('n') + Page('n')) {
+          return m.Fail("mount 0 read its old pages after mount 1's write");
+        }
+        return 0;
+      },
+      kBound);
+  ASSERT_FALSE(g.hung) << g.report;
+  ASSERT_TRUE(g.ok()) << m.text();
+}
+
 }  // namespace
 }  // namespace rangefs
