@@ -421,6 +421,8 @@ class Client::Impl {
   // lease is then being fetched).
   uint64_t LeasedIno();
   void InodeLost(uint64_t ino);
+  // The node's record locks on `ino` were lost with its session.
+  void RecordLocksLost(uint64_t ino);
 
   LockCache& locks() { return locks_; }
   PageCache& pages() { return pages_; }
@@ -449,7 +451,7 @@ class Client::Impl {
   Counters counters;
 
  private:
-  // The INVAL and INODE hooks the lock cache calls (writeback.cc).
+  // The INVAL, INODE and POSIX hooks the lock cache calls (writeback.cc).
   class Hooks : public LockHooks {
    public:
     Hooks(Impl* impl, LockKind kind) : impl_(impl), kind_(kind) {}
@@ -526,7 +528,7 @@ class Client::Impl {
   std::unique_ptr<Stubs> stubs_;
   LockCache locks_;
   PageCache pages_;
-  std::unique_ptr<Hooks> inval_hooks_, inode_hooks_;
+  std::unique_ptr<Hooks> inval_hooks_, inode_hooks_, posix_hooks_;
   std::unique_ptr<MmapTable> mmaps_;
   BufferPool buffers_;
   ThreadPool io_pool_{4};  // Data-server calls of one writeback or read.

@@ -614,7 +614,12 @@ void LockCache::LoseSession(const std::string& reason) {
     ++stats_.sessions_lost;
     ++incarnation_;
     // Record locks die with the session (like NFS locks after a lease
-    // loss); their owners are not told.
+    // loss); the POSIX hooks tell their files' open handles (EIO).
+    for (const auto& [key, r] : posix_) {
+      for (const auto& [start, p] : r.cover) {
+        lost.emplace_back(key.first, ByteRange{start, p.end});
+      }
+    }
     posix_.clear();
     cancelled_posix_.clear();
     barriers_done_.clear();

@@ -76,7 +76,8 @@ class LockHooks {
   virtual void Demote(const ResourceId& res, const ByteRange& range,
                       LockMode keep) = 0;
   // The session was lost: every lock on `range` is gone. Drop cached
-  // copies; dirty data is lost (report EIO), never written later.
+  // copies; dirty data is lost (report EIO), never written later. POSIX:
+  // a record lock of the node's processes is gone.
   virtual void Lost(const ResourceId& res, const ByteRange& range) = 0;
 };
 

@@ -1,5 +1,7 @@
 #include "lockmgr/range_lock_table.h"
 
+#include <unordered_set>
+
 #include <algorithm>
 #include <chrono>
 #include <utility>
@@ -253,6 +255,63 @@ absl::Status RangeLockTable::CheckDeadlock(const Resource& r,
   return absl::OkStatus();
 }
 
+void RangeLockTable::BlockersOf(const Resource& r, const LockRequest& req,
+                                uint64_t ticket,
+                                std::vector<Owner>* out) const {
+  ModeList ml = IncompatibleWith(req.mode);
+  for (int i = 0; i < ml.n; ++i) {
+    r.granted[Index(ml.modes[i])].ForEachOverlap(
+        req.range.start, req.range.end, [&](const IntervalSet::Entry& e) {
+          mu_.AssertHeld();
+          const Owner& o = r.locks.at(e.id)->owner;
+          if (o != req.owner) out->push_back(o);
+          return true;
+        });
+    r.waiting[Index(ml.modes[i])].ForEachOverlap(
+        req.range.start, req.range.end, [&](const IntervalSet::Entry& e) {
+          mu_.AssertHeld();
+          if (e.id == ticket) return true;
+          const LockRequest& q = r.waiters.at(e.id).req;
+          const bool ahead = q.convert ? (!req.convert || e.id < ticket)
+                                       : (!req.convert && e.id < ticket);
+          if (ahead && q.owner != req.owner) out->push_back(q.owner);
+          return true;
+        });
+  }
+}
+
+absl::Status RangeLockTable::CheckWaitCycle(const Resource& r,
+                                            const LockRequest& req,
+                                            uint64_t ticket) const {
+  // Who waits where: each owner's queued record-lock requests.
+  std::unordered_map<Owner, std::vector<uint64_t>, OwnerHash> waits;
+  for (const auto& [t, id] : waiting_) {
+    if (id.kind != LockKind::kPosix) continue;
+    waits[resources_.at(id)->waiters.at(t).req.owner].push_back(t);
+  }
+  std::vector<Owner> todo;
+  BlockersOf(r, req, ticket, &todo);
+  std::unordered_set<Owner, OwnerHash> seen;
+  while (!todo.empty()) {
+    const Owner o = todo.back();
+    todo.pop_back();
+    if (o == req.owner) {
+      return MakeError(
+          Errc::kDeadlock,
+          absl::StrCat("owner ", req.owner.ToString(), " would wait on ",
+                       r.id.ToString(), " for an owner that waits for it"));
+    }
+    if (!seen.insert(o).second) continue;
+    auto it = waits.find(o);
+    if (it == waits.end()) continue;
+    for (uint64_t t : it->second) {
+      const Resource& wr = *resources_.at(waiting_.at(t));
+      BlockersOf(wr, wr.waiters.at(t).req, t, &todo);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Expansion (docs/lock-table.md): a non-exact, non-conversion request that
 // nothing incompatible overlaps grows to the neighbouring incompatible
 // granted locks or queued requests, or to the whole offset space.
@@ -373,6 +432,9 @@ absl::StatusOr<AcquireResult> RangeLockTable::Acquire(const LockRequest& req) {
       !BlockedByGranted(r, req) && !BlockedByWaiter(r, req, ticket);
   if (!grantable) {
     absl::Status s = CheckDeadlock(r, req);
+    if (s.ok() && !req.try_only && req.resource.kind == LockKind::kPosix) {
+      s = CheckWaitCycle(r, req, ticket);
+    }
     if (s.ok() && req.try_only) {
       s = MakeError(Errc::kWouldBlock,
                     absl::StrCat(req.resource.ToString(), " ",

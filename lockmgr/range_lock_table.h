@@ -18,7 +18,9 @@
 //    locks split as needed. Grants it makes possible come back in order.
 //  * An owner never waits on itself: a request conflicting with a lock of
 //    the same owner, or queued behind a request that waits on such a lock,
-//    fails with DEADLOCK at once.
+//    fails with DEADLOCK at once. Record locks (kind POSIX, never called
+//    back) also fail with DEADLOCK when the wait would close a cycle of
+//    owners waiting for each other, across resources (F_SETLKW's EDEADLK).
 //  * An uncontended, non-exact request is granted up to the neighbouring
 //    incompatible locks and queued requests (the whole range when alone).
 //
@@ -190,6 +192,16 @@ class RangeLockTable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status CheckDeadlock(const Resource& r, const LockRequest& req) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The owners whose granted locks, or queued requests ahead of it, the
+  // request (queued as `ticket`, or about to be) waits for.
+  void BlockersOf(const Resource& r, const LockRequest& req, uint64_t ticket,
+                  std::vector<Owner>* out) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Record locks: DEADLOCK if queueing `req` would close a cycle of owners
+  // each waiting for the next, over any record-lock resources.
+  absl::Status CheckWaitCycle(const Resource& r, const LockRequest& req,
+                              uint64_t ticket) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool BlockedByGranted(const Resource& r, const LockRequest& req) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -867,6 +867,61 @@ TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
 // error the caller can read: not EINTR, which the kernel turns into
 // ERESTARTSYS for a restart, and with no signal pending that reached the
 // caller as errno 512.
+// F_SETLKW waits that would close a cycle across two mounts: the wait
+// that closes it gets EDEADLK, as on one machine, instead of both hanging.
+TEST_F(FuseMountTest, RecordLockWaitCycleAcrossMountsIsEdeadlk) {
+  ASSERT_TRUE(WriteFile(P(0, "dx"), "x"));
+  ASSERT_TRUE(WriteFile(P(0, "dy"), "y"));
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  struct flock l = {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  pid_t child = fork();
+  if (child == 0) {
+    // A process of its own (its own lock owner) on mount 1: holds dy,
+    // then waits for dx.
+    alarm(30);
+    int y = open(P(1, "dy").c_str(), O_RDWR);
+    struct flock m = l;
+    if (y < 0 || fcntl(y, F_SETLK, &m) != 0) _exit(2);
+    (void)!write(ready[1], "r", 1);
+    int x = open(P(1, "dx").c_str(), O_RDWR);
+    if (x < 0) _exit(2);
+    _exit(fcntl(x, F_SETLKW, &m) == 0 ? 0 : (errno == EDEADLK ? 3 : 4));
+  }
+  int x = open(P(0, "dx").c_str(), O_RDWR);
+  ASSERT_GE(x, 0);
+  ASSERT_EQ(fcntl(x, F_SETLK, &l), 0) << strerror(errno);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  // Until the child waits for dx (a bound, not a timed assertion: if it
+  // is not waiting yet there is no cycle and the wait below is ended by
+  // the alarm, which fails the test).
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int y = open(P(0, "dy").c_str(), O_RDWR);
+  ASSERT_GE(y, 0);
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = OnAlarm;  // No SA_RESTART: a hang ends with EINTR.
+  sigaction(SIGALRM, &sa, &old);
+  alarm(20);
+  struct flock m = l;
+  const int r = fcntl(y, F_SETLKW, &m);
+  const int err = errno;
+  alarm(0);
+  sigaction(SIGALRM, &old, nullptr);
+  EXPECT_EQ(r, -1);
+  EXPECT_EQ(err, EDEADLK) << strerror(err);
+  // The cycle is broken: the child gets dx once this process lets go.
+  close(x);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  close(y);
+  close(ready[0]);
+  close(ready[1]);
+}
+
 TEST_F(FuseMountTest, LockWaitEndedByTheDaemonStoppingIsARealError) {
   struct flock l = {};
   int fa = -1;
@@ -1216,6 +1271,49 @@ TEST_F(FuseShortLeaseMountTest,
   if (n == 12288) {
     EXPECT_EQ(back.substr(8192, 4096), std::string(4096, 'u'));
   }
+  close(g);
+}
+
+// A mount whose node is evicted while a process holds a record lock
+// through it: the other mount gets the lock, and the process learns of
+// the loss (EIO on its next operation on the file, as NFS reports a lost
+// lock), never by finding the file changed under a lock it thinks it has.
+TEST_F(FuseShortLeaseMountTest, RecordLockLostAtEvictionIsReported) {
+  int fd = open(P(0, "rl").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "abc", 3, 0), 3);
+  ASSERT_EQ(fsync(fd), 0);  // Nothing dirty: only the lock can be lost.
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_len = 10;
+  ASSERT_EQ(fcntl(fd, F_SETLK, &fl), 0) << strerror(errno);
+  // Mount 0's daemon stops answering anyone (lockd included) past its
+  // lease: lockd evicts its node, and mount 1 gets the lock.
+  daemons_[0]->Signal(SIGSTOP);
+  int g = open(P(1, "rl").c_str(), O_RDWR);
+  ASSERT_GE(g, 0);
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = OnAlarm;  // No SA_RESTART: a hang ends with EINTR.
+  sigaction(SIGALRM, &sa, &old);
+  alarm(30);
+  struct flock other = fl;
+  const int r = fcntl(g, F_SETLKW, &other);
+  const int err = errno;
+  alarm(0);
+  sigaction(SIGALRM, &old, nullptr);
+  daemons_[0]->Signal(SIGCONT);
+  ASSERT_EQ(r, 0) << "mount 1 did not get the lock: " << strerror(err);
+  ASSERT_EQ(pwrite(g, "xyz", 3, 0), 3);
+  ASSERT_EQ(fsync(g), 0);
+  // Back on mount 0: the process's descriptor reports the loss.
+  char buf[3];
+  errno = 0;
+  EXPECT_EQ(pread(fd, buf, 3, 0), -1) << "a read after the lock was lost";
+  EXPECT_EQ(errno, EIO) << strerror(errno);
+  close(fd);
+  // A fresh open works (and sees mount 1's bytes).
+  EXPECT_EQ(ReadFile(P(0, "rl")), "xyz");
   close(g);
 }
 

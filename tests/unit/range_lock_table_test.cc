@@ -324,6 +324,45 @@ TEST_F(RangeLockTableTest, ConversionWaitsForOtherReadersAndJumpsQueue) {
   EXPECT_NE(e.grants[0].ticket, plain.ticket);
 }
 
+// Record locks (kind POSIX): owners that would wait for each other in a
+// cycle, across files, get DEADLOCK (F_SETLKW's EDEADLK) instead of
+// hanging; a wait that closes no cycle queues.
+TEST_F(RangeLockTableTest, RecordLockWaitCycleAcrossFilesIsDeadlock) {
+  constexpr ResourceId kX{20, LockKind::kPosix};
+  constexpr ResourceId kY{21, LockKind::kPosix};
+  constexpr ResourceId kZ{22, LockKind::kPosix};
+  auto posix = [](Owner o, ResourceId res) {
+    LockRequest r = Req(o, EX, 0, 1, true, res);
+    r.convert = true;  // As nodes send them.
+    return r;
+  };
+  MustAcquire(posix(kA, kX));
+  MustAcquire(posix(kB, kY));
+  MustAcquire(posix(kC, kZ));
+  // A waits for B, B for C: no cycle yet.
+  EXPECT_FALSE(MustAcquire(posix(kA, kY)).granted);
+  EXPECT_FALSE(MustAcquire(posix(kB, kZ)).granted);
+  // C waiting for A would close A -> B -> C -> A.
+  auto r = table_.Acquire(posix(kC, kX));
+  EXPECT_EQ(ErrcOf(r.status()), Errc::kDeadlock) << r.status();
+  // Once B stops waiting (its request cancelled), C may wait for A.
+  for (const LockInfo& i : table_.Dump()) {
+    if (i.waiting && i.owner == kB) ASSERT_TRUE(table_.Cancel(i.ticket).ok());
+  }
+  EXPECT_FALSE(MustAcquire(posix(kC, kX)).granted);
+}
+
+// The same for the node's own locks (DATA, INVAL, INODE) is not a cycle
+// of waits: those are called back, and nothing is refused for it.
+TEST_F(RangeLockTableTest, CallbackLocksAreNotCheckedForWaitCycles) {
+  constexpr ResourceId kX{20, LockKind::kInval};
+  constexpr ResourceId kY{21, LockKind::kInval};
+  MustAcquire(Req(kA, EX, 0, 1, true, kX));
+  MustAcquire(Req(kB, EX, 0, 1, true, kY));
+  EXPECT_FALSE(MustAcquire(Req(kA, EX, 0, 1, true, kY)).granted);
+  EXPECT_FALSE(MustAcquire(Req(kB, EX, 0, 1, true, kX)).granted);
+}
+
 TEST_F(RangeLockTableTest, CrossedConversionsDeadlock) {
   MustAcquire(Req(kA, SH, 0, 100));
   MustAcquire(Req(kB, SH, 0, 100));
