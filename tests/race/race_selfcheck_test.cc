@@ -105,6 +105,8 @@ const Row kRows[] = {
      "unsafe.client.data_fail_fast"},
     {"FN6_DataServersUnreachableForLessThanTheLeaseLoseNothingThroughMounts",
      "unsafe.client.data_fail_fast"},
+    {"N7_LossyLinkLosesNothing", "unsafe.client.data_fail_fast"},
+    {"FN7_LossyLinkLosesNothingThroughMounts", "unsafe.client.data_fail_fast"},
     {"FN5_MetadataServerKilledUnderLoadThroughMounts",
      "unsafe.meta.forget_replies"},
 };

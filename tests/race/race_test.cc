@@ -466,6 +466,7 @@ class RaceTest : public ::testing::Test {
   void RunN4(const std::string& scenario);
   void RunN5(const std::string& scenario);
   void RunN6(const std::string& scenario);
+  void RunN7(const std::string& scenario);
   void RunStress(const std::string& scenario);
   // Why nodes cannot be FUSE mounts here, or "": with compose (the mounts
   // are started here) or without /dev/fuse.
@@ -1492,6 +1493,60 @@ void RaceTest::RunN6(const std::string& scenario) {
       o.failure =
           "lockd evicted a node whose data servers were away "
           "for less than its lease";
+    }
+    return o;
+  });
+}
+
+// N7: a lossy link. B's interface drops 10% to 30% of its packets, both
+// ways, to every host, while B writes and fsyncs a file and A then reads
+// it (a callback to B each time): TCP retransmits, calls take longer, and
+// nothing may be lost, read stale, or evicted (the lease is 3 s).
+TEST_F(RaceTest, N7_LossyLinkLosesNothing) {
+  RunN7("N7_LossyLinkLosesNothing");
+}
+
+TEST_F(RaceTest, FN7_LossyLinkLosesNothingThroughMounts) {
+  if (const std::string why = NoMounts(); !why.empty()) GTEST_SKIP() << why;
+  through_mounts_ = true;
+  RunN7("FN7_LossyLinkLosesNothingThroughMounts");
+}
+
+void RaceTest::RunN7(const std::string& scenario) {
+  StartLab();
+  if (lab_ == nullptr) return;
+  constexpr int kLeaseMs = 3000;
+  testing::LocalClusterOptions co;
+  co.callback_timeout_ms = kLeaseMs;
+  StartCluster(co);
+  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
+  RaceNode* a = AddNode("a", {"--" + lease}, lease);
+  RaceNode* b = AddNode("b", {"--" + lease}, lease);
+  ASSERT_TRUE(a && b);
+  const uint64_t len = 8 * kPage;
+  Repeat(scenario, [&](uint64_t seed) {
+    Outcome o;
+    const std::string f = P(seed, "n7");
+    const int64_t evictions = Evictions();
+    lab_->Lossy("b", 0.1 + 0.1 * static_cast<double>(seed % 3));
+    for (int round = 0; o.failure.empty() && round < 3; ++round) {
+      const char fill = static_cast<char>('A' + (seed + round) % 26);
+      Reply w = b->Call(
+          absl::StrCat("write ", f, " 0 ", len, " ", std::string(1, fill)));
+      Reply s = w.ok ? b->Call("fsync " + f) : w;
+      if (!s.ok) {
+        o.failure = "B's write or fsync failed: " + s.text;
+        break;
+      }
+      std::string got = ReadAll(*a, f, len, &o.failure);
+      if (o.failure.empty() && got != Fill(fill, len)) {
+        o.failure = "A read " + Runs(0, got) + " instead of B's fsync'd " +
+                    std::string(1, fill);
+      }
+    }
+    lab_->Lossy("b", 0);
+    if (o.failure.empty() && Evictions() != evictions) {
+      o.failure = "lockd evicted a node on a lossy link";
     }
     return o;
   });
