@@ -167,6 +167,50 @@ client::Creds CredsOf(fuse_req_t req) {
   return c;
 }
 
+// Whether the caller of `req` is in group `gid` (its primary or a
+// supplementary group).
+bool InGroup(fuse_req_t req, uint32_t gid) {
+  if (fuse_req_ctx(req)->gid == gid) return true;
+  gid_t groups[64];
+  const int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < n && i < 64; ++i) {
+    if (groups[i] == gid) return true;
+  }
+  return false;
+}
+
+// What the kernel does before a buffered write (file_remove_privs) but
+// not before the requests that call this: a direct write, fallocate or a
+// write through a direct-I/O open by a caller without CAP_FSETID (here:
+// any uid but 0) drops S_ISUID, and S_ISGID when the file is
+// group-executable or the caller is not in its group (the VFS's
+// setattr_should_drop_suidgid).
+uint32_t PrivsToKill(fuse_req_t req, const Attr& a) {
+  if (fuse_req_ctx(req)->uid == 0) return 0;
+  uint32_t kill = a.mode & S_ISUID;
+  if ((a.mode & S_ISGID) && ((a.mode & S_IXGRP) || !InGroup(req, a.gid))) {
+    kill |= S_ISGID;
+  }
+  return kill;
+}
+
+void KillPrivs(fuse_req_t req, fuse_ino_t ino) {
+  if (fuse_req_ctx(req)->uid == 0) return;
+  absl::StatusOr<Attr> a = C(req).GetAttr(ino);
+  if (!a.ok()) return;
+  const uint32_t kill = PrivsToKill(req, *a);
+  if (kill == 0) return;
+  client::SetAttrArgs args;
+  args.valid = client::kSetMode;
+  args.mode = a->mode & 07777 & ~kill;
+  absl::StatusOr<Attr> done = C(req).SetAttr(ino, args);
+  if (!done.ok()) {
+    RANGEFS_LOG(WARNING) << "inode " << ino << ": could not drop its set-id "
+                         << "bits before a write: " << done.status();
+  }
+  if (KernelCache* kc = KC(req)) kc->InvalidateAttributes(ino);
+}
+
 // `entry_timeout`: EntryTimeout(), read before the node was asked (the
 // kernel may keep names from then on, so a lock given up after the answer
 // moves the epoch). `covered`: the attributes are from the node's cache
@@ -383,6 +427,19 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
   if (valid & FUSE_SET_ATTR_SIZE) {
     args.valid |= client::kSetSize;
     args.size = static_cast<uint64_t>(attr->st_size);
+    // The kernel drops S_ISGID only from a group-executable file; a
+    // caller outside the file's group drops it from any (the VFS rule).
+    if (fuse_req_ctx(req)->uid != 0) {
+      absl::StatusOr<Attr> a = C(req).GetAttr(ino);
+      const uint32_t kill = a.ok() ? PrivsToKill(req, *a) : 0;
+      if (kill != 0) {
+        if (!(args.valid & client::kSetMode)) {
+          args.valid |= client::kSetMode;
+          args.mode = a->mode;
+        }
+        args.mode &= ~kill;
+      }
+    }
   }
   if (valid & FUSE_SET_ATTR_ATIME_NOW) {
     args.valid |= client::kSetAtimeNow;
@@ -623,6 +680,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size,
     // kernel writes back and drops its pages of the range before and after
     // (in the writer's own context, under its i_rwsem), as for any
     // filesystem; the node's DF keeps fills of the range out meanwhile.
+    KillPrivs(req, ino);
     n = C(req).Write(fi->fh, buf, size, pos,
                      cached ? Client::Io::kDirect : Client::Io::kAsOpened);
   } else if (fi->writepage) {
@@ -862,12 +920,13 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   ReplyStatus(req, C(req).RemoveXattr(ino, name));
 }
 
-void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset,
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
                   off_t length, fuse_file_info* fi) {
   if (offset < 0 || length <= 0) {
     fuse_reply_err(req, EINVAL);
     return;
   }
+  KillPrivs(req, ino);
   ReplyStatus(req, C(req).Fallocate(fi->fh, static_cast<uint32_t>(mode),
                                     static_cast<uint64_t>(offset),
                                     static_cast<uint64_t>(length)));
@@ -970,7 +1029,10 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, int signed_cmd, void*,
 void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence,
               fuse_file_info* fi) {
   if (off < 0) {
-    fuse_reply_err(req, EINVAL);
+    // SEEK_DATA and SEEK_HOLE (the only ones the kernel sends): no data or
+    // hole lies before the start, as ext4 and XFS answer.
+    fuse_reply_err(req,
+                   whence == SEEK_DATA || whence == SEEK_HOLE ? ENXIO : EINVAL);
     return;
   }
   absl::StatusOr<uint64_t> r =

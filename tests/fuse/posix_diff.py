@@ -10,7 +10,9 @@ difference is printed and the exit status is 1. Limits of one particular
 filesystem (ext4's largest file, its xattr value size) are left out.
 Both directories must be reachable by uid 65534 for the second list.
 """
+import ctypes
 import errno
+import mmap
 import os
 import stat
 import subprocess
@@ -47,6 +49,31 @@ def w(p, data=b"x", flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
     fd = os.open(p, flags, mode)
     os.write(fd, data)
     os.close(fd)
+    return True
+
+
+def dwrite(p):
+    """One O_DIRECT write of a page at offset 0 (an aligned buffer)."""
+    m = mmap.mmap(-1, 4096)
+    m.write(b"d" * 4096)
+    fd = os.open(p, os.O_WRONLY | os.O_DIRECT)
+    try:
+        os.pwrite(fd, m, 0)
+    finally:
+        os.close(fd)
+    return True
+
+
+def falloc(p, mode, off, length):
+    """fallocate(2) with `mode` (1 keep size, 2 punch hole, 16 zero range)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(length)):
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(fd)
     return True
 
 
@@ -162,6 +189,8 @@ ROOT_OPS = [
  ("pwrite hole", lambda: (lambda fd: (os.pwrite(fd, b"e", 1 << 20), os.fstat(fd).st_size, os.pread(fd, 4, 0), os.close(fd)))(os.open("d/h2", os.O_RDWR|os.O_CREAT, 0o644))),
  ("seek data/hole", lambda: (lambda fd: (os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 0, os.SEEK_HOLE) >= 0, os.close(fd)))(os.open("d/h2", os.O_RDONLY))),
  ("seek data past eof", lambda: (lambda fd: os.lseek(fd, 10 << 20, os.SEEK_DATA))(os.open("d/h2", os.O_RDONLY))),
+ ("seek data negative", lambda: (lambda fd: os.lseek(fd, -1, os.SEEK_DATA))(os.open("d/h2", os.O_RDONLY))),
+ ("seek hole negative", lambda: (lambda fd: os.lseek(fd, -4096, os.SEEK_HOLE))(os.open("d/h2", os.O_RDONLY))),
  ("fallocate keep size", lambda: (lambda fd: (os.posix_fallocate(fd, 0, 8192), os.fstat(fd).st_size, os.close(fd)))(os.open("d/fa", os.O_RDWR|os.O_CREAT, 0o644))),
  ("statvfs namemax", lambda: os.statvfs(".").f_namemax),
  ("rmdir e/z", lambda: os.rmdir("d/e/z")),
@@ -194,6 +223,18 @@ USER_OPS = [
  ("nobody: truncate clears suid", lambda: as_user(N, N, lambda: (os.truncate("sg/f", 0), ust("sg/f")))),
  ("root: chmod 6755 again2", lambda: os.chmod("sg/f", 0o6755)),
  ("root: chown clears suid", lambda: (os.chown("sg/f", N, N), ust("sg/f"))),
+ ("root: sid 6777", lambda: (w("sid", b"s" * 8192), os.chmod("sid", 0o6777), ust("sid"))),
+ ("nobody: O_DIRECT write clears set-id", lambda: as_user(N, N, lambda: (dwrite("sid"), ust("sid")))),
+ ("root: sid 6777 again", lambda: os.chmod("sid", 0o6777)),
+ ("nobody: fallocate clears set-id", lambda: as_user(N, N, lambda: (falloc("sid", 0, 0, 16384), ust("sid")))),
+ ("root: sid 2666 (setgid, no g+x)", lambda: os.chmod("sid", 0o2666)),
+ ("nobody: punch hole clears setgid of a non-member", lambda: as_user(N, N, lambda: (falloc("sid", 3, 0, 4096), ust("sid")))),
+ ("root: sid 2666 again", lambda: os.chmod("sid", 0o2666)),
+ ("nobody: zero range clears setgid of a non-member", lambda: as_user(N, N, lambda: (falloc("sid", 16, 0, 4096), ust("sid")))),
+ ("root: sid 2666 once more", lambda: os.chmod("sid", 0o2666)),
+ ("nobody: truncate clears setgid of a non-member", lambda: as_user(N, N, lambda: (os.truncate("sid", 100), ust("sid")))),
+ ("root: sid 6777 by root", lambda: os.chmod("sid", 0o6777)),
+ ("root: O_DIRECT write keeps set-id", lambda: (dwrite("sid"), ust("sid"))),
  ("root: chmod 0600 root file", lambda: (w("rf"), os.chmod("rf", 0o600))),
  ("nobody: read 0600", lambda: as_user(N, N, lambda: open("rf", "rb").read())),
  ("nobody: utime now on root file", lambda: as_user(N, N, lambda: os.utime("rf"))),
@@ -238,7 +279,7 @@ def main():
     ref, mnt = sys.argv[1], sys.argv[2]
     lists = [(ROOT_OPS, ["d"])]
     if os.geteuid() == 0:
-        lists.append((USER_OPS, ["t", "sg", "rf", "x"]))
+        lists.append((USER_OPS, ["t", "sg", "rf", "x", "sid"]))
     bad = total = 0
     for ops, clean in lists:
         want = run(ref, ops, clean)
