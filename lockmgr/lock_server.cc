@@ -648,8 +648,11 @@ void LockServer::Tick() {
   // The race suite's switch for N2 (docs/race-suite.md): a session is
   // evicted a quarter lease after lockd last heard from it.
   const bool early = UnsafeSwitch("unsafe.lockd.evict_early");
+  // And for S9 and C2: lockd never evicts a session by itself (its lease
+  // ran out, or it did not answer a callback in time).
+  const bool never = UnsafeSwitch("unsafe.lockd.never_evict");
   for (auto& [id, s] : sessions_) {
-    if (!s.evicting &&
+    if (!never && !s.evicting &&
         now - s.last_heard_ns >
             static_cast<int64_t>(early ? s.lease_ns / 4 : s.lease_ns)) {
       StartEviction(id, s.restored ? "not back within its lease after the "
@@ -663,7 +666,7 @@ void LockServer::Tick() {
       it = callbacks_.erase(it);  // Answered.
       continue;
     }
-    if (now > it->second.deadline_ns) {
+    if (now > it->second.deadline_ns && !never) {
       if (!sessions_[cb.holder.session].evicting) {
         RANGEFS_LOG(WARNING)
             << "callback " << it->first

@@ -58,6 +58,8 @@ const Row kRows[] = {
      "unsafe.client.fault_without_inval"},
     {"S9_CutOffNodeIsFencedAndItsLateWriteNeverLands",
      "unsafe.data.ignore_fence"},
+    {"S9_CutOffNodeIsFencedAndItsLateWriteNeverLands",
+     "unsafe.lockd.never_evict"},
     {"S10_LockdRestartReplaysBeforeGranting", "unsafe.lockd.grant_in_grace"},
     {"Stress_RandomOperationsConverge", "unsafe.client.inval_keep_cache"},
     {"F1_DirectWriteVsFaultsThroughMounts", "unsafe.fuse.keep_kernel_cache"},
@@ -86,6 +88,8 @@ const Row kRows[] = {
     // Compose only (RANGEFS_RACE_COMPOSE; skipped without it).
     {"C1_PartitionedContainerIsFencedAndItsLateWriteNeverLands",
      "unsafe.data.ignore_fence"},
+    {"C2_KilledContainerLosesItsLocksAndTheOthersGoOn",
+     "unsafe.lockd.never_evict"},
     {"N1_PartitionedNodeIsFencedAndItsLateWriteNeverLands",
      "unsafe.data.ignore_fence"},
     {"FN1_PartitionedNodeIsFencedAndItsLateWriteNeverLandsThroughMounts",
