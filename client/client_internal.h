@@ -46,8 +46,11 @@ inline constexpr size_t kMaxMapRanges = 1024;
 inline constexpr size_t kMaxReadAheads = 2;
 
 inline uint64_t PageFloor(uint64_t x) { return x & ~(kPageSize - 1); }
+// The page boundary at or after `x`: kMaxExtentEnd for the last bytes of
+// a file of the largest size; kInfinity only within a page of it.
 inline uint64_t PageCeil(uint64_t x) {
-  return x >= kMaxFileSize ? kInfinity : PageFloor(x + kPageSize - 1);
+  return x > kInfinity - (kPageSize - 1) ? kInfinity
+                                         : PageFloor(x + kPageSize - 1);
 }
 // The pages covering [offset, offset + length).
 inline ByteRange PageCover(uint64_t offset, uint64_t length) {

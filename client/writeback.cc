@@ -78,6 +78,7 @@ absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
     InodeState& in, uint64_t offset, uint64_t end, const ByteRange* locked) {
   const uint64_t session = locks_.session_id();
   std::vector<Mapping> out;
+  end = std::min(end, kMaxExtentEnd);  // Nothing is mapped past it.
   uint64_t pos = offset;
   while (pos < end) {
     uint64_t epoch = 0;
@@ -100,7 +101,7 @@ absl::StatusOr<std::vector<Mapping>> Client::Impl::MapRange(
     uint64_t want_end = end;
     if (locked != nullptr) {
       uint64_t window_end = (pos / kMapWindow + 1) * kMapWindow;
-      want_end = std::max(want_end, std::min(window_end, kMaxFileSize));
+      want_end = std::max(want_end, std::min(window_end, kMaxExtentEnd));
     }
     ++counters.map_calls;
     absl::StatusOr<MapResult> r = stubs_->Map(

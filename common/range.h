@@ -19,6 +19,9 @@ inline constexpr uint64_t kInfinity = std::numeric_limits<uint64_t>::max();
 // Largest file offset or size (Linux's loff_t maximum).
 inline constexpr uint64_t kMaxFileSize =
     static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+// Where the last block of a file of that size ends (2^63): mappings and
+// extents may reach it.
+inline constexpr uint64_t kMaxExtentEnd = kMaxFileSize + 1;
 
 struct ByteRange {
   uint64_t start = 0;

@@ -31,13 +31,22 @@ absl::Status RequireRegular(const InodeRecord& r) {
                    absl::StrCat(r.ino, " is not a regular file"));
 }
 
+// A range to map: whole blocks may reach kMaxExtentEnd, one past the
+// largest file size, so the last bytes of a file of that size have one.
 absl::StatusOr<ByteRange> MapRange(uint64_t offset, uint64_t length) {
   if (length > kMaxMapLength) {
     return MakeError(
         Errc::kInvalidArgument,
         absl::StrCat("mapping of ", length, " bytes exceeds ", kMaxMapLength));
   }
-  return FileRange(offset, length);
+  absl::StatusOr<ByteRange> r = RangeFromOffsetLength(offset, length);
+  if (!r.ok()) return r;
+  if (r->end > kMaxExtentEnd) {
+    return MakeError(Errc::kFileTooBig,
+                     absl::StrCat("range ", r->ToString(),
+                                  " ends past the last block of a file"));
+  }
+  return r;
 }
 
 std::vector<Extent> Limit(std::vector<Extent> m) {
@@ -173,7 +182,6 @@ absl::StatusOr<MapResult> MetaServer::MapWriteRanges(
     absl::StatusOr<ByteRange> range = MapRange(offset, length);
     if (!range.ok()) return range.status();
     uint64_t a = BlockDown(range->start), b = BlockUp(range->end);
-    if (b > kMaxFileSize) b = BlockDown(kMaxFileSize);
     if (!blocks.empty() && a < blocks.back().end) {
       return MakeError(Errc::kInvalidArgument,
                        "mapped ranges must be in order, in disjoint blocks");
@@ -241,7 +249,7 @@ absl::StatusOr<Attr> MetaServer::CommitWrite(
   for (size_t i = 0; i < sorted.size(); ++i) {
     const ByteRange& g = sorted[i];
     if (!g.Valid() || g.start % kBlockSize || g.end % kBlockSize ||
-        g.end > kMaxFileSize || g.Length() > kMaxMapLength) {
+        g.end > kMaxExtentEnd || g.Length() > kMaxMapLength) {
       return MakeError(Errc::kInvalidArgument,
                        "commit ranges must be valid whole blocks");
     }

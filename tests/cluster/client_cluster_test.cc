@@ -93,6 +93,26 @@ TEST_F(ClientClusterTest, BufferedWriteOnOneNodeIsReadOnAnotherAtOnce) {
   EXPECT_TRUE(Fsck().empty());
 }
 
+// The last bytes before 2^63 (a file of the largest size): written,
+// synced and read back on another node, and after the writer's cache is
+// gone. Their block ends at 2^63, past the largest size.
+TEST_F(ClientClusterTest, TheLastBytesOfTheLargestFileAreWrittenAndRead) {
+  StartCluster();
+  auto a = Node("a");
+  auto b = Node("b");
+  constexpr uint64_t kLast = (uint64_t{1} << 63) - 2;
+  uint64_t fa = MustOpen(*a, "/big", O_RDWR | O_CREAT);
+  MustWrite(*a, fa, "Z", kLast);
+  ASSERT_TRUE(a->Fsync(fa, false).ok());
+  EXPECT_TRUE(SameBytes(MustRead(*a, fa, kLast, 100), "Z"));
+  uint64_t fb = MustOpen(*b, "/big", O_RDONLY);
+  EXPECT_TRUE(SameBytes(MustRead(*b, fb, kLast, 100), "Z"));
+  EXPECT_EQ(b->FileAttr(fb)->size, kLast + 1);
+  EXPECT_TRUE(a->Close(fa).ok());
+  EXPECT_TRUE(b->Close(fb).ok());
+  EXPECT_TRUE(Fsck().empty());
+}
+
 // The kernel asks for security.capability before every write through a
 // cached FUSE file; the node remembers its absence under the INODE lock.
 // A capability set or removed on another node must still be seen at once.

@@ -867,6 +867,30 @@ TEST_F(FuseMountTest, BlockedRecordLockWaitIsInterruptedBySignal) {
 // error the caller can read: not EINTR, which the kernel turns into
 // ERESTARTSYS for a restart, and with no signal pending that reached the
 // caller as errno 512.
+// The last bytes of a file of the largest size (2^63 - 1) through the
+// mounts: written, synced, read on both mounts and after a reopen.
+TEST_F(FuseMountTest, TheLastBytesOfTheLargestFileWorkThroughMounts) {
+  constexpr off_t kLast = static_cast<off_t>((uint64_t{1} << 63) - 2);
+  int fd = open(P(0, "big").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "Z", 1, kLast), 1) << strerror(errno);
+  ASSERT_EQ(fsync(fd), 0) << strerror(errno);
+  char c = 0;
+  ASSERT_EQ(pread(fd, &c, 1, kLast), 1) << strerror(errno);
+  EXPECT_EQ(c, 'Z');
+  close(fd);
+  int g = open(P(1, "big").c_str(), O_RDONLY);
+  ASSERT_GE(g, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(g, &st), 0);
+  EXPECT_EQ(st.st_size, kLast + 1);
+  // (A read reaching past 2^63 - 1 is EOVERFLOW in the kernel itself.)
+  c = 0;
+  EXPECT_EQ(pread(g, &c, 1, kLast), 1) << strerror(errno);
+  EXPECT_EQ(c, 'Z');
+  close(g);
+}
+
 // F_SETLKW waits that would close a cycle across two mounts: the wait
 // that closes it gets EDEADLK, as on one machine, instead of both hanging.
 TEST_F(FuseMountTest, RecordLockWaitCycleAcrossMountsIsEdeadlk) {
