@@ -182,6 +182,15 @@ void RangeLockTable::EraseWaiter(Resource& r, uint64_t ticket) {
 
 // Does a lock of `owner` block `req`? (The owner's locks do not block its own
 // conversion.)
+// Queued requests hold back later ones (so readers cannot starve a
+// writer), except for record locks: POSIX grants a lock that conflicts
+// with no held lock, whatever waits (Linux's fcntl and flock).
+namespace {
+bool Fifo(const LockRequest& req) {
+  return req.resource.kind != LockKind::kPosix;
+}
+}  // namespace
+
 bool RangeLockTable::OwnerBlocks(const Resource& r, const Owner& owner,
                                  const LockRequest& req) const {
   if (req.convert && req.owner == owner) return false;
@@ -235,6 +244,7 @@ absl::Status RangeLockTable::CheckDeadlock(const Resource& r,
                                   r.id.ToString(), " ", req.range.ToString()));
   }
   // Would the request queue behind one that waits on this owner's lock?
+  if (!Fifo(req)) return absl::OkStatus();
   ModeList ml = IncompatibleWith(req.mode);
   for (int i = 0; i < ml.n; ++i) {
     bool stopped = !r.waiting[Index(ml.modes[i])].ForEachOverlap(
@@ -267,6 +277,7 @@ void RangeLockTable::BlockersOf(const Resource& r, const LockRequest& req,
           if (o != req.owner) out->push_back(o);
           return true;
         });
+    if (!Fifo(req)) continue;  // Only held locks hold record locks back.
     r.waiting[Index(ml.modes[i])].ForEachOverlap(
         req.range.start, req.range.end, [&](const IntervalSet::Entry& e) {
           mu_.AssertHeld();
@@ -428,8 +439,8 @@ absl::StatusOr<AcquireResult> RangeLockTable::Acquire(const LockRequest& req) {
   absl::MutexLock lock(&mu_);
   Resource& r = GetResource(req.resource);
   uint64_t ticket = next_ticket_;
-  bool grantable =
-      !BlockedByGranted(r, req) && !BlockedByWaiter(r, req, ticket);
+  bool grantable = !BlockedByGranted(r, req) &&
+                   !(Fifo(req) && BlockedByWaiter(r, req, ticket));
   if (!grantable) {
     absl::Status s = CheckDeadlock(r, req);
     if (s.ok() && !req.try_only && req.resource.kind == LockKind::kPosix) {
@@ -531,7 +542,10 @@ void RangeLockTable::ProcessQueue(Resource& r, const ByteRange& changed,
     auto it = r.waiters.find(ticket);
     if (it == r.waiters.end()) continue;
     LockRequest req = it->second.req;
-    if (BlockedByGranted(r, req) || BlockedByWaiter(r, req, ticket)) continue;
+    if (BlockedByGranted(r, req) ||
+        (Fifo(req) && BlockedByWaiter(r, req, ticket))) {
+      continue;
+    }
     EraseWaiter(r, ticket);
     GrantRequest(r, req, ticket, out);
     add_overlapping(req.range);

@@ -352,6 +352,28 @@ TEST_F(RangeLockTableTest, RecordLockWaitCycleAcrossFilesIsDeadlock) {
   EXPECT_FALSE(MustAcquire(posix(kC, kX)).granted);
 }
 
+// Record locks follow POSIX: a request that conflicts with no held lock
+// is granted, whatever waits (Linux's fcntl): an owner holding [5, 15)
+// while another waits for [0, 10) may still lock [0, 5) (before, it was
+// refused with DEADLOCK, queued behind the waiter that waits for it), and
+// a third owner too.
+TEST_F(RangeLockTableTest, RecordLocksAreNotHeldBackByWaiters) {
+  constexpr ResourceId kX{30, LockKind::kPosix};
+  auto posix = [](Owner o, LockMode m, uint64_t start, uint64_t end) {
+    LockRequest r = Req(o, m, start, end, true, kX);
+    r.convert = true;
+    return r;
+  };
+  MustAcquire(posix(kA, EX, 5, 15));
+  EXPECT_FALSE(MustAcquire(posix(kB, EX, 0, 10)).granted);
+  EXPECT_TRUE(MustAcquire(posix(kA, EX, 0, 5)).granted);
+  EXPECT_TRUE(MustAcquire(posix(kC, SH, 20, 30)).granted);
+  // B gets its range once A lets go of it.
+  Effects e = MustReduce(kA, 0, 15, UN, kX);
+  ASSERT_EQ(e.grants.size(), 1u);
+  EXPECT_EQ(e.grants[0].owner, kB);
+}
+
 // The same for the node's own locks (DATA, INVAL, INODE) is not a cycle
 // of waits: those are called back, and nothing is refused for it.
 TEST_F(RangeLockTableTest, CallbackLocksAreNotCheckedForWaitCycles) {
