@@ -11,6 +11,12 @@ namespace {
 constexpr uint8_t kInodeVersion = 1;
 constexpr uint8_t kExtentVersion = 1;
 
+absl::Status Corrupt(const char* what) {
+  return MakeError(Errc::kInternal, std::string("corrupt ") + what + " record");
+}
+
+}  // namespace
+
 void PutTime(Encoder* e, const Timespec& t) {
   e->I64(t.sec);
   e->U32(t.nsec);
@@ -22,12 +28,6 @@ Timespec GetTime(Decoder* d) {
   t.nsec = d->U32();
   return t;
 }
-
-absl::Status Corrupt(const char* what) {
-  return MakeError(Errc::kInternal, std::string("corrupt ") + what + " record");
-}
-
-}  // namespace
 
 Timespec Now() {
   struct timespec ts;

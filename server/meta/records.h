@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/coding.h"
 
 namespace rangefs::meta {
 
@@ -51,6 +52,10 @@ struct Timespec {
 };
 
 Timespec Now();
+
+// A Timespec in a record: seconds (BE64) and nanoseconds (BE32).
+void PutTime(Encoder* e, const Timespec& t);
+Timespec GetTime(Decoder* d);
 
 struct InodeRecord {
   uint64_t ino = 0;

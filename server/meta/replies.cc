@@ -16,29 +16,15 @@ enum Kind : uint8_t {
 
 Encoder Start(const Timespec& when, Kind kind) {
   Encoder e;
-  e.I64(when.sec);
-  e.U32(when.nsec);
+  PutTime(&e, when);
   e.U8(kind);
   return e;
 }
 
 // Skips the time; true when the kind is `kind`.
 bool Open(Decoder* d, Kind kind) {
-  d->I64();
-  d->U32();
+  GetTime(d);
   return d->U8() == kind && d->ok();
-}
-
-void PutTime(Encoder* e, const Timespec& t) {
-  e->I64(t.sec);
-  e->U32(t.nsec);
-}
-
-Timespec GetTime(Decoder* d) {
-  Timespec t;
-  t.sec = d->I64();
-  t.nsec = d->U32();
-  return t;
 }
 
 void PutAttr(Encoder* e, const Attr& a) {
@@ -189,8 +175,7 @@ bool DecodeKept(absl::string_view v, uint64_t* out) {
 
 bool KeptAt(absl::string_view v, Timespec* when) {
   Decoder d(v);
-  when->sec = d.I64();
-  when->nsec = d.U32();
+  *when = GetTime(&d);
   return d.U8() != 0 && d.ok();
 }
 

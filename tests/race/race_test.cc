@@ -179,6 +179,12 @@ class RaceTest : public ::testing::Test {
     std::string why;
     ASSERT_TRUE(lab_->Init(&why)) << why;
   }
+  // Node `name` whose lease at lockd is `lease_ms` (a librangefs flag, or
+  // a mount option).
+  RaceNode* AddLeaseNode(const std::string& name, int lease_ms) {
+    const std::string lease = absl::StrCat("lease_ms=", lease_ms);
+    return AddNode(name, {"--" + lease}, lease);
+  }
   // The lab host of node `name` (its first letter: a, b, c), made on
   // first use; its namespace's path ("" without a lab).
   std::string NodeNetns(const std::string& name) {
@@ -1188,9 +1194,8 @@ void RaceTest::RunN2(const std::string& scenario) {
   testing::LocalClusterOptions co;
   co.callback_timeout_ms = kLeaseMs;
   StartCluster(co);
-  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
-  RaceNode* a = AddNode("a", {"--" + lease}, lease);
-  RaceNode* b = AddNode("b", {"--" + lease}, lease);
+  RaceNode* a = AddLeaseNode("a", kLeaseMs);
+  RaceNode* b = AddLeaseNode("b", kLeaseMs);
   ASSERT_TRUE(a && b);
   const uint64_t len = 4 * kPage;
   Repeat(scenario, [&](uint64_t seed) {
@@ -1243,7 +1248,7 @@ void RaceTest::RunN3(const std::string& scenario) {
   co.callback_timeout_ms = kLeaseMs;
   StartCluster(co);
   const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
-  RaceNode* a = AddNode("a", {"--" + lease}, lease);
+  RaceNode* a = AddLeaseNode("a", kLeaseMs);
   ASSERT_NE(a, nullptr);
   const uint64_t len = 4 * kPage;
   Repeat(scenario, [&](uint64_t seed) {
@@ -1462,9 +1467,8 @@ void RaceTest::RunN6(const std::string& scenario) {
   if (lab_ == nullptr) return;
   constexpr int kLeaseMs = 3000;
   StartCluster();
-  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
-  RaceNode* a = AddNode("a", {"--" + lease}, lease);
-  RaceNode* b = AddNode("b", {"--" + lease}, lease);
+  RaceNode* a = AddLeaseNode("a", kLeaseMs);
+  RaceNode* b = AddLeaseNode("b", kLeaseMs);
   ASSERT_TRUE(a && b);
   const uint64_t len = 16 * kPage;
   Repeat(scenario, [&](uint64_t seed) {
@@ -1519,9 +1523,8 @@ void RaceTest::RunN7(const std::string& scenario) {
   testing::LocalClusterOptions co;
   co.callback_timeout_ms = kLeaseMs;
   StartCluster(co);
-  const std::string lease = absl::StrCat("lease_ms=", kLeaseMs);
-  RaceNode* a = AddNode("a", {"--" + lease}, lease);
-  RaceNode* b = AddNode("b", {"--" + lease}, lease);
+  RaceNode* a = AddLeaseNode("a", kLeaseMs);
+  RaceNode* b = AddLeaseNode("b", kLeaseMs);
   ASSERT_TRUE(a && b);
   const uint64_t len = 8 * kPage;
   Repeat(scenario, [&](uint64_t seed) {
