@@ -99,10 +99,12 @@ struct InodeState {
   // the node could not take INODE EX to say so: the next fsync or last
   // close takes it (SettleMtime), so other nodes drop what they cached.
   bool mtime_pending ABSL_GUARDED_BY(mu) = false;
-  // security.capability is known absent (asked by the kernel before every
-  // write through a cached FUSE file); valid like `attr`, under INODE SH or
-  // EX. Setting or removing an attribute takes INODE EX.
-  bool no_caps ABSL_GUARDED_BY(mu) = false;
+  // Attributes the kernel asks for often that are known absent (bits of
+  // kAbsentXattrs in namespace.cc: security.capability before every write
+  // through a cached FUSE file, the POSIX ACLs at every permission check
+  // and create); valid like `attr`, under INODE SH or EX. Setting or
+  // removing an attribute takes INODE EX.
+  uint32_t absent_xattrs ABSL_GUARDED_BY(mu) = 0;
   // Bumped when dirty data of this inode was lost (eviction, fenced
   // writeback): handles opened before return EIO.
   uint64_t lost ABSL_GUARDED_BY(mu) = 0;
@@ -431,6 +433,11 @@ class Client::Impl {
   PageCache& pages() { return pages_; }
   MmapTable& mmaps() { return *mmaps_; }
   absl::StatusOr<std::string> GetXattr(uint64_t ino, const std::string& name);
+  // `name` (of absent-cache bit `bit`) from the server, or ENODATA known
+  // from the cache; the caller holds `in`'s INODE lock.
+  absl::StatusOr<std::string> GetXattrCached(InodeState& in,
+                                             const std::string& name,
+                                             uint32_t bit);
   absl::Status SetXattr(uint64_t ino, const std::string& name,
                         const std::string& value, uint32_t flags);
   absl::Status RemoveXattr(uint64_t ino, const std::string& name);

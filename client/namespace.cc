@@ -24,7 +24,19 @@ namespace {
 constexpr LockMode kSh = LockMode::kSh;
 constexpr LockMode kEx = LockMode::kEx;
 constexpr LockKind kInode = LockKind::kInode;
-constexpr char kCapsXattr[] = "security.capability";
+// Attributes whose absence a node caches (InodeState::absent_xattrs), by
+// bit.
+constexpr const char* kAbsentXattrs[] = {"security.capability",
+                                         "system.posix_acl_access",
+                                         "system.posix_acl_default"};
+constexpr uint32_t kNoDefaultAcl = 1u << 2;
+
+uint32_t AbsentBit(const std::string& name) {
+  for (uint32_t i = 0; i < 3; ++i) {
+    if (name == kAbsentXattrs[i]) return 1u << i;
+  }
+  return 0;
+}
 constexpr uint32_t kRenameExchange = 2;  // RENAME_EXCHANGE
 
 absl::Status Absent(const std::string& name) {
@@ -162,7 +174,7 @@ void Client::Impl::ForgetInode(InodeState& in) {
     // A directory, or an inode not known not to be one.
     names = (in.attr.mode & S_IFMT) == 0 || S_ISDIR(in.attr.mode);
     in.attr_valid = false;
-    in.no_caps = false;
+    in.absent_xattrs = 0;
     DropNames(in);
     ++in.names_epoch;
   }
@@ -345,6 +357,11 @@ std::optional<Attr> Client::Impl::CreateAhead(
   // now on under the caller's EX.
   absl::StatusOr<Attr> d = CachedAttr(*dir);
   if (!d.ok() || !S_ISDIR(d->mode) || d->nlink == 0) return std::nullopt;
+  // A default ACL makes the new file's mode and ACL (the server's
+  // MakeNode): the create is sent now.
+  absl::StatusOr<std::string> acl =
+      GetXattrCached(*dir, kAbsentXattrs[2], kNoDefaultAcl);
+  if (acl.ok() || ErrnoOf(acl.status()) != ENODATA) return std::nullopt;
   absl::MutexLock order(&create_order_mu_);
   const uint64_t ino = LeasedIno();
   if (ino == 0) return std::nullopt;
@@ -639,22 +656,27 @@ absl::Status Client::Impl::Rename(uint64_t old_parent,
 
 absl::StatusOr<std::string> Client::Impl::GetXattr(uint64_t ino,
                                                    const std::string& name) {
-  if (name != kCapsXattr) return stubs_->GetXattr(ino, name);
+  const uint32_t bit = AbsentBit(name);
+  if (bit == 0) return stubs_->GetXattr(ino, name);
   HeldLocks held(&locks_);
   if (absl::Status s = held.Take(kInode, ino, WholeFile(), kSh); !s.ok()) {
     return s;
   }
-  std::shared_ptr<InodeState> in = GetInode(ino);
+  return GetXattrCached(*GetInode(ino), name, bit);
+}
+
+absl::StatusOr<std::string> Client::Impl::GetXattrCached(
+    InodeState& in, const std::string& name, uint32_t bit) {
   {
-    absl::MutexLock lock(&in->mu);
-    if (in->no_caps) {
+    absl::MutexLock lock(&in.mu);
+    if (in.absent_xattrs & bit) {
       return MakeError(Errc::kNoData, "no such attribute", ENODATA);
     }
   }
-  absl::StatusOr<std::string> v = stubs_->GetXattr(ino, name);
+  absl::StatusOr<std::string> v = stubs_->GetXattr(in.ino, name);
   if (!v.ok() && ErrnoOf(v.status()) == ENODATA) {
-    absl::MutexLock lock(&in->mu);
-    in->no_caps = true;  // Still under our INODE SH.
+    absl::MutexLock lock(&in.mu);
+    in.absent_xattrs |= bit;  // Still under the caller's INODE lock.
   }
   return v;
 }
@@ -687,7 +709,7 @@ void Client::Impl::XattrChanged(uint64_t ino) {
   std::shared_ptr<InodeState> in = GetInode(ino);
   {
     absl::MutexLock lock(&in->mu);
-    in->no_caps = false;
+    in->absent_xattrs = 0;
   }
   AttrChanged(ino);
 }

@@ -66,6 +66,10 @@ enum SetAttrBits : uint32_t {
   kSetCtime = 256,
 };
 
+// SetXattr flag: setting system.posix_acl_access also drops S_ISGID (the
+// caller is neither in the file's group nor privileged).
+inline constexpr uint32_t kXattrKillSgid = 4;
+
 struct SetAttrArgs {
   uint32_t valid = 0;
   uint32_t mode = 0;
@@ -233,6 +237,11 @@ class Client {
                                   uint32_t max_entries, bool plus);
   absl::StatusOr<FsStat> StatFs();
   absl::StatusOr<std::string> GetXattr(uint64_t ino, const std::string& name);
+  // flags: XATTR_CREATE (1), XATTR_REPLACE (2), and for a POSIX access ACL
+  // kXattrKillSgid. The server keeps POSIX ACLs' rules: the mode follows
+  // system.posix_acl_access, a chmod rewrites it, and new inodes inherit a
+  // directory's system.posix_acl_default (umask then unused). Permissions
+  // are the caller's to check (the mount's kernel does).
   absl::Status SetXattr(uint64_t ino, const std::string& name,
                         const std::string& value, uint32_t flags);
   absl::StatusOr<std::vector<std::string>> ListXattr(uint64_t ino);

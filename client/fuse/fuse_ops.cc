@@ -257,6 +257,14 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // or it would return the zeros of a short read up to the stale i_size.
   conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // POSIX ACLs: the kernel checks them (and caches them until an
+  // attribute refresh or an inode notification, which an INODE lock's
+  // callback sends); the metadata server keeps the mode and the lists in
+  // step and applies default ACLs to new inodes, so the kernel must leave
+  // the umask to it (DONT_MASK: a default ACL replaces the umask).
+  if (m->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) {
+    conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+  }
   // fuse_reply_data of a pipe then splices the reply to /dev/fuse: the
   // kernel copies the data once, into its pages (FillPipe below).
   if (m->pipe_fills && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
@@ -878,8 +886,18 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name,
                  const char* value, size_t size, int flags) {
-  ReplyStatus(req, C(req).SetXattr(ino, name, std::string(value, size),
-                                   static_cast<uint32_t>(flags)));
+  uint32_t f = static_cast<uint32_t>(flags) & 3;
+  if (strcmp(name, "system.posix_acl_access") == 0 &&
+      fuse_req_ctx(req)->uid != 0) {
+    // Setting an ACL drops S_ISGID for a caller outside the file's group
+    // (posix_acl_update_mode); the kernel says so only to daemons that
+    // take FUSE_SETXATTR_EXT, so the mount decides as it would.
+    absl::StatusOr<Attr> a = C(req).GetAttr(ino);
+    if (a.ok() && (a->mode & S_ISGID) && !InGroup(req, a->gid)) {
+      f |= client::kXattrKillSgid;
+    }
+  }
+  ReplyStatus(req, C(req).SetXattr(ino, name, std::string(value, size), f));
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name,

@@ -42,6 +42,8 @@ struct Mount {
   unsigned max_read = 0;  // The max_read mount option (0: none).
   // RANGEFS_IOC_SET_FAULT is served (to root): the fault_control option.
   bool fault_control = false;
+  // POSIX ACLs (FUSE_POSIX_ACL): the acl/noacl option.
+  bool acl = true;
   // The lock owners that took fcntl locks through each open file (by
   // handle): at its release, the last close of the open file description,
   // they are released. An open file description lock's owner is the

@@ -15,7 +15,8 @@
 // node's lease at lockd: how long after this daemon dies its locks stay
 // held; 500 to 600000, default 10000), fault_control=0|1 (root may set
 // fault rules inside the node through an ioctl, rangefs_ioctl.h: for the
-// race suite; default 0), log=FILE (where a
+// race suite; default 0), acl or noacl (POSIX ACLs checked by the kernel
+// and kept by the metadata server; default acl), log=FILE (where a
 // daemonized mount logs; default /dev/null). Without -f the daemon detaches
 // once the mount is up, and the command fails with the reason if the cluster is
 // unreachable or the mount fails. SIGTERM, SIGINT or unmounting stop it
@@ -76,6 +77,7 @@ struct Options {
   int lease_ms = 10000;    // ClientOptions::lease_ms.
   unsigned max_read = 0;   // FUSE's max_read (0: the kernel's limit).
   int fault_control = 0;   // Mount::fault_control.
+  int acl = 1;             // Mount::acl.
   // Worker threads at most. Ours, not libfuse's max_threads (whose default
   // of 10 it cannot tell from a 10 asked for): a request waiting for the
   // node's locks keeps its worker, and every request the kernel sends
@@ -97,6 +99,8 @@ const fuse_opt kOpts[] = {
     {"lease_ms=%d", offsetof(Options, lease_ms), 0},
     {"max_read=%u", offsetof(Options, max_read), 0},
     {"fault_control=%d", offsetof(Options, fault_control), 0},
+    {"acl", offsetof(Options, acl), 1},
+    {"noacl", offsetof(Options, acl), 0},
     FUSE_OPT_END,
 };
 
@@ -196,6 +200,7 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   mount.pipe_fills = opts.pipe_fills != 0;
   mount.max_read = opts.max_read;
   mount.fault_control = opts.fault_control != 0;
+  mount.acl = opts.acl != 0;
   // Each worker may keep two pipes (its own for cold READs, libfuse's for
   // spliced replies): four descriptors. Without them it reads the slower
   // way.

@@ -8,6 +8,7 @@
 #include "common/status.h"
 #include "server/meta/meta_server.h"
 #include "server/meta/meta_server_internal.h"
+#include "server/meta/posix_acl.h"
 
 namespace rangefs::meta {
 
@@ -58,7 +59,21 @@ absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
   Timespec now = Now();
-  if (a.valid & kSetMode) r->mode = (r->mode & S_IFMT) | (a.mode & 07777);
+  if (a.valid & kSetMode) {
+    r->mode = (r->mode & S_IFMT) | (a.mode & 07777);
+    // An access ACL's owner, group class and other entries are the mode's
+    // (posix_acl_chmod).
+    absl::StatusOr<std::optional<std::string>> acl =
+        store_->Get(Cf::kXattrs, XattrKey(ino, kAclAccess));
+    if (!acl.ok()) return acl.status();
+    if (*acl) {
+      absl::StatusOr<Acl> parsed = ParseAcl(**acl);
+      if (!parsed.ok()) return parsed.status();
+      AclChmod(&*parsed, r->mode);
+      op.batch().Put(Cf::kXattrs, XattrKey(ino, kAclAccess),
+                     EncodeAcl(*parsed));
+    }
+  }
   if (a.valid & kSetUid) r->uid = a.uid;
   if (a.valid & kSetGid) r->gid = a.gid;
   if (a.valid & kSetAtime) r->atime = a.atime;
@@ -83,7 +98,7 @@ absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
 
 absl::StatusOr<Attr> MetaServer::MakeNode(
     uint64_t session, uint64_t parent, const std::string& name, uint32_t mode,
-    uint64_t rdev, const Creds& creds, bool exclusive,
+    uint32_t umask, uint64_t rdev, const Creds& creds, bool exclusive,
     const std::string& target, Attr* parent_attr, const ChosenInode* chosen) {
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
   uint32_t type = mode & S_IFMT;
@@ -135,6 +150,22 @@ absl::StatusOr<Attr> MetaServer::MakeNode(
     op.batch().RequireSync();
   }
   op.batch().Put(Cf::kMeta, "inode_count", std::to_string(inode_count_));
+  // The directory's default ACL, if any, stands for the umask: the new
+  // inode's access ACL is that list limited by the mode asked for, and a
+  // directory inherits the default list itself (posix_acl_create).
+  absl::StatusOr<std::optional<std::string>> dflt = std::nullopt;
+  if (type != S_IFLNK)
+    dflt = store_->Get(Cf::kXattrs, XattrKey(parent, kAclDefault));
+  if (!dflt.ok()) return dflt.status();
+  std::optional<Acl> access;
+  if (*dflt) {
+    absl::StatusOr<Acl> parsed = ParseAcl(**dflt);
+    if (!parsed.ok()) return parsed.status();
+    access = std::move(*parsed);
+    mode = (mode & S_IFMT) | AclCreate(&*access, mode & 07777);
+  } else {
+    mode = (mode & S_IFMT) | (mode & ~umask & 07777);
+  }
   r.mode = mode;
   r.rdev = rdev;
   r.uid = creds.uid;
@@ -153,6 +184,15 @@ absl::StatusOr<Attr> MetaServer::MakeNode(
   r.atime = r.mtime = r.ctime = r.btime =
       chosen != nullptr ? chosen->time : Now();
   op.PutInode(r);
+  if (access) {
+    if (!AclIsMode(*access)) {
+      op.batch().Put(Cf::kXattrs, XattrKey(r.ino, kAclAccess),
+                     EncodeAcl(*access));
+    }
+    if (type == S_IFDIR) {
+      op.batch().Put(Cf::kXattrs, XattrKey(r.ino, kAclDefault), **dflt);
+    }
+  }
   op.batch().Put(Cf::kDentries, DentryKey(parent, name),
                  EncodeDentry(r.ino, type));
   if (type == S_IFDIR) ++p->nlink;
@@ -180,16 +220,15 @@ absl::StatusOr<Attr> MetaServer::Create(uint64_t session, uint64_t parent,
                      "a chosen inode number is for a regular file, with a "
                      "valid time");
   }
-  return MakeNode(session, parent, name,
-                  (mode & S_IFMT) | (mode & ~umask & 07777), rdev, creds,
-                  exclusive, "", parent_attr, chosen);
+  return MakeNode(session, parent, name, mode, umask, rdev, creds, exclusive,
+                  "", parent_attr, chosen);
 }
 
 absl::StatusOr<Attr> MetaServer::Mkdir(uint64_t session, uint64_t parent,
                                        const std::string& name, uint32_t mode,
                                        const Creds& creds, uint32_t umask,
                                        Attr* parent_attr) {
-  return MakeNode(session, parent, name, S_IFDIR | (mode & ~umask & 07777), 0,
+  return MakeNode(session, parent, name, S_IFDIR | (mode & 07777), umask, 0,
                   creds, true, "", parent_attr);
 }
 
@@ -204,8 +243,8 @@ absl::StatusOr<Attr> MetaServer::Symlink(uint64_t session, uint64_t parent,
                                                        : Errc::kInvalidArgument,
                      "bad symlink target");
   }
-  return MakeNode(session, parent, name, S_IFLNK | 0777, 0, creds, true, target,
-                  parent_attr);
+  return MakeNode(session, parent, name, S_IFLNK | 0777, 0, 0, creds, true,
+                  target, parent_attr);
 }
 
 absl::StatusOr<Attr> MetaServer::Link(uint64_t session, uint64_t ino,

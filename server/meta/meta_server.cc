@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "server/meta/meta_server_internal.h"
+#include "server/meta/posix_acl.h"
 
 namespace rangefs::meta {
 
@@ -736,18 +737,44 @@ absl::Status MetaServer::SetXattr(uint64_t session, uint64_t ino,
   if (value.size() > kMaxXattrValue) {
     return MakeError(Errc::kOutOfRange, "attribute value too large", E2BIG);
   }
-  if (flags & ~3u || flags == 3) {
+  const bool access_acl = name == kAclAccess;
+  const uint32_t known = access_acl ? 3u | kXattrKillSgid : 3u;
+  if ((flags & ~known) || (flags & 3) == 3) {
     return MakeError(Errc::kInvalidArgument, "bad setxattr flags");
+  }
+  std::optional<Acl> acl;
+  if (access_acl || name == kAclDefault) {
+    absl::StatusOr<Acl> parsed = ParseAcl(value);
+    if (!parsed.ok()) return parsed.status();
+    acl = std::move(*parsed);
   }
   if (Done kept; Replayed(&kept)) return absl::OkStatus();
   Op op(this, session, {ino});
   absl::StatusOr<InodeRecord> r = ReadInode(ino);
   if (!r.ok()) return r.status();
+  if (acl && (S_ISLNK(r->mode) || (!access_acl && !S_ISDIR(r->mode)))) {
+    // As the VFS answers (set_posix_acl).
+    return MakeError(S_ISLNK(r->mode) ? Errc::kNotSupported : Errc::kPermission,
+                     "a default ACL is for directories, no ACL for symlinks",
+                     S_ISLNK(r->mode) ? EOPNOTSUPP : EACCES);
+  }
   absl::StatusOr<std::optional<std::string>> old =
       store_->Get(Cf::kXattrs, XattrKey(ino, name));
   if (!old.ok()) return old.status();
   if ((flags & 1) && *old) return MakeError(Errc::kExists, name + " exists");
   if ((flags & 2) && !*old) return MakeError(Errc::kNoData, "no " + name);
+  if (access_acl) {
+    // The mode follows the list, and a list the mode says all of is not
+    // kept (posix_acl_update_mode).
+    r->mode = (r->mode & ~0777u) | AclPermBits(*acl);
+    if (flags & kXattrKillSgid) r->mode &= ~static_cast<uint32_t>(S_ISGID);
+    if (AclIsMode(*acl)) {
+      if (*old) op.batch().Delete(Cf::kXattrs, XattrKey(ino, name));
+      r->ctime = Now();
+      op.PutInode(*r);
+      return op.Commit(Done{}).status();
+    }
+  }
   if (!*old || value.size() > (*old)->size()) {
     size_t list = 0, bytes = 0;
     absl::Status s =

@@ -324,10 +324,11 @@ class MetaServer {
   // Takes `ino` out of `session`'s leases inside `op` (under seq_mu_).
   absl::Status UseLeased(Op& op, uint64_t session, uint64_t ino)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq_mu_);
-  // Shared by Create, Mkdir and Symlink.
+  // Shared by Create, Mkdir and Symlink. `mode`'s permission bits are
+  // limited by the directory's default ACL if it has one, else by `umask`.
   absl::StatusOr<Attr> MakeNode(uint64_t session, uint64_t parent,
                                 const std::string& name, uint32_t mode,
-                                uint64_t rdev, const Creds& creds,
+                                uint32_t umask, uint64_t rdev, const Creds& creds,
                                 bool exclusive, const std::string& target,
                                 Attr* parent_attr,
                                 const ChosenInode* chosen = nullptr);

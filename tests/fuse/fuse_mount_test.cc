@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -520,6 +521,105 @@ TEST_F(FuseMountTest, OtherUsersFollowPosixOwnershipAndPermissionRules) {
   waitpid(child, &status, 0);
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(failed, "");
+}
+
+// open(2) of `path` with `flags` by uid/gid `id` (no supplementary
+// groups), in a child: 0 or the errno.
+int OpenAs(uint32_t id, const std::string& path, int flags) {
+  pid_t child = fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    if (setgroups(0, nullptr) != 0 || setresgid(id, id, id) != 0 ||
+        setresuid(id, id, id) != 0) {
+      _exit(255);
+    }
+    int fd = open(path.c_str(), flags);
+    _exit(fd >= 0 ? 0 : errno);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The kernel's xattr form of an ACL: {tag, perm, id} after a version word.
+std::string AclValue(const std::vector<std::array<uint32_t, 3>>& entries) {
+  std::string v("\x02\x00\x00\x00", 4);
+  for (const auto& [tag, perm, id] : entries) {
+    const uint16_t t = tag, p = perm;
+    v.append(reinterpret_cast<const char*>(&t), 2);
+    v.append(reinterpret_cast<const char*>(&p), 2);
+    v.append(reinterpret_cast<const char*>(&id), 4);
+  }
+  return v;
+}
+
+// POSIX ACLs across mounts: the kernel of each mount checks them, caching
+// them like attributes, so a list changed through one mount must reach the
+// other's next check (the INODE lock's callback drops the kernel's copy),
+// and a default list must shape a file another mount creates.
+TEST_F(FuseMountTest, AclsSetThroughOneMountAreCheckedByTheOther) {
+  constexpr uint32_t kUser = 65534, kNone = ~0u;
+  constexpr uint32_t kUserObj = 1, kNamedUser = 2, kGroupObj = 4, kMask = 16,
+                     kOther = 32;
+  auto grant = [&](uint32_t perm) {
+    return AclValue({{kUserObj, 6, kNone},
+                     {kNamedUser, perm, kUser},
+                     {kGroupObj, 0, kNone},
+                     {kMask, perm, kNone},
+                     {kOther, 0, kNone}});
+  };
+  ASSERT_EQ(chmod(cluster_->dir().c_str(), 0711), 0);
+  ASSERT_EQ(chmod(mnt_[0].c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(P(0, "f"), "secret"));
+  ASSERT_EQ(chmod(P(0, "f").c_str(), 0600), 0);
+  EXPECT_EQ(OpenAs(kUser, P(1, "f"), O_RDONLY), EACCES);
+  std::string v = grant(4);
+  ASSERT_EQ(setxattr(P(0, "f").c_str(), "system.posix_acl_access", v.data(),
+                     v.size(), 0),
+            0)
+      << strerror(errno);
+  EXPECT_EQ(OpenAs(kUser, P(1, "f"), O_RDONLY), 0);
+  EXPECT_EQ(OpenAs(kUser, P(1, "f"), O_WRONLY), EACCES);
+  struct stat st;
+  ASSERT_EQ(stat(P(1, "f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);  // The mask is the group class.
+  v = grant(0);
+  ASSERT_EQ(setxattr(P(0, "f").c_str(), "system.posix_acl_access", v.data(),
+                     v.size(), 0),
+            0);
+  EXPECT_EQ(OpenAs(kUser, P(1, "f"), O_RDONLY), EACCES);
+  // chmod through mount 1 rewrites the mask mount 0 checks.
+  ASSERT_EQ(chmod(P(1, "f").c_str(), 0660), 0);
+  EXPECT_EQ(OpenAs(kUser, P(0, "f"), O_RDONLY), EACCES);  // Named: ---.
+  v = grant(6);
+  ASSERT_EQ(setxattr(P(1, "f").c_str(), "system.posix_acl_access", v.data(),
+                     v.size(), 0),
+            0);
+  ASSERT_EQ(chmod(P(1, "f").c_str(), 0640), 0);  // Mask r--.
+  EXPECT_EQ(OpenAs(kUser, P(0, "f"), O_RDONLY), 0);
+  EXPECT_EQ(OpenAs(kUser, P(0, "f"), O_WRONLY), EACCES);
+
+  // A default list set through mount 0 shapes mount 1's creates (which it
+  // would otherwise make ahead of the server, with the umask).
+  ASSERT_EQ(mkdir(P(0, "d").c_str(), 0755), 0);
+  v = grant(6);
+  ASSERT_EQ(setxattr(P(0, "d").c_str(), "system.posix_acl_default", v.data(),
+                     v.size(), 0),
+            0);
+  const mode_t old_umask = umask(022);
+  int fd = open(P(1, "d/new").c_str(), O_CREAT | O_WRONLY, 0660);
+  umask(old_umask);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  close(fd);
+  ASSERT_EQ(stat(P(1, "d/new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  ASSERT_EQ(stat(P(0, "d/new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(OpenAs(kUser, P(0, "d/new"), O_RDWR), 0);
+  char got[64];
+  EXPECT_EQ(getxattr(P(0, "d/new").c_str(), "system.posix_acl_access", got,
+                     sizeof got),
+            static_cast<ssize_t>(v.size()));
 }
 
 // write(2) of part of a page keeps the whole page locked in the kernel

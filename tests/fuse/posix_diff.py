@@ -15,6 +15,7 @@ import errno
 import mmap
 import os
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -99,6 +100,28 @@ def as_user(uid, gid, fn):
     os.waitpid(pid, 0)
     os.close(r)
     return eval(data)  # Our own repr.
+
+
+def acl(text):
+    """The kernel's xattr form of an ACL in getfacl's short text
+    ("u::rw-,u:65534:r--,g::r--,m::r--,o::---")."""
+    tags = {"u": 1, "g": 4, "m": 16, "o": 32}
+    out = struct.pack("<I", 2)
+    for e in text.split(","):
+        kind, who, perm = e.split(":")
+        tag = tags[kind] * (2 if who and kind in "ug" else 1)
+        bits = sum(b for c, b in zip(perm, (4, 2, 1)) if c != "-")
+        out += struct.pack("<HHI", tag, bits, int(who) if who else 0xFFFFFFFF)
+    return out
+
+
+def setacl(p, text, kind="access"):
+    os.setxattr(p, "system.posix_acl_" + kind, acl(text))
+    return ust(p)
+
+
+def getacl(p, kind="access"):
+    return os.getxattr(p, "system.posix_acl_" + kind).hex()
 
 
 L = "a" * 255
@@ -256,6 +279,38 @@ USER_OPS = [
  ("nobody: mkfifo in t", lambda: as_user(N, N, lambda: (os.mkfifo("t/fifo"), ust("t/fifo")))),
  ("nobody: mknod chr", lambda: as_user(N, N, lambda: os.mknod("t/c", stat.S_IFCHR|0o644, os.makedev(1,3)))),
  ("nobody: rmdir root dir in sticky", lambda: (os.mkdir("t/rd"), as_user(N, N, lambda: os.rmdir("t/rd")))),
+ # POSIX ACLs: checked, the mode kept in step, default lists inherited.
+ ("root: acl dir", lambda: (os.mkdir("acl"), os.chmod("acl", 0o755), w("acl/f", b"a"), os.chmod("acl/f", 0o640))),
+ ("nobody: read 0640 before an ACL", lambda: as_user(N, N, lambda: open("acl/f", "rb").read())),
+ ("root: ACL naming nobody", lambda: setacl("acl/f", "u::rw-,u:65534:rw-,g::r--,m::rw-,o::---")),
+ ("getfacl", lambda: getacl("acl/f")),
+ ("listxattr with ACL", lambda: sorted(os.listxattr("acl/f"))),
+ ("nobody: read by the named entry", lambda: as_user(N, N, lambda: open("acl/f", "rb").read())),
+ ("nobody: write by the named entry", lambda: as_user(N, N, lambda: w("acl/f", b"n", os.O_WRONLY))),
+ ("root: chmod 0600 sets the mask", lambda: (os.chmod("acl/f", 0o600), ust("acl/f"), getacl("acl/f"))),
+ ("nobody: read under mask ---", lambda: as_user(N, N, lambda: open("acl/f", "rb").read())),
+ ("root: mask r-- bounds a named group", lambda: setacl("acl/f", "u::rw-,g::---,g:100:rw-,m::r--,o::---")),
+ ("gid 100: read", lambda: as_user(N, 100, lambda: open("acl/f", "rb").read())),
+ ("gid 100: write beyond the mask", lambda: as_user(N, 100, lambda: w("acl/f", b"g", os.O_WRONLY))),
+ ("root: ACL equal to a mode", lambda: (setacl("acl/f", "u::rw-,g::r--,o::r--"), sorted(os.listxattr("acl/f")))),
+ ("root: bad ACL", lambda: os.setxattr("acl/f", "system.posix_acl_access", b"\x02\x00\x00\x00junk1234")),
+ ("root: default ACL on a file", lambda: setacl("acl/f", "u::rwx,g::r-x,o::---", "default")),
+ ("root: remove the access ACL keeps the mode", lambda: (setacl("acl/f", "u::rw-,u:65534:r--,g::r--,m::r--,o::---"), os.removexattr("acl/f", "system.posix_acl_access"), ust("acl/f"))),
+ ("root: default ACL on acl/dd", lambda: (os.mkdir("acl/dd"), os.chmod("acl/dd", 0o777), setacl("acl/dd", "u::rwx,g::r-x,g:100:rwx,m::rwx,o::---", "default"), getacl("acl/dd", "default"))),
+ ("create under a default ACL (no umask)", lambda: (w("acl/dd/f", b"x", mode=0o666), ust("acl/dd/f"), getacl("acl/dd/f"))),
+ ("mkdir under a default ACL", lambda: (os.mkdir("acl/dd/sub", 0o777), ust("acl/dd/sub"), getacl("acl/dd/sub"), getacl("acl/dd/sub", "default"))),
+ ("mknod under a default ACL", lambda: (os.mkfifo("acl/dd/p", 0o644), ust("acl/dd/p"))),
+ ("symlink under a default ACL", lambda: (os.symlink("f", "acl/dd/s"), ust("acl/dd/s"))),
+ ("gid 100: create by the default list", lambda: as_user(N, 100, lambda: (w("acl/dd/sub/n", b"n", mode=0o640), ust("acl/dd/sub/n")))),
+ ("nobody: create without an entry", lambda: as_user(N, N, lambda: w("acl/dd/sub/m"))),
+ ("root: setgid dir 2775 gid 100 with a default ACL", lambda: (os.mkdir("acl/sg"), os.chown("acl/sg", 0, 100), os.chmod("acl/sg", 0o2775), setacl("acl/sg", "u::rwx,g::rwx,o::r-x", "default"))),
+ ("create in setgid dir with a default ACL", lambda: (w("acl/sg/f", b"x", mode=0o777), ust("acl/sg/f"))),
+ ("mkdir in setgid dir with a default ACL", lambda: (os.mkdir("acl/sg/d", 0o777), ust("acl/sg/d"))),
+ ("root: nobody's 2770 file, group 100", lambda: (w("acl/k", b"k"), os.chown("acl/k", N, 100), os.chmod("acl/k", 0o2770), ust("acl/k"))),
+ ("nobody: setfacl outside the group drops setgid", lambda: as_user(N, N, lambda: setacl("acl/k", "u::rwx,u:0:rwx,g::rwx,m::rwx,o::---"))),
+ ("root: chmod 2770 again", lambda: (os.chmod("acl/k", 0o2770), ust("acl/k"), getacl("acl/k"))),
+ ("gid 100: setfacl by a non-owner", lambda: as_user(N + 1, 100, lambda: setacl("acl/k", "u::rwx,g::rwx,o::---"))),
+ ("nobody: setfacl in the group keeps setgid", lambda: (os.chown("acl/k", N, N), os.chmod("acl/k", 0o2770), as_user(N, N, lambda: setacl("acl/k", "u::rwx,g::r-x,o::---")))),
 ]
 
 
@@ -279,7 +334,7 @@ def main():
     ref, mnt = sys.argv[1], sys.argv[2]
     lists = [(ROOT_OPS, ["d"])]
     if os.geteuid() == 0:
-        lists.append((USER_OPS, ["t", "sg", "rf", "x", "sid"]))
+        lists.append((USER_OPS, ["t", "sg", "rf", "x", "sid", "acl"]))
     bad = total = 0
     for ops, clean in lists:
         want = run(ref, ops, clean)
