@@ -250,6 +250,13 @@ absl::StatusOr<std::vector<Dentry>> Client::Impl::LockNamesEx(
 
 absl::StatusOr<Attr> Client::Impl::Lookup(uint64_t parent,
                                           const std::string& name) {
+  if (name == ".") return GetAttr(parent);
+  if (name == "..") {
+    // Asked of the server each time (a rename elsewhere moves it).
+    absl::StatusOr<Attr> up = stubs_->Lookup(parent, name, true);
+    if (!up.ok()) return up.status();
+    return FileAttr(*GetInode(up->ino));
+  }
   absl::StatusOr<Dentry> d = LookupName(parent, name);
   if (!d.ok()) return d.status();
   // The child's attributes under its own INODE lock, taken after the

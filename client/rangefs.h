@@ -214,6 +214,8 @@ class Client {
   uint64_t DropCaches();
 
   // ---- namespace (inode-based)
+  // "." is `parent` itself and ".." its parent directory (the root's is
+  // the root).
   absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);
   absl::StatusOr<Attr> GetAttr(uint64_t ino);
   absl::StatusOr<Attr> SetAttr(uint64_t ino, const SetAttrArgs& args);

@@ -248,6 +248,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->max_background = m->max_background;
   conn->congestion_threshold = m->max_background / 4 * 3;
   conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  // Export handles name (inode, generation), and the daemon looks up "."
+  // and ".." (op_lookup), so a handle outlives the kernel's cache of it.
+  conn->want |= FUSE_CAP_EXPORT_SUPPORT;
   // Record locks are cluster-wide (lockd), not per mount.
   if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
   if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
@@ -277,6 +280,20 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+    // An export handle (open_by_handle_at, NFS) of an inode the kernel no
+    // longer caches: "." of its number, ".." of a directory's (to
+    // reconnect it). An inode freed or unlinked since is stale.
+    absl::StatusOr<Attr> a = C(req).Lookup(parent, name);
+    if (!a.ok() && ErrnoOf(a.status()) == ENOENT) {
+      fuse_reply_err(req, ESTALE);
+    } else if (a.ok() && a->nlink == 0) {
+      fuse_reply_err(req, ESTALE);
+    } else {
+      ReplyEntry(req, a, 0);
+    }
+    return;
+  }
   const double entry_timeout = EntryTimeout(req);
   absl::StatusOr<Attr> a = C(req).Lookup(parent, name);
   if (!a.ok() && ErrnoOf(a.status()) == ENOENT && entry_timeout > 0) {

@@ -30,6 +30,14 @@ absl::Status ValidateName(const std::string& name) {
 
 absl::StatusOr<Attr> MetaServer::Lookup(uint64_t parent,
                                         const std::string& name) {
+  if (name == "..") {
+    // A directory's parent (the root's is itself): what an export handle
+    // of a directory is reconnected through.
+    absl::StatusOr<InodeRecord> d = ReadDir(parent);
+    if (!d.ok()) return d.status();
+    if (d->nlink == 0) return MakeError(Errc::kNotFound, "directory removed");
+    return GetAttr(d->parent);
+  }
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
   if (absl::StatusOr<InodeRecord> p = ReadDir(parent); !p.ok()) {
     return p.status();

@@ -622,6 +622,50 @@ TEST_F(FuseMountTest, AclsSetThroughOneMountAreCheckedByTheOther) {
             static_cast<ssize_t>(v.size()));
 }
 
+// Export handles (name_to_handle_at, open_by_handle_at; what an NFS
+// re-export and handle-based tools use) name an inode cluster-wide: one
+// made through mount 0 opens through mount 1, whose kernel has never seen
+// the inode (the daemon looks up "." of its number), and a handle of a
+// file unlinked since is stale.
+TEST_F(FuseMountTest, ExportHandlesOpenThroughEitherMountAndGoStale) {
+  ASSERT_EQ(mkdir(P(0, "d").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(P(0, "d/f"), "by handle"));
+  ASSERT_TRUE(WriteFile(P(0, "d/gone"), "x"));
+  auto handle = [&](const std::string& path) {
+    auto h = std::make_unique<char[]>(sizeof(file_handle) + MAX_HANDLE_SZ);
+    auto* fh = reinterpret_cast<file_handle*>(h.get());
+    fh->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    EXPECT_EQ(name_to_handle_at(AT_FDCWD, path.c_str(), fh, &mount_id, 0), 0)
+        << path << ": " << strerror(errno);
+    return h;
+  };
+  auto f = handle(P(0, "d/f"));
+  auto d = handle(P(0, "d"));
+  auto gone = handle(P(0, "d/gone"));
+  ASSERT_EQ(unlink(P(0, "d/gone").c_str()), 0);
+  int root1 = open(mnt_[1].c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(root1, 0);
+  int fd = open_by_handle_at(root1, reinterpret_cast<file_handle*>(f.get()),
+                             O_RDONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char buf[32] = {};
+  EXPECT_EQ(read(fd, buf, sizeof buf), 9);
+  EXPECT_EQ(std::string(buf), "by handle");
+  close(fd);
+  fd = open_by_handle_at(root1, reinterpret_cast<file_handle*>(d.get()),
+                         O_RDONLY | O_DIRECTORY);
+  EXPECT_GE(fd, 0) << strerror(errno);
+  struct stat st;
+  EXPECT_EQ(fstatat(fd, "f", &st, 0), 0);
+  close(fd);
+  EXPECT_EQ(open_by_handle_at(root1, reinterpret_cast<file_handle*>(gone.get()),
+                              O_RDONLY),
+            -1);
+  EXPECT_EQ(errno, ESTALE);
+  close(root1);
+}
+
 // write(2) of part of a page keeps the whole page locked in the kernel
 // while its WRITE waits for the node's locks; a callback that invalidates
 // other bytes of that page must not wait for it (the daemon excluded only

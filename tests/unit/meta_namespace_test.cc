@@ -531,5 +531,22 @@ TEST_F(MetaNamespaceTest, StatFsCountsFilesAndSpace) {
   EXPECT_EQ(after->free_blocks, after->total_blocks);
 }
 
+// ".." of a directory is its parent (the root's is the root), and moves
+// with a rename: what the mount reconnects a directory's export handle by.
+TEST_F(MetaNamespaceTest, DotDotIsTheParentDirectory) {
+  Attr d = MustMkdir(kRootIno, "d");
+  Attr e = MustMkdir(d.ino, "e");
+  Attr f = MustCreate(d.ino, "f");
+  EXPECT_EQ(server_->Lookup(e.ino, "..")->ino, d.ino);
+  EXPECT_EQ(server_->Lookup(kRootIno, "..")->ino, kRootIno);
+  EXPECT_EQ(ErrcOf(server_->Lookup(f.ino, "..").status()), Errc::kNotDir);
+  ASSERT_TRUE(server_->Rename(kSession, d.ino, "e", kRootIno, "e", 0).ok());
+  EXPECT_EQ(server_->Lookup(e.ino, "..")->ino, kRootIno);
+  ASSERT_TRUE(server_->Rmdir(kSession, kRootIno, "e").ok());
+  EXPECT_FALSE(server_->Lookup(e.ino, "..").ok());
+  EXPECT_EQ(ErrcOf(server_->Lookup(d.ino, ".").status()),
+            Errc::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace rangefs::meta
