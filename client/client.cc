@@ -322,6 +322,9 @@ absl::StatusOr<Attr> Client::GetAttr(uint64_t ino) {
 absl::StatusOr<Attr> Client::SetAttr(uint64_t ino, const SetAttrArgs& args) {
   return impl_->SetAttr(ino, args);
 }
+absl::Status Client::Accessed(uint64_t ino, bool strict) {
+  return impl_->Accessed(ino, strict);
+}
 absl::StatusOr<Attr> Client::Mknod(uint64_t parent, const std::string& name,
                                    uint32_t mode, uint64_t rdev,
                                    const Creds& creds) {

@@ -217,6 +217,7 @@ class Client::Impl {
   absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);
   absl::StatusOr<Attr> GetAttr(uint64_t ino);
   absl::StatusOr<Attr> SetAttr(uint64_t ino, const SetAttrArgs& args);
+  absl::Status Accessed(uint64_t ino, bool strict);
   absl::StatusOr<Attr> Mknod(uint64_t parent, const std::string& name,
                              uint32_t mode, uint64_t rdev, const Creds& creds,
                              bool exclusive);

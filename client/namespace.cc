@@ -300,6 +300,47 @@ absl::StatusOr<Attr> Client::Impl::SetAttr(uint64_t ino,
   return *a;
 }
 
+namespace {
+
+// relatime's rule (the VFS's relatime_need_update): an access moves the
+// atime when it is not after the mtime or the ctime, or a day has passed.
+bool AtimeDue(const Attr& a, const Timespec& now) {
+  auto not_after = [](const Timespec& x, const Timespec& y) {
+    return x.sec < y.sec || (x.sec == y.sec && x.nsec <= y.nsec);
+  };
+  return not_after(a.atime, a.mtime) || not_after(a.atime, a.ctime) ||
+         now.sec - a.atime.sec >= 24 * 3600;
+}
+
+}  // namespace
+
+absl::Status Client::Impl::Accessed(uint64_t ino, bool strict) {
+  std::shared_ptr<InodeState> in = GetInode(ino);
+  absl::StatusOr<Attr> cur = FileAttr(*in);
+  if (!cur.ok()) return cur.status();
+  if (!strict && !AtimeDue(*cur, NowTimespec())) return absl::OkStatus();
+  HeldLocks held(&locks_);
+  if (absl::Status s = held.Take(kInode, ino, WholeFile(), kEx); !s.ok()) {
+    return s;
+  }
+  // No write-back first: a commit of dirty data leaves the atime be, and
+  // the node's size and mtime, which may be ahead of the server's under
+  // the EX, stay as they are.
+  SetAttrArgs args;
+  args.valid = kSetAtimeNow | kKeepCtime;
+  absl::StatusOr<Attr> a = stubs_->SetAttr(locks_.session_id(), ino, args);
+  {
+    absl::MutexLock lock(&in->mu);
+    if (!a.ok()) {
+      in->attr_valid = false;
+      return a.status();
+    }
+    in->attr.atime = a->atime;  // Read again from the server if not valid.
+  }
+  InvalidateAttributesAbove(ino);  // The kernel's copy.
+  return absl::OkStatus();
+}
+
 // ----------------------------------------------------- namespace changes
 
 uint64_t Client::Impl::LeasedIno() {

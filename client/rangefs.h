@@ -64,6 +64,7 @@ enum SetAttrBits : uint32_t {
   kSetAtimeNow = 64,
   kSetMtimeNow = 128,
   kSetCtime = 256,
+  kKeepCtime = 512,  // With kSetAtime or kSetAtimeNow only: an access.
 };
 
 // SetXattr flag: setting system.posix_acl_access also drops S_ISGID (the
@@ -219,6 +220,11 @@ class Client {
   absl::StatusOr<Attr> Lookup(uint64_t parent, const std::string& name);
   absl::StatusOr<Attr> GetAttr(uint64_t ino);
   absl::StatusOr<Attr> SetAttr(uint64_t ino, const SetAttrArgs& args);
+  // An access to `ino` (a read, a listing): moves its atime to now if
+  // `strict`, else by relatime's rule (the atime is not after the mtime or
+  // the ctime, or is a day old). Takes the INODE EX only to move it; the
+  // ctime stays.
+  absl::Status Accessed(uint64_t ino, bool strict);
   absl::StatusOr<Attr> Mknod(uint64_t parent, const std::string& name,
                              uint32_t mode, uint64_t rdev, const Creds& creds);
   absl::StatusOr<Attr> Mkdir(uint64_t parent, const std::string& name,

@@ -545,12 +545,32 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
              /*covered=*/true);
 }
 
+// The kernel never moves a FUSE inode's atime (S_NOATIME): an open for
+// reading, or of a directory, moves it here by the mount's atime flags
+// before the open is answered. Reads the kernel then serves from its
+// cache do not reach the daemon, so under strictatime it is each open,
+// not each read, that moves it (as a client of NFS sees).
+void NoteAccess(fuse_req_t req, fuse_ino_t ino, int flags, bool dir) {
+  const Mount& m = M(req);
+  const Atime rule = m.atime.load(std::memory_order_relaxed);
+  if (rule == Atime::kNever || (flags & O_NOATIME) ||
+      (dir ? m.nodiratime.load(std::memory_order_relaxed)
+           : (flags & O_ACCMODE) == O_WRONLY)) {
+    return;
+  }
+  absl::Status s = C(req).Accessed(ino, rule == Atime::kAlways);
+  if (!s.ok()) {
+    RANGEFS_LOG(WARNING) << "inode " << ino << ": atime not moved: " << s;
+  }
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   absl::StatusOr<uint64_t> fh = C(req).Open(ino, fi->flags);
   if (!fh.ok()) {
     fuse_reply_err(req, Err(fh.status()));
     return;
   }
+  NoteAccess(req, ino, fi->flags, /*dir=*/false);
   fi->fh = *fh;
   SetCaching(req, ino, fi, *fh);
   if (fuse_reply_open(req, fi) == -ENOENT) {
@@ -794,6 +814,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, Err(fh.status()));
     return;
   }
+  NoteAccess(req, ino, fi->flags, /*dir=*/true);
   auto* d = new DirHandle;
   d->fh = *fh;
   d->entries.push_back({".", ino, S_IFDIR, {}});

@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "client/fuse/kernel_cache.h"
+#include "client/fuse/mount_flags.h"
 #include "client/rangefs.h"
 
 namespace rangefs::fuse {
@@ -44,6 +45,10 @@ struct Mount {
   bool fault_control = false;
   // POSIX ACLs (FUSE_POSIX_ACL): the acl/noacl option.
   bool acl = true;
+  // How an open for reading (or of a directory) moves the atime: the
+  // mount's VFS flags, followed through remounts (main.cc).
+  std::atomic<Atime> atime{Atime::kRelative};
+  std::atomic<bool> nodiratime{false};
   // The lock owners that took fcntl locks through each open file (by
   // handle): at its release, the last close of the open file description,
   // they are released. An open file description lock's owner is the

@@ -16,13 +16,17 @@
 // held; 500 to 600000, default 10000), fault_control=0|1 (root may set
 // fault rules inside the node through an ioctl, rangefs_ioctl.h: for the
 // race suite; default 0), acl or noacl (POSIX ACLs checked by the kernel
-// and kept by the metadata server; default acl), log=FILE (where a
+// and kept by the metadata server; default acl), the VFS flags ro, rw,
+// noatime, relatime, strictatime, nodiratime (libfuse refuses some:
+// they are set on the mount once it is up), remount (apply the VFS
+// options given to the mount at MOUNTPOINT and exit), log=FILE (where a
 // daemonized mount logs; default /dev/null). Without -f the daemon detaches
 // once the mount is up, and the command fails with the reason if the cluster is
 // unreachable or the mount fails. SIGTERM, SIGINT or unmounting stop it
 // cleanly: dirty data is written back, locks are given back, the session is
 // closed.
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -42,6 +46,7 @@
 #include <thread>
 
 #include "client/fuse/fuse_ops.h"
+#include "client/fuse/mount_flags.h"
 #include "client/rangefs.h"
 #include "common/cluster_config.h"
 #include "common/fault_injection.h"
@@ -60,6 +65,8 @@ namespace {
 constexpr int kWakeSignal = SIGUSR2;
 
 constexpr unsigned kMaxWorkers = 512;
+constexpr int kKeyRemount = 1;
+constexpr int kKeyVfs = 2;
 
 struct Options {
   char* node = nullptr;
@@ -78,6 +85,11 @@ struct Options {
   unsigned max_read = 0;   // FUSE's max_read (0: the kernel's limit).
   int fault_control = 0;   // Mount::fault_control.
   int acl = 1;             // Mount::acl.
+  // -o remount: apply the VFS options to the mount and exit (mount.fuse3
+  // runs the helper for `mount -o remount,...`).
+  bool remount = false;
+  std::string vfs;  // VFS options libfuse does not know, applied after.
+  std::string all;  // Every -o option, for a remount.
   // Worker threads at most. Ours, not libfuse's max_threads (whose default
   // of 10 it cannot tell from a 10 asked for): a request waiting for the
   // node's locks keeps its worker, and every request the kernel sends
@@ -101,8 +113,34 @@ const fuse_opt kOpts[] = {
     {"fault_control=%d", offsetof(Options, fault_control), 0},
     {"acl", offsetof(Options, acl), 1},
     {"noacl", offsetof(Options, acl), 0},
+    FUSE_OPT_KEY("remount", kKeyRemount),
+    FUSE_OPT_KEY("relatime", kKeyVfs),
+    FUSE_OPT_KEY("norelatime", kKeyVfs),
+    FUSE_OPT_KEY("strictatime", kKeyVfs),
+    FUSE_OPT_KEY("nostrictatime", kKeyVfs),
+    FUSE_OPT_KEY("diratime", kKeyVfs),
+    FUSE_OPT_KEY("nodiratime", kKeyVfs),
+    FUSE_OPT_KEY("lazytime", kKeyVfs),
+    FUSE_OPT_KEY("nolazytime", kKeyVfs),
     FUSE_OPT_END,
 };
+
+// Options of kOpts with a key: the VFS ones libfuse refuses are kept for
+// after the mount; every -o option is noted for a remount.
+int TakeOption(void* data, const char* arg, int key, fuse_args*) {
+  auto* o = static_cast<Options*>(data);
+  if (key == FUSE_OPT_KEY_NONOPT) return 1;
+  o->all += std::string(arg) + ",";
+  if (key == kKeyRemount) {
+    o->remount = true;
+    return 0;
+  }
+  if (key == kKeyVfs) {
+    o->vfs += std::string(arg) + ",";
+    return 0;
+  }
+  return 1;  // libfuse's, or one matched above.
+}
 
 struct Positional {
   std::string cluster;
@@ -159,6 +197,28 @@ void SetReadahead(const char* mountpoint, int kb) {
     RANGEFS_LOG(WARNING) << "cannot set the readahead of " << mountpoint
                          << " (bdi " << dev << ") to " << kb << " KiB";
   }
+}
+
+// Keeps mount->atime and mount->nodiratime at the mount's flags: read
+// from /proc/self/mountinfo now and whenever the mount table changes
+// (poll's POLLPRI), until *running is false.
+void WatchMountFlags(const std::string& mountpoint, Mount* mount,
+                     const std::atomic<bool>* running) {
+  int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  while (*running) {
+    MountFlags f;
+    if (ReadMountFlags(mountpoint, &f)) {
+      mount->atime = f.atime;
+      mount->nodiratime = f.nodiratime;
+    }
+    if (fd < 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    pollfd p = {fd, POLLPRI, 0};
+    if (poll(&p, 1, 200) > 0) lseek(fd, 0, SEEK_SET);
+  }
+  if (fd >= 0) close(fd);
 }
 
 int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
@@ -228,6 +288,13 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
                           " (does it exist, is it busy or already mounted?)");
     return 1;
   }
+  if (!opts.vfs.empty()) {
+    const std::string err = Remount(cmd.mountpoint, opts.vfs, /*bind=*/true);
+    if (!err.empty()) RANGEFS_LOG(WARNING) << "mount options: " << err;
+  }
+  std::atomic<bool> mounted{true};
+  std::thread flags_watch(
+      [&] { WatchMountFlags(cmd.mountpoint, &mount, &mounted); });
   if (kcache != nullptr) {
     kcache->Attach(se);
     if (opts.name_cache != 0) kcache->EnableNames();
@@ -286,6 +353,8 @@ int Serve(const ClusterConfig& config, const Options& opts, fuse_args* args,
   looping = false;
   watchdog.join();
   readahead.join();
+  mounted = false;
+  flags_watch.join();
   {
     client::ClientStats st = (*c)->Stats();
     RANGEFS_LOG(INFO) << "node: " << st.page_hits << " page hits, "
@@ -345,7 +414,7 @@ int Main(int argc, char** argv) {
       free(cmd->mountpoint);
     }
   } cleanup{&args, &opts, &cmd};
-  if (fuse_opt_parse(&args, &opts, kOpts, nullptr) != 0 ||
+  if (fuse_opt_parse(&args, &opts, kOpts, TakeOption) != 0 ||
       fuse_opt_parse(&args, &pos, nullptr, TakePositional) != 0) {
     Usage();
     return 2;
@@ -376,6 +445,15 @@ int Main(int argc, char** argv) {
   if (pos.cluster.empty() || cmd.mountpoint == nullptr) {
     Usage();
     return 2;
+  }
+  if (opts.remount) {
+    // The running daemon follows the new flags (WatchMountFlags).
+    const std::string err = Remount(cmd.mountpoint, opts.all, /*bind=*/false);
+    if (!err.empty()) {
+      fprintf(stderr, "rangefs-fuse: %s\n", err.c_str());
+      return 1;
+    }
+    return 0;
   }
   if (opts.lease_ms < 500 || opts.lease_ms > 600000) {
     fprintf(stderr,

@@ -59,8 +59,13 @@ absl::StatusOr<Attr> MetaServer::GetAttr(uint64_t ino) {
 
 absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
                                          const SetAttrArgs& a) {
-  if (a.valid & ~511u) {
+  if (a.valid & ~1023u) {
     return MakeError(Errc::kInvalidArgument, "unknown setattr fields");
+  }
+  if ((a.valid & kKeepCtime) &&
+      (a.valid & ~(kKeepCtime | kSetAtime | kSetAtimeNow)) != 0) {
+    return MakeError(Errc::kInvalidArgument,
+                     "keeping the ctime is for access-time updates only");
   }
   if (Attr kept; Replayed(&kept)) return kept;
   Op op(this, session, {ino});
@@ -99,7 +104,7 @@ absl::StatusOr<Attr> MetaServer::SetAttr(uint64_t session, uint64_t ino,
     if (absl::Status s = Truncate(op, *r, a.size); !s.ok()) return s;
     r->mtime = now;
   }
-  r->ctime = (a.valid & kSetCtime) ? a.ctime : now;
+  if (!(a.valid & kKeepCtime)) r->ctime = (a.valid & kSetCtime) ? a.ctime : now;
   op.PutInode(*r);
   return op.Commit(AttrOf(*r));
 }

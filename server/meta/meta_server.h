@@ -52,6 +52,7 @@ enum SetAttrBits : uint32_t {
   kSetAtimeNow = 64,
   kSetMtimeNow = 128,
   kSetCtime = 256,
+  kKeepCtime = 512,  // With kSetAtime or kSetAtimeNow only: an access.
 };
 
 struct SetAttrArgs {
@@ -328,9 +329,9 @@ class MetaServer {
   // limited by the directory's default ACL if it has one, else by `umask`.
   absl::StatusOr<Attr> MakeNode(uint64_t session, uint64_t parent,
                                 const std::string& name, uint32_t mode,
-                                uint32_t umask, uint64_t rdev, const Creds& creds,
-                                bool exclusive, const std::string& target,
-                                Attr* parent_attr,
+                                uint32_t umask, uint64_t rdev,
+                                const Creds& creds, bool exclusive,
+                                const std::string& target, Attr* parent_attr,
                                 const ChosenInode* chosen = nullptr);
   // Drops one link of `r` (already updated in memory by the caller's
   // nlink--) inside `op`: frees it, orphans it, or just writes it.

@@ -666,6 +666,81 @@ TEST_F(FuseMountTest, ExportHandlesOpenThroughEitherMountAndGoStale) {
   close(root1);
 }
 
+// The kernel never moves a FUSE inode's atime; the daemon does, at opens
+// for reading and of directories, by the mount's flags (relatime unless
+// told otherwise), following them through `-o remount,...` (what
+// mount(8) runs the helper with); the ctime stays. A read-only remount
+// refuses changes with EROFS while the other mount goes on writing.
+TEST_F(FuseMountTest, AtimeAndReadOnlyFollowTheMountsFlagsThroughRemounts) {
+  auto remount = [&](const std::string& opts) {
+    ExpectCommandSucceeds(testing::BinDir() + "/client/rangefs-fuse " + conf_ +
+                          " " + mnt_[0] + " -o remount," + opts + " 2>&1");
+  };
+  auto times = [&](int node, const std::string& name) {
+    struct stat st = {};
+    EXPECT_EQ(stat(P(node, name).c_str(), &st), 0);
+    return std::make_pair(st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec,
+                          st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec);
+  };
+  auto pause = [] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };
+  ASSERT_TRUE(WriteFile(P(0, "a"), "data"));
+  const auto made = times(0, "a");
+  pause();
+  EXPECT_EQ(ReadFile(P(0, "a")), "data");
+  const auto read1 = times(0, "a");
+  EXPECT_GT(read1.first, made.first) << "relatime: atime not after mtime";
+  EXPECT_EQ(read1.second, made.second) << "an access moved the ctime";
+  EXPECT_EQ(times(1, "a"), read1);  // The other mount sees it at once.
+  pause();
+  EXPECT_EQ(ReadFile(P(0, "a")), "data");
+  EXPECT_EQ(times(0, "a").first, read1.first) << "relatime moved it again";
+
+  remount("strictatime");
+  pause();
+  EXPECT_EQ(ReadFile(P(0, "a")), "data");
+  const auto strict = times(0, "a");
+  EXPECT_GT(strict.first, read1.first);
+  remount("noatime");
+  pause();
+  EXPECT_EQ(ReadFile(P(0, "a")), "data");
+  EXPECT_EQ(times(0, "a").first, strict.first);
+
+  // A directory listed after a change to it (relatime), on mount 1.
+  ASSERT_EQ(mkdir(P(0, "d").c_str(), 0755), 0);
+  pause();
+  ASSERT_TRUE(WriteFile(P(0, "d/f"), ""));
+  const auto dir_before = times(1, "d");
+  DIR* dir = opendir(P(1, "d").c_str());
+  ASSERT_NE(dir, nullptr);
+  while (readdir(dir) != nullptr) {
+  }
+  closedir(dir);
+  EXPECT_GT(times(1, "d").first, dir_before.first);
+
+  remount("ro");
+  std::ifstream mounts("/proc/mounts");
+  std::string line, opts;
+  while (std::getline(mounts, line)) {
+    if (line.find(" " + mnt_[0] + " ") != std::string::npos) opts = line;
+  }
+  EXPECT_NE(opts.find(" ro,"), std::string::npos) << opts;
+  EXPECT_EQ(open(P(0, "new").c_str(), O_CREAT | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(open(P(0, "a").c_str(), O_WRONLY), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(chmod(P(0, "a").c_str(), 0600), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(mkdir(P(0, "e").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(ReadFile(P(0, "a")), "data");
+  ASSERT_TRUE(WriteFile(P(1, "a"), "more"));  // The other mount writes on.
+  EXPECT_EQ(ReadFile(P(0, "a")), "more");
+  remount("rw");
+  EXPECT_TRUE(WriteFile(P(0, "new"), "x"));
+}
+
 // write(2) of part of a page keeps the whole page locked in the kernel
 // while its WRITE waits for the node's locks; a callback that invalidates
 // other bytes of that page must not wait for it (the daemon excluded only

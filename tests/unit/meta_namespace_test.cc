@@ -548,5 +548,23 @@ TEST_F(MetaNamespaceTest, DotDotIsTheParentDirectory) {
             Errc::kInvalidArgument);
 }
 
+// An access (atime now, keep the ctime) moves only the atime; keeping the
+// ctime is refused for any other change.
+TEST_F(MetaNamespaceTest, AnAccessMovesTheAtimeAndNotTheCtime) {
+  Attr f = MustCreate(kRootIno, "f");
+  SetAttrArgs access;
+  access.valid = kSetAtimeNow | kKeepCtime;
+  auto a = server_->SetAttr(kSession, f.ino, access);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->ctime, f.ctime);
+  EXPECT_FALSE(a->atime < f.atime);
+  SetAttrArgs chmod = access;
+  chmod.valid |= kSetMode;
+  chmod.mode = 0600;
+  EXPECT_EQ(ErrcOf(server_->SetAttr(kSession, f.ino, chmod).status()),
+            Errc::kInvalidArgument);
+  EXPECT_EQ(server_->GetAttr(f.ino)->mode & 07777, f.mode & 07777);
+}
+
 }  // namespace
 }  // namespace rangefs::meta
