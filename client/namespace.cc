@@ -337,7 +337,10 @@ absl::Status Client::Impl::Accessed(uint64_t ino, bool strict) {
     }
     in->attr.atime = a->atime;  // Read again from the server if not valid.
   }
-  InvalidateAttributesAbove(ino);  // The kernel's copy.
+  // The kernel's copy, once the EX is let go: the invalidation waits for
+  // size stores of the inode under way (KernelCache), which may need it.
+  held.Release();
+  InvalidateAttributesAbove(ino);
   return absl::OkStatus();
 }
 
