@@ -53,6 +53,9 @@ bool ApplyMountOption(const std::string& option, MountFlags* f) {
       {"nostrictatime", [](MountFlags* m) { m->atime = Atime::kRelative; }},
       {"nodiratime", [](MountFlags* m) { m->nodiratime = true; }},
       {"diratime", [](MountFlags* m) { m->nodiratime = false; }},
+      {"sync", [](MountFlags* m) { m->sync = true; }},
+      {"async", [](MountFlags* m) { m->sync = false; }},
+      {"dirsync", [](MountFlags* m) { m->dirsync = true; }},
       // Times are kept by the metadata server: nothing to defer.
       {"lazytime", [](MountFlags*) {}},
       {"nolazytime", [](MountFlags*) {}},
@@ -78,6 +81,14 @@ bool ReadMountFlags(const std::string& mountpoint, MountFlags* flags) {
     for (absl::string_view o : absl::StrSplit(f[5], ',')) {
       ApplyMountOption(std::string(o), &m);
     }
+    // The superblock's options follow "- TYPE SOURCE": sync, dirsync.
+    for (size_t i = 6; i + 3 < f.size(); ++i) {
+      if (f[i] != "-") continue;
+      for (absl::string_view o : absl::StrSplit(f[i + 3], ',')) {
+        if (o == "sync" || o == "dirsync") ApplyMountOption(std::string(o), &m);
+      }
+      break;
+    }
     *flags = m;  // The last line is the topmost mount.
     found = true;
   }
@@ -91,6 +102,8 @@ unsigned long MsFlags(const MountFlags& f) {
   if (f.nodev) ms |= MS_NODEV;
   if (f.noexec) ms |= MS_NOEXEC;
   if (f.nodiratime) ms |= MS_NODIRATIME;
+  if (f.sync) ms |= MS_SYNCHRONOUS;
+  if (f.dirsync) ms |= MS_DIRSYNC;
   switch (f.atime) {
     case Atime::kRelative:
       ms |= MS_RELATIME;

@@ -21,13 +21,15 @@ struct MountFlags {
   bool nodev = false;
   bool noexec = false;
   bool nodiratime = false;
+  bool sync = false;  // Of the superblock, like ro (the kernel syncs).
+  bool dirsync = false;
   Atime atime = Atime::kRelative;
 };
 
 // Whether `option` is one of the VFS options handled here (ro, rw, suid,
 // nosuid, dev, nodev, exec, noexec, atime, noatime, relatime, norelatime,
 // strictatime, nostrictatime, diratime, nodiratime, lazytime,
-// nolazytime); if so it is applied to *flags.
+// nolazytime, sync, async, dirsync); if so it is applied to *flags.
 bool ApplyMountOption(const std::string& option, MountFlags* flags);
 
 // The flags of the topmost mount at `mountpoint` (an absolute path

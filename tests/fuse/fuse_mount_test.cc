@@ -739,6 +739,19 @@ TEST_F(FuseMountTest, AtimeAndReadOnlyFollowTheMountsFlagsThroughRemounts) {
   EXPECT_EQ(ReadFile(P(0, "a")), "more");
   remount("rw");
   EXPECT_TRUE(WriteFile(P(0, "new"), "x"));
+  // Superblock flags too (the kernel then syncs each write; a remount
+  // cannot change dirsync, on any filesystem: MS_RMT_MASK).
+  remount("sync");
+  std::ifstream info("/proc/self/mountinfo");
+  opts.clear();
+  while (std::getline(info, line)) {
+    if (line.find(" " + mnt_[0] + " ") != std::string::npos) opts = line;
+  }
+  EXPECT_NE(opts.find(" rw,sync,"), std::string::npos) << opts;
+  EXPECT_NE(opts.find(" rw,"), std::string::npos) << opts;
+  EXPECT_TRUE(WriteFile(P(0, "new"), "synced"));
+  remount("async");
+  EXPECT_EQ(ReadFile(P(1, "new")), "synced");
 }
 
 // write(2) of part of a page keeps the whole page locked in the kernel

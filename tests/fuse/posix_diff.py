@@ -46,6 +46,14 @@ def ctime_moves(p, fn):
     return tuple(x < y for x, y in zip(a, b))
 
 
+def atime_after(p, fn):
+    """Whether fn() moved p's atime."""
+    a = os.stat(p).st_atime_ns
+    time.sleep(0.01)
+    fn()
+    return os.stat(p).st_atime_ns > a
+
+
 def w(p, data=b"x", flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
     fd = os.open(p, flags, mode)
     os.write(fd, data)
@@ -220,6 +228,10 @@ ROOT_OPS = [
  ("rename exchange-ish: rename onto itself", lambda: os.rename("d/e", "d/e")),
  ("rename dir to new name", lambda: (os.rename("d/e", "d/E"), os.path.isdir("d/E"))),
  ("dotdot after rename", lambda: os.stat("d/E/..").st_ino == os.stat("d").st_ino),
+ # Both mounted relatime: a read moves the atime once after a change.
+ ("read after write moves atime once", lambda: (w("d/at", b"abc"), atime_after("d/at", lambda: open("d/at", "rb").read()), atime_after("d/at", lambda: open("d/at", "rb").read()))),
+ ("O_NOATIME read keeps atime", lambda: (w("d/at", b"x", os.O_WRONLY), atime_after("d/at", lambda: os.close(os.open("d/at", os.O_RDONLY | os.O_NOATIME))))),
+ ("listing after a change moves the dir's atime once", lambda: (w("d/E/n", b""), atime_after("d/E", lambda: os.listdir("d/E")), atime_after("d/E", lambda: os.listdir("d/E")))),
 ]
 
 USER_OPS = [
