@@ -135,58 +135,46 @@ bool AclIsMode(const Acl& acl) {
   return true;
 }
 
-void AclChmod(Acl* acl, uint32_t mode) {
-  AclEntry* group_class = nullptr;
+namespace {
+
+// The entry of the group class: the mask when there is one, else the
+// owning group's.
+AclEntry* GroupClass(Acl* acl) {
+  AclEntry* group = nullptr;
   for (AclEntry& e : *acl) {
-    switch (e.tag) {
-      case kAclUserObj:
-        e.perm = (mode >> 6) & 7;
-        break;
-      case kAclOther:
-        e.perm = mode & 7;
-        break;
-      case kAclGroupObj:
-        if (group_class == nullptr) group_class = &e;
-        break;
-      case kAclMask:
-        group_class = &e;
-        break;
-      default:
-        break;
-    }
+    if (e.tag == kAclMask) return &e;
+    if (e.tag == kAclGroupObj) group = &e;
   }
-  if (group_class != nullptr) group_class->perm = (mode >> 3) & 7;
+  return group;
+}
+
+}  // namespace
+
+void AclChmod(Acl* acl, uint32_t mode) {
+  for (AclEntry& e : *acl) {
+    if (e.tag == kAclUserObj) e.perm = (mode >> 6) & 7;
+    if (e.tag == kAclOther) e.perm = mode & 7;
+  }
+  if (AclEntry* g = GroupClass(acl)) g->perm = (mode >> 3) & 7;
 }
 
 uint32_t AclCreate(Acl* acl, uint32_t mode) {
   // Each class's entry keeps what both the list and the mode allow, and the
-  // mode keeps what that entry allows; the group class is the mask when
-  // there is one (named entries keep their bits: the mask bounds them).
+  // mode keeps what that entry allows (named entries keep their bits: the
+  // mask bounds them).
   uint32_t perms = mode & 0777;
-  AclEntry* group_class = nullptr;
   for (AclEntry& e : *acl) {
-    switch (e.tag) {
-      case kAclUserObj:
-        e.perm &= (perms >> 6) & 7;
-        perms &= ~0700u | e.perm << 6;
-        break;
-      case kAclOther:
-        e.perm &= perms & 7;
-        perms &= ~07u | e.perm;
-        break;
-      case kAclGroupObj:
-        if (group_class == nullptr) group_class = &e;
-        break;
-      case kAclMask:
-        group_class = &e;
-        break;
-      default:
-        break;
+    if (e.tag == kAclUserObj) {
+      e.perm &= (perms >> 6) & 7;
+      perms &= ~0700u | e.perm << 6;
+    } else if (e.tag == kAclOther) {
+      e.perm &= perms & 7;
+      perms &= ~07u | e.perm;
     }
   }
-  if (group_class != nullptr) {
-    group_class->perm &= (perms >> 3) & 7;
-    perms &= ~070u | group_class->perm << 3;
+  if (AclEntry* g = GroupClass(acl)) {
+    g->perm &= (perms >> 3) & 7;
+    perms &= ~070u | g->perm << 3;
   }
   return (mode & ~0777u) | perms;
 }
